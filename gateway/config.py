@@ -1,0 +1,226 @@
+"""Server settings from ``pli.toml``: listeners, TLS, upstream accounts, folders.
+
+Validated by pydantic with unknown keys refused, so a typo is an error rather than a
+setting silently ignored. Relative paths are relative to the folder holding the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import ConfigError
+
+CONFIG_ENV = "PLI_CONFIG"
+DEFAULT_CONFIG = "pli.toml"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(_Strict):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: Port
+
+
+class TlsFiles(_Strict):
+    cert: Path
+    key: Path
+
+
+class Upstream(_Strict):
+    """One account at the practice's real provider, used for the senders it names."""
+
+    name: str = "default"
+    senders: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    host: str
+    port: Port = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_file: Path | None = None
+    password_credential: str | None = None
+    verify_certificate: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("senders")
+    @classmethod
+    def _senders_lowercase(cls, value: list[str]) -> list[str]:
+        return [s.strip().lower() for s in value]
+
+    @model_validator(mode="after")
+    def _password_source(self) -> Upstream:
+        if self.username and not (self.password_file or self.password_credential):
+            raise ValueError(
+                "an upstream with a username needs password_file or password_credential "
+                "(the password itself never goes in pli.toml)"
+            )
+        if self.password_file and self.password_credential:
+            raise ValueError("give password_file or password_credential, not both")
+        if self.security == "none" and self.username and not _is_loopback(self.host):
+            raise ValueError(
+                "security = \"none\" with a username would send the provider password in clear; "
+                "use starttls or tls"
+            )
+        return self
+
+    def matches(self, sender: str) -> bool:
+        sender = sender.lower()
+        domain = sender.rpartition("@")[2]
+        for pattern in self.senders:
+            if pattern == "*" or pattern == sender:
+                return True
+            if pattern.startswith("@") and pattern[1:] == domain:
+                return True
+        return False
+
+    def password(self) -> str | None:
+        """Read the password from its file or systemd credential, at the moment of use."""
+        if self.password_file is not None:
+            path = self.password_file
+        elif self.password_credential is not None:
+            folder = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not folder:
+                raise ConfigError(
+                    f"upstream {self.name!r}: password_credential is set but systemd gave no "
+                    "CREDENTIALS_DIRECTORY (LoadCredential= in the unit)"
+                )
+            path = Path(folder) / self.password_credential
+        else:
+            return None
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"upstream {self.name!r}: cannot read the password file {path}: {exc.strerror}"
+            ) from None
+
+
+class Delivery(_Strict):
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    retry_min: Seconds = 300.0
+    retry_max: Seconds = 4000.0
+    lifetime: Seconds = 5 * 86400.0
+    scan_interval: Seconds = 10.0
+    connect_timeout: Seconds = 30.0
+    command_timeout: Seconds = 300.0
+    idle_close: Seconds = 5.0
+
+
+class AuthLimits(_Strict):
+    """Failed logins per client address: slowed down, then refused for a while."""
+
+    delay_after: Annotated[int, Field(ge=0)] = 2
+    max_failures: Annotated[int, Field(ge=1)] = 5
+    window: Seconds = 600.0
+    lockout: Seconds = 900.0
+
+
+class Settings(_Strict):
+    hostname: str = "pli.localdomain"
+    data_dir: Path = Path("data")
+    users_file: Path = Path("users.toml")
+    policy: Path | None = None
+    max_message_size: Annotated[int, Field(ge=1024)] = 150 * 1024 * 1024
+    session_timeout: Seconds = 600.0
+    tls: TlsFiles
+    submission: Listener = Listener(port=587)
+    submissions: Listener = Listener(port=465)
+    upstream: list[Upstream] = Field(min_length=1)
+    delivery: Delivery = Delivery()
+    auth: AuthLimits = AuthLimits()
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _some_listener(self) -> Settings:
+        if not (self.submission.enabled or self.submissions.enabled):
+            raise ValueError("both listeners are disabled: enable [submission] or [submissions]")
+        names = [u.name for u in self.upstream]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[upstream]] accounts share a name")
+        return self
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def upstream_for(self, sender: str) -> Upstream | None:
+        """The first upstream account whose ``senders`` covers this address."""
+        for account in self.upstream:
+            if account.matches(sender):
+                return account
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_config_path(given: str | os.PathLike[str] | None) -> Path:
+    if given:
+        return Path(given)
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+_PATH_FIELDS = ("data_dir", "users_file", "policy")
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``pli.toml``; every problem is reported in one ConfigError."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file (pli init DIR writes one)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    _absolutise(raw, base)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+    return settings.model_copy(update={"config_path": path.resolve()})
+
+
+def _absolutise(raw: dict[str, object], base: Path) -> None:
+    def fix(table: object, keys: tuple[str, ...]) -> None:
+        if not isinstance(table, dict):
+            return
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str):
+                table[key] = str(base / value)
+
+    fix(raw, _PATH_FIELDS)
+    fix(raw.get("tls"), ("cert", "key"))
+    upstreams = raw.get("upstream")
+    if isinstance(upstreams, list):
+        for account in upstreams:
+            fix(account, ("password_file", "ca_file"))
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} error(s)"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting (misspelt?)"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)

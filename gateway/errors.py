@@ -1,0 +1,55 @@
+"""Leaf: exceptions that carry the SMTP reply the client will see.
+
+The intake turns any of these into a reply in one place (its ``handle_exception`` and
+``handle_DATA``); the rest of the program raises them and never formats replies itself.
+"""
+
+from __future__ import annotations
+
+
+class PliError(Exception):
+    """Base of every error Pli reports to a person (CLI or SMTP client)."""
+
+
+class SmtpReplyError(PliError):
+    """An error that ends an SMTP command with the given reply."""
+
+    code = 451
+    status = "4.3.0"
+
+    def __init__(self, text: str, *, code: int | None = None, status: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    @property
+    def reply(self) -> str:
+        # A reply is one line: anything that could break the protocol is flattened.
+        text = " ".join(self.text.split())
+        return f"{self.code} {self.status} {text}"
+
+
+class SenderNotAllowed(SmtpReplyError):
+    code = 550
+    status = "5.7.1"
+
+
+class MessageRejected(SmtpReplyError):
+    """The message itself cannot be accepted (malformed, too big, refused by policy)."""
+
+    code = 550
+    status = "5.6.0"
+
+
+class TemporaryFailure(SmtpReplyError):
+    """Pli could not take the message now; the client should try again later."""
+
+    code = 451
+    status = "4.3.0"
+
+
+class ConfigError(PliError):
+    """A configuration file is missing, unreadable or invalid; the text says where."""

@@ -1,0 +1,85 @@
+"""Composition root of ``pli run``: builds the services and runs them in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.intake.server import Intake, start_intake
+from gateway.logs import get_logger
+from gateway.pipeline import DEFAULT_STEPS, Pipeline
+from gateway.spool.store import Spool
+from gateway.spool.worker import DeliveryWorker
+from gateway.tls import server_context
+from gateway.users import UserStore
+
+log = get_logger("pli.app")
+
+PID_FILE = "pli.pid"
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.spool_dir)
+        self.users = UserStore(settings.users_file)
+        self.worker: DeliveryWorker | None = None
+        self.intake: Intake | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        removed = await asyncio.to_thread(self.spool.recover)
+        queued = len(self.spool.ids())
+        log.info("spool.recovered", queued=queued, removed_partial=removed)
+        self.users.users()  # a broken users file stops start-up with its error
+        tls = server_context(settings.tls.cert, settings.tls.key)
+        self.worker = DeliveryWorker(self.spool, settings)
+        pipeline = Pipeline(DEFAULT_STEPS, self.spool, on_queued=self.worker.submit)
+        self.worker.start()
+        self.intake = await start_intake(settings, self.users, pipeline.process, tls)
+        self._write_pid()
+        log.info("pli.ready", ports=self.intake.ports, queued=queued)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let sessions and deliveries under way finish within ``grace``."""
+        if self.intake is not None:
+            self.intake.close()
+            await self.intake.drain(grace)
+        if self.worker is not None:
+            await self.worker.stop(grace)
+        with contextlib.suppress(FileNotFoundError):
+            (self.settings.data_dir / PID_FILE).unlink()
+        log.info("pli.stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR1, self._flush)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("pli.stopping")
+            await self.stop()
+
+    def _flush(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    def _write_pid(self) -> None:
+        path: Path = self.settings.data_dir / PID_FILE
+        path.write_text(f"{os.getpid()}\n", encoding="ascii")
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(App(settings).run_until_stopped())

@@ -1,0 +1,308 @@
+"""``pli``: the command line. Thin: parse arguments, call the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Settings, load_settings, resolve_config_path
+from gateway.errors import ConfigError, PliError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PliError as exc:
+        print(f"pli: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pli", description="Pli, the outbound mail gateway "
+                                "that keeps patients' health data out of their mailboxes.")
+    p.add_argument("--version", action="version", version=f"pli {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def config_arg(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("-c", "--config", help="pli.toml (default: $PLI_CONFIG, then ./pli.toml)")
+
+    init = sub.add_parser("init", help="create a configuration folder")
+    init.add_argument("dir", type=Path)
+    init.add_argument("--domain", help="the practice's own mail domain")
+    init.add_argument("--upstream", default="smtp.example.net:587", metavar="HOST:PORT",
+                      help="the practice's real provider")
+    init.add_argument("--upstream-security", choices=["starttls", "tls", "none"],
+                      default=None, help="default: tls for port 465, otherwise starttls")
+    init.add_argument("--submission-port", type=int, default=587)
+    init.add_argument("--submissions-port", type=int, default=465)
+    init.add_argument("--listen", default="0.0.0.0", help="address the SMTP listeners bind")
+    init.set_defaults(func=cmd_init)
+
+    run = sub.add_parser("run", help="run the gateway")
+    config_arg(run)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run everything on localhost with a local provider")
+    demo.add_argument("--dir", type=Path, help="keep the demo here (default: a new temp folder)")
+    demo.add_argument("--submission-port", type=int, default=2587)
+    demo.add_argument("--submissions-port", type=int, default=2465)
+    demo.add_argument("--provider-port", type=int, default=2525)
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser("check", help="validate the configuration")
+    config_arg(check)
+    check.set_defaults(func=cmd_check)
+
+    user = sub.add_parser("user", help="manage who may send through Pli")
+    user_sub = user.add_subparsers(metavar="ACTION", required=True)
+    add = user_sub.add_parser("add", help="add a user or change its password (read from stdin)")
+    config_arg(add)
+    add.add_argument("name")
+    add.add_argument("--address", action="append", default=[],
+                     help="an address this user may send as (repeat for several)")
+    add.set_defaults(func=cmd_user_add)
+    delete = user_sub.add_parser("del", help="remove a user")
+    config_arg(delete)
+    delete.add_argument("name")
+    delete.set_defaults(func=cmd_user_del)
+    lst = user_sub.add_parser("list", help="list users and their addresses")
+    config_arg(lst)
+    lst.set_defaults(func=cmd_user_list)
+
+    queue = sub.add_parser("queue", help="look at and act on the delivery queue")
+    queue_sub = queue.add_subparsers(metavar="ACTION", required=True)
+    qlist = queue_sub.add_parser("list", help="messages waiting for delivery")
+    config_arg(qlist)
+    qlist.set_defaults(func=cmd_queue_list)
+    flush = queue_sub.add_parser("flush", help="retry every queued message now")
+    config_arg(flush)
+    flush.set_defaults(func=cmd_queue_flush)
+    qdel = queue_sub.add_parser("delete", help="remove a message from the queue for good")
+    config_arg(qdel)
+    qdel.add_argument("id")
+    qdel.set_defaults(func=cmd_queue_delete)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(resolve_config_path(getattr(args, "config", None)))
+
+
+# -- init / run / demo / check -------------------------------------------------------
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.initdir import InitOptions, init_dir
+
+    host, _, port_text = args.upstream.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ConfigError(f"--upstream {args.upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
+    port = int(port_text)
+    security = args.upstream_security or ("tls" if port == 465 else "starttls")
+    created = init_dir(args.dir, InitOptions(
+        domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
+        listen_host=args.listen, submission_port=args.submission_port,
+        submissions_port=args.submissions_port,
+    ))
+    for path in created:
+        print(f"created {path}")
+    config = args.dir / "pli.toml"
+    print(f"""
+Next steps:
+  1. Read {config} and set the provider account (username, password_file).
+  2. Add a user per person who sends mail:
+       pli user add -c {config} NAME --address name@{args.domain or 'your-domain'}
+  3. Check the whole configuration:   pli check -c {config}
+  4. Start:                            pli run -c {config}""")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.app import run
+
+    settings = _settings(args)
+    logs.configure()
+    run(settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.demo import run_demo
+
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="pli-demo-"))
+    logs.configure()
+    asyncio.run(run_demo(folder.resolve(), args.submission_port, args.submissions_port,
+                         args.provider_port))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.tls import server_context
+    from gateway.users import load_users
+
+    settings = _settings(args)
+    problems: list[str] = []
+    try:
+        server_context(settings.tls.cert, settings.tls.key)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        users = load_users(settings.users_file)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        users = {}
+    for account in settings.upstream:
+        try:
+            account.password()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    listeners = [f"{l.host}:{l.port}" for l in (settings.submission, settings.submissions)
+                 if l.enabled]
+    print(f"OK: {settings.config_path}: listeners {', '.join(listeners)}, "
+          f"{len(settings.upstream)} upstream account(s), {len(users)} user(s)")
+    return 0
+
+
+# -- users ---------------------------------------------------------------------------
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Again: "):
+            raise PliError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from gateway.users import User, hash_password, load_users, save_users
+
+    settings = _settings(args)
+    users = load_users(settings.users_file)
+    existing = users.get(args.name)
+    addresses = tuple(a.lower() for a in args.address) or (existing.addresses if existing else ())
+    if not addresses:
+        raise PliError("give at least one --address this user may send as")
+    for address in addresses:
+        if "@" not in address:
+            raise PliError(f"{address!r} is not an email address")
+    password = _read_password()
+    if len(password) < 10:
+        raise PliError("the password must have at least 10 characters")
+    users[args.name] = User(args.name, hash_password(password), addresses)
+    save_users(settings.users_file, users)
+    print(f"{'updated' if existing else 'added'} {args.name}: may send as {', '.join(addresses)}")
+    return 0
+
+
+def cmd_user_del(args: argparse.Namespace) -> int:
+    from gateway.users import load_users, save_users
+
+    settings = _settings(args)
+    users = load_users(settings.users_file)
+    if users.pop(args.name, None) is None:
+        raise PliError(f"no user named {args.name!r}")
+    save_users(settings.users_file, users)
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from gateway.users import load_users
+
+    users = load_users(_settings(args).users_file)
+    for user in sorted(users.values(), key=lambda u: u.name):
+        print(f"{user.name}\t{', '.join(user.addresses)}")
+    if not users:
+        print("no users yet: pli user add NAME --address ADDR", file=sys.stderr)
+    return 0
+
+
+# -- queue ---------------------------------------------------------------------------
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    from gateway.spool.store import Spool
+
+    spool = Spool(_settings(args).spool_dir)
+    now = time.time()
+    count = 0
+    for message in spool.messages():
+        count += 1
+        pending = [r.address for r in message.pending]
+        age = _duration(now - message.created)
+        due = "now" if message.next_attempt <= now else f"in {_duration(message.next_attempt - now)}"
+        sender = message.mail_from or "<>"
+        print(f"{message.id}  {age:>6} old  {message.size:>9} B  {sender} -> "
+              f"{', '.join(pending)}  (tries {message.attempts}, next {due})")
+        if message.last_error:
+            print(f"    last answer: {message.last_error}")
+    print(f"{count} message(s) queued")
+    return 0
+
+
+def cmd_queue_flush(args: argparse.Namespace) -> int:
+    from gateway.app import PID_FILE
+    from gateway.spool.store import Spool
+    from gateway.spool.worker import FLUSH_MARKER
+
+    settings = _settings(args)
+    spool = Spool(settings.spool_dir)
+    spool.create()
+    (spool.root / FLUSH_MARKER).touch()
+    try:
+        pid = int((settings.data_dir / PID_FILE).read_text().strip())
+        os.kill(pid, signal.SIGUSR1)
+        print("every queued message will be retried now")
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        print("Pli is not running: the queue will be retried when it starts")
+    return 0
+
+
+def cmd_queue_delete(args: argparse.Namespace) -> int:
+    from gateway.spool.store import Busy, Spool
+
+    spool = Spool(_settings(args).spool_dir)
+    try:
+        with spool.locked(args.id) as message:
+            if message is None:
+                raise PliError(f"no queued message {args.id}")
+            spool.remove(args.id)
+    except Busy:
+        raise PliError(f"{args.id} is being delivered right now; try again in a moment") from None
+    print(f"deleted {args.id} ({len(message.pending)} recipient(s) will not receive it)")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

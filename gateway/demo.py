@@ -1,0 +1,113 @@
+"""``pli demo``: the whole gateway on localhost, with a local "provider" that writes each
+message it receives as an .eml file, so a person can see what Pli would have sent."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.app import App
+from gateway.config import load_settings
+from gateway.initdir import InitOptions, init_dir
+from gateway.logs import get_logger
+from gateway.tls import server_context
+from gateway.users import User, hash_password, load_users, save_users
+
+log = get_logger("pli.demo")
+
+DEMO_USER = "demo"
+DEMO_ADDRESS = "secretariat@cabinet-demo.fr"
+
+
+class OutboxHandler:
+    """The demo provider: accepts everything and files it under ``outbox``."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        name = f"{len(list(self.outbox.glob('*.eml'))) + 1:04d}-{secrets.token_hex(3)}.eml"
+        data = envelope.original_content or b""
+        await asyncio.to_thread((self.outbox / name).write_bytes, data)
+        log.info("demo.provider_received", file=name, recipients=len(envelope.rcpt_tos))
+        return f"250 2.0.0 Stored as {name}"
+
+
+async def start_outbox(host: str, port: int, outbox: Path, tls: ssl.SSLContext) -> asyncio.Server:
+    outbox.mkdir(parents=True, exist_ok=True)
+    handler = OutboxHandler(outbox)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: SMTP(handler, hostname="provider.localhost", tls_context=tls,
+                     decode_data=False, enable_SMTPUTF8=True),
+        host=host, port=port, reuse_address=True,
+    )
+
+
+def prepare(folder: Path, submission_port: int, submissions_port: int,
+            provider_port: int) -> tuple[Path, str]:
+    """Write the demo configuration once; return its path and the demo password."""
+    config = folder / "pli.toml"
+    password_file = folder / "demo-password.txt"
+    if not config.exists():
+        init_dir(folder, InitOptions(
+            domain="cabinet-demo.fr", hostname="localhost",
+            upstream_host="127.0.0.1", upstream_port=provider_port,
+            upstream_security="starttls", upstream_ca_file="tls/cert.pem",
+            listen_host="127.0.0.1", submission_port=submission_port,
+            submissions_port=submissions_port,
+        ))
+        password = secrets.token_urlsafe(12)
+        users = load_users(folder / "users.toml")
+        users[DEMO_USER] = User(DEMO_USER, hash_password(password), (DEMO_ADDRESS,))
+        save_users(folder / "users.toml", users)
+        password_file.write_text(password + "\n", encoding="utf-8")
+        password_file.chmod(0o600)
+    return config, password_file.read_text(encoding="utf-8").strip()
+
+
+def instructions(folder: Path, password: str, submission_port: int,
+                 submissions_port: int) -> str:
+    cert = folder / "tls" / "cert.pem"
+    return f"""
+Pli demo is running. Everything stays on this machine.
+
+  Folder:            {folder}
+  Delivered mail:    {folder / 'outbox'}   (one .eml file per message the "provider" got)
+
+Thunderbird, Account Settings > Outgoing Server (SMTP) > Add:
+  Server name:           localhost
+  Port:                  {submission_port}   (or {submissions_port} with "SSL/TLS")
+  Connection security:   STARTTLS
+  Authentication method: Normal password
+  User name:             {DEMO_USER}
+  Password:              {password}
+  Send as:               {DEMO_ADDRESS}
+  (Thunderbird will ask you to accept the demo's self-signed certificate.)
+
+Send a test message with swaks:
+  swaks --server 127.0.0.1:{submission_port} --tls --tls-ca-path {cert} \\
+        --auth LOGIN --auth-user {DEMO_USER} --auth-password '{password}' \\
+        --from {DEMO_ADDRESS} --to patient@example.org
+
+Stop with Ctrl-C.
+"""
+
+
+async def run_demo(folder: Path, submission_port: int, submissions_port: int,
+                   provider_port: int) -> None:
+    config, password = prepare(folder, submission_port, submissions_port, provider_port)
+    settings = load_settings(config)
+    tls = server_context(settings.tls.cert, settings.tls.key)
+    provider = await start_outbox("127.0.0.1", provider_port, folder / "outbox", tls)
+    app = App(settings)
+    try:
+        print(instructions(folder, password, submission_port, submissions_port), flush=True)
+        await app.run_until_stopped()
+    finally:
+        provider.close()

@@ -1,0 +1,108 @@
+"""``pli init DIR``: a working configuration folder a practice can start from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import ConfigError
+from gateway.tls import write_self_signed
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+@dataclass
+class InitOptions:
+    domain: str | None = None
+    hostname: str | None = None
+    upstream_host: str = "smtp.example.net"
+    upstream_port: int = 587
+    upstream_security: str = "starttls"
+    upstream_ca_file: str | None = None
+    listen_host: str = "0.0.0.0"
+    submission_port: int = 587
+    submissions_port: int = 465
+    scan_interval: float | None = None
+
+
+def _q(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_config(opts: InitOptions) -> str:
+    hostname = opts.hostname or (f"pli.{opts.domain}" if opts.domain else "pli.localdomain")
+    ca_line = (f"ca_file = {_q(opts.upstream_ca_file)}" if opts.upstream_ca_file
+               else "# ca_file = \"provider-ca.pem\"   # only for a provider with a private CA")
+    delivery = ""
+    if opts.scan_interval is not None:
+        delivery = f"\n[delivery]\nscan_interval = {opts.scan_interval}\n"
+    return f"""\
+# Pli server settings. Relative paths are relative to this file's folder.
+# Check a change with `pli check -c this-file` before restarting or reloading.
+
+hostname = {_q(hostname)}       # name in the SMTP greeting and in Message-IDs
+data_dir = "data"               # spool, vault and audit files (keep it backed up)
+users_file = "users.toml"       # managed by `pli user add|del|list`
+policy = "policy.toml"          # what Pli does with each message
+max_message_size = 157286400    # bytes: a 100 MB attachment, once base64-encoded, fits
+session_timeout = 600           # seconds a client may stay silent, DATA included
+
+[tls]
+# Self-signed by `pli init`. To use the NAS's real certificate, point these at its
+# full-chain certificate and key (readable by the pli user) and restart.
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+
+[submission]                    # port 587: STARTTLS, then AUTH (Thunderbird, Outlook)
+enabled = true
+host = {_q(opts.listen_host)}
+port = {opts.submission_port}
+
+[submissions]                   # port 465: TLS from the first byte, then AUTH
+enabled = true
+host = {_q(opts.listen_host)}
+port = {opts.submissions_port}
+
+# The practice's real provider. Several [[upstream]] blocks may exist: the first whose
+# `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
+[[upstream]]
+name = "default"
+senders = ["*"]
+host = {_q(opts.upstream_host)}
+port = {opts.upstream_port}
+security = {_q(opts.upstream_security)}   # starttls, tls, or none (loopback only)
+verify_certificate = true
+{ca_line}
+# username = "cabinet@example.fr"
+# password_file = "upstream-password"      # the password itself never goes in this file
+# password_credential = "upstream"         # or a systemd credential (LoadCredential=)
+{delivery}"""
+
+
+def init_dir(target: Path, opts: InitOptions) -> list[str]:
+    """Create the folder's files; never overwrite an existing configuration."""
+    config = target / "pli.toml"
+    if config.exists():
+        raise ConfigError(f"{config} already exists: pli init never overwrites a configuration")
+    target.mkdir(parents=True, exist_ok=True)
+    created = [str(config)]
+    config.write_text(render_config(opts), encoding="utf-8")
+    (target / "data").mkdir(mode=0o700, exist_ok=True)
+    (target / "data").chmod(0o700)
+    cert, key = target / "tls" / "cert.pem", target / "tls" / "key.pem"
+    if not cert.exists():
+        hostname = opts.hostname or (f"pli.{opts.domain}" if opts.domain else "localhost")
+        write_self_signed(cert, key, hostname)
+        created += [str(cert), str(key)]
+    policy = POLICIES / "default.toml"
+    if policy.exists() and not (target / "policy.toml").exists():
+        shutil.copyfile(policy, target / "policy.toml")
+        shutil.copytree(POLICIES / "lists", target / "lists", dirs_exist_ok=True)
+        created += [str(target / "policy.toml"), str(target / "lists")]
+        if opts.domain:
+            internal = target / "lists" / "internal.txt"
+            with internal.open("a", encoding="utf-8") as handle:
+                handle.write(f"{opts.domain}\n")
+    return created

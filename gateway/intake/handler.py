@@ -1,0 +1,115 @@
+"""The aiosmtpd handler: checks each step of a submission and hands the message on.
+
+Only the hooks Pli needs are here; replies for every error come from the exceptions in
+``gateway.errors`` and are produced in ``_reply_for``, the one place they are mapped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtpd.smtp import Session
+
+from gateway.errors import SmtpReplyError
+from gateway.logs import get_logger
+from gateway.types import Envelope, Submission
+from gateway.users import UserStore
+
+log = get_logger("pli.intake")
+
+Process = Callable[[Submission], Awaitable[str]]
+
+MAX_RECIPIENTS = 100
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+
+
+def normalise_line_endings(content: bytes) -> bytes:
+    """Make every line end in CRLF: a bare CR or LF is never relayed as it came."""
+    if content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r"):
+        return content
+    return _LINE_ENDINGS.sub(b"\r\n", content)
+
+
+class SubmissionHandler:
+    def __init__(self, users: UserStore, process: Process) -> None:
+        self.users = users
+        self.process = process
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: SmtpEnvelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        return responses[:-1] + extra + ["250 HELP"]
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: SmtpEnvelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        user = self.users.get(str(session.auth_data))
+        if user is None:  # the account was removed since this session logged in
+            return "530 5.7.0 Your account is no longer valid on this server"
+        if not address:
+            return "550 5.7.1 An empty sender (<>) cannot be used to submit mail"
+        if not user.may_send_as(address):
+            log.info("session.sender_refused", client=_client(session), user=user.name,
+                     sender=address)
+            return (f"550 5.7.1 You may not send as {address}: this account may send only "
+                    f"as {', '.join(user.addresses) or 'no address yet'}")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: SmtpEnvelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return f"452 4.5.3 Too many recipients: send to at most {MAX_RECIPIENTS} at a time"
+        if "@" not in address:
+            return "553 5.1.3 A recipient must be a full address (name@domain)"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
+        content = envelope.original_content or b""
+        user = self.users.get(str(session.auth_data))
+        submission = Submission(
+            envelope=Envelope(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                smtputf8="SMTPUTF8" in (o.upper() for o in envelope.mail_options),
+            ),
+            content=normalise_line_endings(content),
+            user=str(session.auth_data),
+            client=_client(session),
+            allowed_senders=frozenset(user.addresses) if user else frozenset(),
+        )
+        try:
+            queue_id = await self.process(submission)
+        except Exception as exc:  # every failure becomes a reply; nothing is half-kept
+            return _reply_for(exc, session)
+        return f"250 2.0.0 Queued as {queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        return _reply_for(error, None)
+
+
+def _reply_for(exc: BaseException, session: Session | None) -> str:
+    if isinstance(exc, SmtpReplyError):
+        log.info("session.refused", client=_client(session), code=exc.code, status=exc.status)
+        return exc.reply
+    # The exception text may quote message content: log its type only.
+    log.error("session.internal_error", client=_client(session), error=type(exc).__name__)
+    return "451 4.3.0 Pli could not take this message because of an internal error; "\
+        "try again in a few minutes"
+
+
+def _client(session: Session | None) -> str:
+    peer = session.peer if session else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"

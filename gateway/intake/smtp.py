@@ -1,0 +1,201 @@
+"""aiosmtpd's SMTP protocol, adjusted for a submission server that real mail clients use.
+
+- AUTH PLAIN and LOGIN check passwords in a worker thread (scrypt must not stall the
+  event loop), behind a per-address throttle, and LOGIN asks "Username:"/"Password:",
+  the only challenges Thunderbird and Outlook accept.
+- On the implicit-TLS listener the connection is TLS from the first byte; aiosmtpd only
+  knows STARTTLS, so that listener is built with ``auth_require_tls=False`` and is only
+  ever served over an SSL socket (see ``intake.server``).
+- Every reply carries an enhanced status code (RFC 2034), added here to aiosmtpd's own
+  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import re
+from base64 import b64decode
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, AuthResult
+
+from gateway.intake.throttle import AuthThrottle
+from gateway.logs import get_logger
+from gateway.users import UserStore
+
+log = get_logger("pli.intake")
+
+_HAS_STATUS = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b")
+_REPLY = re.compile(r"^([245]\d\d)([ -])(.*)$", re.S)
+
+# Default enhanced status per reply code, for aiosmtpd's built-in replies.
+_STATUS_FOR_CODE = {
+    "220": "2.0.0", "221": "2.0.0", "235": "2.7.0", "250": "2.0.0", "251": "2.1.5",
+    "252": "2.5.0", "421": "4.3.0", "450": "4.2.0", "451": "4.3.0", "452": "4.5.3",
+    "454": "4.7.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
+    "504": "5.5.4", "530": "5.7.0", "534": "5.7.9", "535": "5.7.8", "538": "5.7.11",
+    "550": "5.7.1", "552": "5.3.4", "553": "5.1.3", "554": "5.6.0", "555": "5.5.4",
+}
+
+# aiosmtpd replies whose wording a practice secretary would not understand.
+_REWORDED = {
+    "530 Authentication required": "530 5.7.0 Authentication required: "
+    "set your mail client to log in to this outgoing server",
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Use STARTTLS first: "
+    "set the connection security to STARTTLS",
+    "552 Error: Too much mail data": "552 5.3.4 The message is too big for this server",
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 The message is too big for this server",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 A line of the message is too long",
+    "503 Error: need MAIL command": "503 5.5.1 Give MAIL FROM first",
+    "503 Error: need RCPT command": "503 5.5.1 Give RCPT TO first",
+}
+
+
+def with_enhanced_status(reply: str) -> str:
+    if _HAS_STATUS.match(reply):
+        return reply
+    if reply in _REWORDED:
+        return _REWORDED[reply]
+    match = _REPLY.match(reply)
+    if not match:
+        return reply
+    code, sep, text = match.groups()
+    status = _STATUS_FOR_CODE.get(code, f"{code[0]}.0.0")
+    return f"{code}{sep}{status} {text}"
+
+
+class SubmissionSMTP(SMTP):
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        users: UserStore,
+        throttle: AuthThrottle,
+        implicit_tls: bool,
+        sessions: set[SubmissionSMTP],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.sessions = sessions
+        self.users = users
+        self.throttle = throttle
+        self.implicit_tls = implicit_tls
+        self._bare_replies = True  # until the greeting is out
+
+    # -- connection ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.sessions.add(self)
+            if self.implicit_tls and self.session is not None:
+                self.session.ssl = transport.get_extra_info("ssl_object")
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.sessions.discard(self)
+        super().connection_lost(error)
+
+    @property
+    def client_address(self) -> str:
+        peer = self.session.peer if self.session else None
+        if isinstance(peer, tuple) and peer:
+            return str(peer[0])
+        return "unknown"
+
+    @property
+    def is_encrypted(self) -> bool:
+        return bool(self._tls_protocol) or (
+            self.implicit_tls and self.session is not None and self.session.ssl is not None
+        )
+
+    # -- replies ---------------------------------------------------------------------
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            if self._bare_replies:
+                if status.startswith("220 ") and "2.0.0" not in status:
+                    self._bare_replies = False  # that was the greeting
+            else:
+                status = with_enhanced_status(status)
+        await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._bare_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._bare_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._bare_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._bare_replies = False
+
+    # -- authentication ----------------------------------------------------------------
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                return await self._malformed()
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            return await self._malformed()
+        return await self._check_password("PLAIN", parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                return await self._malformed()
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._check_password("LOGIN", login, password)
+
+    async def _malformed(self) -> AuthResult:
+        await self.push("501 5.5.2 Cannot decode the authentication data")
+        return AuthResult(success=False, handled=True)
+
+    async def _check_password(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
+        client = self.client_address
+        if self.throttle.locked(client):
+            log.warning("session.auth_locked", client=client)
+            return AuthResult(
+                success=False,
+                message="454 4.7.0 Too many failed logins from your address; try again later",
+            )
+        name = login.decode("utf-8", "replace")
+        secret = password.decode("utf-8", "replace")
+        user = await asyncio.to_thread(self.users.authenticate, name, secret)
+        if user is None:
+            delay = self.throttle.failed(client)
+            log.warning("session.auth_failed", client=client, user=name[:64],
+                        mechanism=mechanism)
+            if delay:
+                await asyncio.sleep(delay)
+            return AuthResult(
+                success=False,
+                message="535 5.7.8 Wrong user name or password",
+            )
+        self.throttle.succeeded(client)
+        log.info("session.authenticated", client=client, user=user.name, mechanism=mechanism)
+        return AuthResult(success=True, auth_data=user.name)

@@ -1,0 +1,1 @@
+"""Durable queue on disk and the delivery worker that empties it."""

@@ -1,0 +1,14 @@
+"""When to try again: Postfix's model, a delay that doubles from a minimum to a maximum,
+until the message has been in the queue longer than its lifetime."""
+
+from __future__ import annotations
+
+
+def next_delay(attempts: int, minimum: float, maximum: float) -> float:
+    """Delay after the ``attempts``-th failed attempt (1 for the first)."""
+    exponent = max(0, min(attempts - 1, 30))
+    return float(min(maximum, minimum * (2**exponent)))
+
+
+def expired(created: float, now: float, lifetime: float) -> bool:
+    return now - created >= lifetime

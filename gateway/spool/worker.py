@@ -1,0 +1,360 @@
+"""The delivery worker: relays queued messages to the practice's provider with aiosmtplib.
+
+It runs in the server's event loop. A scheduler finds messages that are due (new ones are
+handed over directly by the intake; deferred ones are found by a periodic scan of the
+spool), and a bounded number of senders relay them, each keeping its connection to the
+provider open while there is work. Outcomes are per recipient: one the provider refused
+for good gets a DSN and is not tried again; the others are not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from gateway.config import Settings, Upstream
+from gateway.logs import get_logger
+from gateway.spool.dsn import build_dsn
+from gateway.spool.retry import expired, next_delay
+from gateway.spool.store import Busy, QueuedMessage, Recipient, Spool, new_queue_id
+
+log = get_logger("pli.delivery")
+
+FLUSH_MARKER = "flush"
+
+
+@dataclass
+class _Outcome:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+
+
+class TemporaryError(Exception):
+    """The attempt failed in a way that a later attempt may not (4xx, network)."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class DeliveryWorker:
+    def __init__(
+        self, spool: Spool, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.spool = spool
+        self.settings = settings
+        self.clock = clock
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._claimed: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self.counts = {"sent": 0, "failed": 0, "deferred": 0}
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._schedule(), name="pli-scheduler"))
+        for n in range(self.settings.delivery.concurrency):
+            self._tasks.append(asyncio.create_task(self._send_loop(), name=f"pli-sender-{n}"))
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking work; give deliveries under way ``grace`` seconds, then cancel them.
+
+        A cancelled delivery leaves its message queued: the provider may have it already,
+        in which case it goes out twice rather than never (as with any MTA)."""
+        scheduler, senders = self._tasks[:1], self._tasks[1:]
+        for task in scheduler:
+            task.cancel()
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._busy and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def submit(self, queue_id: str) -> None:
+        """A new message was queued: relay it now."""
+        if queue_id not in self._claimed:
+            self._claimed.add(queue_id)
+            self._queue.put_nowait(queue_id)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- scheduling -------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            soonest = await asyncio.to_thread(self._scan)
+            wait = self.settings.delivery.scan_interval
+            if soonest is not None:
+                wait = max(0.05, min(wait, soonest - self.clock()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _scan(self) -> float | None:
+        """Find due messages; return when the next deferred one falls due."""
+        marker = self.spool.root / FLUSH_MARKER
+        flush = marker.exists()
+        if flush:
+            marker.unlink(missing_ok=True)
+            log.info("queue.flushed")
+        now = self.clock()
+        soonest: float | None = None
+        for message in self.spool.messages():
+            if message.id in self._claimed:
+                continue
+            if flush or message.next_attempt <= now:
+                self._claimed.add(message.id)
+                self._queue.put_nowait(message.id)
+            elif soonest is None or message.next_attempt < soonest:
+                soonest = message.next_attempt
+        return soonest
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        connections: dict[str, aiosmtplib.SMTP] = {}
+        try:
+            while True:
+                try:
+                    queue_id = await asyncio.wait_for(
+                        self._queue.get(), self.settings.delivery.idle_close
+                    )
+                except TimeoutError:
+                    await _close_all(connections)
+                    continue
+                self._busy += 1
+                try:
+                    await self._deliver(queue_id, connections)
+                except Exception as exc:  # never let one message stop the sender
+                    log.error("delivery.internal_error", queue_id=queue_id,
+                              error=type(exc).__name__)
+                finally:
+                    self._busy -= 1
+                    self._claimed.discard(queue_id)
+        finally:
+            await _close_all(connections)
+
+    async def _deliver(self, queue_id: str, connections: dict[str, aiosmtplib.SMTP]) -> None:
+        try:
+            with self.spool.locked(queue_id) as message:
+                if message is None or not message.pending:
+                    return
+                await self._attempt(message, connections)
+        except Busy:
+            log.info("delivery.skipped_busy", queue_id=queue_id)
+
+    async def _attempt(
+        self, message: QueuedMessage, connections: dict[str, aiosmtplib.SMTP]
+    ) -> None:
+        pending = message.pending
+        account = self.settings.upstream_for(message.route_sender)
+        if account is None:
+            self._defer_all(message, f"451 4.3.5 No upstream account in pli.toml covers "
+                                     f"the sender {message.route_sender}")
+        else:
+            content = await asyncio.to_thread(self.spool.content, message.id)
+            try:
+                await self._relay(message, pending, content, account, connections)
+            except TemporaryError as exc:
+                self._defer_all(message, exc.reply)
+        await self._settle(message, pending)
+
+    async def _relay(
+        self,
+        message: QueuedMessage,
+        pending: list[Recipient],
+        content: bytes,
+        account: Upstream,
+        connections: dict[str, aiosmtplib.SMTP],
+    ) -> None:
+        for attempt in (1, 2):
+            smtp, reused = await self._connection(account, connections)
+            try:
+                await self._transaction(smtp, message, pending, content)
+                return
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                connections.pop(account.name, None)
+                # A kept connection the provider closed while idle: try a fresh one once.
+                if not (reused and attempt == 1):
+                    raise TemporaryError(
+                        f"451 4.4.2 {account.host} closed the connection ({exc})"
+                    ) from None
+            except TemporaryError:
+                connections.pop(account.name, None)
+                smtp.close()
+                raise
+
+    async def _transaction(
+        self,
+        smtp: aiosmtplib.SMTP,
+        message: QueuedMessage,
+        pending: list[Recipient],
+        content: bytes,
+    ) -> None:
+        options = []
+        if message.smtputf8:
+            options.append("SMTPUTF8")
+        if smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        addresses = [r.address for r in pending]
+        try:
+            refused, reply = await smtp.sendmail(
+                message.mail_from, addresses, content, mail_options=options
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            for err in exc.recipients:
+                _record(pending, err.recipient, err.code, err.message)
+            return
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500:
+                for r in pending:
+                    r.state, r.reply = "failed", f"{exc.code} {exc.message}"
+                return
+            raise TemporaryError(f"{exc.code} {exc.message}") from None
+        except aiosmtplib.SMTPServerDisconnected:
+            raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TemporaryError(f"451 4.4.2 Delivery interrupted: {type(exc).__name__}") from None
+        for r in pending:
+            if r.address in refused:
+                err = refused[r.address]
+                _record(pending, r.address, err.code, err.message)
+            else:
+                r.state, r.reply = "sent", f"250 {reply}"
+
+    async def _connection(
+        self, account: Upstream, connections: dict[str, aiosmtplib.SMTP]
+    ) -> tuple[aiosmtplib.SMTP, bool]:
+        smtp = connections.get(account.name)
+        if smtp is not None and smtp.is_connected:
+            return smtp, True
+        delivery = self.settings.delivery
+        smtp = aiosmtplib.SMTP(
+            hostname=account.host,
+            port=account.port,
+            use_tls=account.security == "tls",
+            start_tls=account.security == "starttls",
+            validate_certs=account.verify_certificate,
+            cert_bundle=str(account.ca_file) if account.ca_file else None,
+            timeout=delivery.command_timeout,
+            local_hostname=self.settings.hostname,
+        )
+        where = f"{account.host}:{account.port}"
+        try:
+            await smtp.connect(timeout=delivery.connect_timeout)
+            if account.username:
+                await smtp.login(account.username, account.password() or "")
+            else:
+                await smtp.ehlo()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            smtp.close()
+            raise TemporaryError(
+                f"451 4.7.0 The provider {where} refused Pli's login for account "
+                f"{account.name!r} ({exc.code} {exc.message}); check the upstream password"
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            smtp.close()
+            raise TemporaryError(f"451 4.4.1 {where} answered {exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            smtp.close()
+            raise TemporaryError(
+                f"451 4.4.1 Cannot reach the provider {where} ({type(exc).__name__})"
+            ) from None
+        connections[account.name] = smtp
+        return smtp, False
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _defer_all(self, message: QueuedMessage, reply: str) -> None:
+        message.last_error = reply
+        for r in message.pending:
+            r.reply = reply
+
+    async def _settle(self, message: QueuedMessage, tried: list[Recipient]) -> None:
+        now = self.clock()
+        delivery = self.settings.delivery
+        for r in tried:
+            if r.state == "sent":
+                log.info("delivery.sent", queue_id=message.id, recipient=r.address,
+                         reply=r.reply[:200])
+                self.counts["sent"] += 1
+            elif r.state == "failed":
+                log.warning("delivery.bounced", queue_id=message.id, recipient=r.address,
+                            reply=r.reply[:200])
+                self.counts["failed"] += 1
+        still = message.pending
+        failed_now = [r for r in tried if r.state == "failed"]
+        if still:
+            message.attempts += 1
+            if expired(message.created, now, delivery.lifetime):
+                days = delivery.lifetime / 86400
+                for r in still:
+                    r.state = "failed"
+                    r.reply = (f"{r.reply or message.last_error} (Pli gave up after "
+                               f"{days:g} days of retries)")
+                    log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
+                    self.counts["failed"] += 1
+                failed_now += still
+            else:
+                delay = next_delay(message.attempts, delivery.retry_min, delivery.retry_max)
+                message.next_attempt = now + delay
+                for r in still:
+                    log.info("delivery.deferred", queue_id=message.id, recipient=r.address,
+                             reply=r.reply[:200], retry_in=round(delay, 1),
+                             attempts=message.attempts)
+                    self.counts["deferred"] += 1
+        if failed_now:
+            await self._bounce(message, failed_now)
+        if message.pending:
+            await asyncio.to_thread(self.spool.save, message)
+        else:
+            await asyncio.to_thread(self.spool.remove, message.id)
+            log.info("spool.removed", queue_id=message.id)
+
+    async def _bounce(self, message: QueuedMessage, failed: list[Recipient]) -> None:
+        if message.kind == "dsn" or not message.mail_from:
+            log.warning("delivery.dsn_dropped", queue_id=message.id)  # never bounce a bounce
+            return
+        content = await asyncio.to_thread(self.spool.content, message.id)
+        dsn = build_dsn(message, failed, content, self.settings.hostname)
+        notice = QueuedMessage(
+            id=new_queue_id(),
+            mail_from="",
+            recipients=[Recipient(message.mail_from)],
+            created=self.clock(),
+            size=len(dsn),
+            route_sender=message.route_sender,
+            kind="dsn",
+            extra={"about": message.id},
+        )
+        await asyncio.to_thread(self.spool.enqueue, notice, dsn)
+        log.info("dsn.queued", queue_id=notice.id, about=message.id, recipient=message.mail_from,
+                 failed=len(failed))
+        self.submit(notice.id)
+
+
+def _record(pending: list[Recipient], address: str, code: int, text: str) -> None:
+    for r in pending:
+        if r.address == address:
+            r.reply = f"{code} {text}"
+            if code >= 500:
+                r.state = "failed"
+
+
+async def _close_all(connections: dict[str, aiosmtplib.SMTP]) -> None:
+    for smtp in list(connections.values()):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(smtp.quit(), 5)
+        smtp.close()
+    connections.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,112 @@ class Submission:
     user: str
     client: str
     allowed_senders: frozenset[str] = field(default_factory=frozenset)
+
+
+# --- What the inspector found in a message ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttachmentFacts:
+    """One attached part, as found at any depth of the MIME tree.
+
+    ``true_type`` comes from the decoded bytes (libmagic), never from the declared type or
+    the file name. ``filename`` is health data: keep it in memory, never log it.
+    """
+
+    filename: str | None
+    declared_type: str
+    true_type: str
+    size: int
+    inline: bool = False
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the policy may look at. ``subject`` and ``text`` are health data: never log them.
+
+    ``header_from`` holds the addresses of the From: header, lower-cased; ``text`` joins the
+    text of the text/plain and text/html parts (tags removed), bounded in length.
+    """
+
+    header_from: tuple[str, ...] = ()
+    subject: str = ""
+    size: int = 0
+    attachments: tuple[AttachmentFacts, ...] = ()
+    text: str = ""
+    defects: int = 0
+
+
+# --- What the policy decided -------------------------------------------------------------
+
+ActionName = Literal["pass", "protect", "block"]
+AccessCodeMode = Literal["none", "sender-tag", "generated", "sender-tag-or-generated"]
+
+
+@dataclass(frozen=True)
+class ProtectSettings:
+    """How a protected copy is made.
+
+    In a decision, ``access_code`` is resolved for the message at hand: "sender-tag" only
+    when the subject carries a usable ``[code:NNNN]`` tag, else "generated" (or "none").
+    """
+
+    attachments: Literal["link", "keep"] = "link"
+    body: Literal["minimal", "keep"] = "minimal"
+    subject: Literal["neutral", "keep"] = "neutral"
+    expiry_days: int = 14
+    download_limit: int = 5
+    access_code: AccessCodeMode = "generated"
+    language: Literal["fr", "en"] = "fr"
+    template: str = "default"
+    keep_inline_images: bool = False
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    """The sentence the sender reads when a message is refused, in French and English."""
+
+    message_fr: str
+    message_en: str
+    code: int = 550
+    status: str = "5.7.1"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to a recipient's copy: the rule that decided, its action and settings."""
+
+    rule: str
+    action: ActionName
+    protect: ProtectSettings | None = None
+    block: BlockSettings | None = None
+
+
+@dataclass(frozen=True)
+class RecipientGroup:
+    """Recipients that share one decision, in envelope order: they get one copy."""
+
+    decision: Decision
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Every recipient's decision, grouped; groups are in order of first appearance."""
+
+    groups: tuple[RecipientGroup, ...] = ()
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return tuple(r for group in self.groups for r in group.recipients)
+
+    @property
+    def blocked(self) -> tuple[RecipientGroup, ...]:
+        return tuple(g for g in self.groups if g.decision.action == "block")
+
+    def decision_for(self, recipient: str) -> Decision | None:
+        for group in self.groups:
+            if recipient in group.recipients:
+                return group.decision
+        return None

@@ -1,0 +1,107 @@
+"""Domain and address patterns: case-insensitive, IDNA-aware, with wildcards.
+
+A pattern is one of:
+
+* ``example.fr`` – that domain exactly (not its subdomains);
+* ``*.mssante.fr`` – any subdomain of mssante.fr, at any depth (not mssante.fr itself);
+* ``yahoo.*`` – yahoo under any suffix (yahoo.fr, yahoo.co.uk);
+* ``someone@example.fr`` – that address.
+
+Unicode domains are compared in their A-label (punycode) form, so ``médecins.fr`` in a list
+matches ``xn--mdecins-bya.fr`` in an envelope and the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from encodings import idna
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def to_ascii(domain: str) -> str:
+    """Lower-case A-label form of ``domain``; labels that cannot be encoded stay as given."""
+    domain = domain.strip().rstrip(".").lower()
+    labels = []
+    for label in re.split(r"[.\u3002\uff0e\uff61]", domain):
+        if label.isascii():
+            labels.append(label)
+            continue
+        try:
+            labels.append(idna.ToASCII(label).decode("ascii").lower())
+        except (UnicodeError, ValueError):
+            labels.append(label)
+    return ".".join(labels)
+
+
+def is_valid_domain(domain: str) -> bool:
+    """True when ``domain`` (A-label form) is a plausible host name with at least one dot."""
+    labels = domain.split(".")
+    return len(labels) >= 2 and len(domain) <= 253 and all(_LABEL.match(x) for x in labels)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """(local part, A-label domain) of an address; a bare domain gives ("", domain)."""
+    address = address.strip().strip("<>").strip()
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "", to_ascii(address)
+    return local.lower(), to_ascii(domain)
+
+
+def normalise_address(address: str) -> str:
+    local, domain = split_address(address)
+    return f"{local}@{domain}" if local else domain
+
+
+@dataclass(frozen=True)
+class DomainPattern:
+    """One compiled list entry; ``text`` is the entry as written, for explanations."""
+
+    text: str
+    kind: str  # "exact", "subdomains", "any-suffix" or "address"
+    value: str
+
+    @classmethod
+    def parse(cls, entry: str) -> DomainPattern | None:
+        """Compile an entry; None when it is not a domain, wildcard or address."""
+        entry = entry.strip()
+        if not entry:
+            return None
+        if "@" in entry:
+            local, domain = split_address(entry)
+            if not local or not is_valid_domain(domain):
+                return None
+            return cls(entry, "address", f"{local}@{domain}")
+        lowered = entry.lower()
+        if lowered.startswith("*."):
+            domain = to_ascii(lowered[2:])
+            return cls(entry, "subdomains", domain) if is_valid_domain(domain) else None
+        if lowered.endswith(".*"):
+            domain = to_ascii(lowered[:-2])
+            ok = all(_LABEL.match(x) for x in domain.split("."))
+            return cls(entry, "any-suffix", domain) if ok else None
+        domain = to_ascii(lowered)
+        return cls(entry, "exact", domain) if is_valid_domain(domain) else None
+
+    def matches(self, local: str, domain: str) -> bool:
+        """Does an address (already split and normalised) match this pattern?"""
+        if self.kind == "exact":
+            return domain == self.value
+        if self.kind == "subdomains":
+            return domain.endswith("." + self.value)
+        if self.kind == "any-suffix":
+            return domain.startswith(self.value + ".")
+        return f"{local}@{domain}" == self.value
+
+
+def first_match(patterns: tuple[DomainPattern, ...], address: str) -> DomainPattern | None:
+    """The first pattern matching ``address`` (an address or a bare domain), or None."""
+    local, domain = split_address(address)
+    if not domain:
+        return None
+    for pattern in patterns:
+        if pattern.matches(local, domain):
+            return pattern
+    return None

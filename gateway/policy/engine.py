@@ -1,0 +1,95 @@
+"""The rule engine: for each recipient, the first rule whose ``when`` holds decides.
+
+:func:`trace` is the one evaluator; :func:`decide` groups its verdicts, and
+:func:`gateway.policy.explain.explain` puts its reasons into words. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gateway.policy.conditions import MessageContext, Node, Outcome
+from gateway.policy.lists import DomainList
+from gateway.policy.patterns import access_code_tag
+from gateway.types import Decision, Decisions, Envelope, MessageFacts, RecipientGroup
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A compiled rule. ``condition`` is None for the default rule, which always holds."""
+
+    name: str
+    condition: Node | None
+    decision: Decision
+    line: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A loaded, validated policy. Immutable: a reload builds a new one and swaps it whole."""
+
+    path: Path | None
+    rules: tuple[Rule, ...]
+    lists: Mapping[str, DomainList]
+    tag_names: frozenset[str] = frozenset({"code"})
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: Rule
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class RecipientTrace:
+    """How one recipient was decided: every rule tried, the last one being the one that held."""
+
+    recipient: str
+    tried: tuple[RuleResult, ...]
+    decision: Decision
+
+
+_DEFAULT_OUTCOME = Outcome(True, ("default rule: applies when no rule above did",))
+
+
+def trace(policy: Policy, envelope: Envelope, facts: MessageFacts) -> tuple[RecipientTrace, ...]:
+    """Evaluate the rules for every recipient, in envelope order."""
+    ctx = MessageContext(envelope, facts)
+    return tuple(_trace_one(policy, ctx, rcpt) for rcpt in envelope.rcpt_tos)
+
+
+def _trace_one(policy: Policy, ctx: MessageContext, recipient: str) -> RecipientTrace:
+    tried: list[RuleResult] = []
+    for rule in policy.rules:
+        if rule.condition is None:
+            outcome = _DEFAULT_OUTCOME
+        else:
+            outcome = rule.condition.evaluate(ctx, recipient)
+        tried.append(RuleResult(rule, outcome))
+        if outcome.held:
+            return RecipientTrace(recipient, tuple(tried), _resolve(rule.decision, ctx))
+    # load_policy guarantees a default rule; this keeps a hand-built policy safe anyway.
+    return RecipientTrace(recipient, tuple(tried), FALLBACK_DECISION)
+
+
+FALLBACK_DECISION = Decision(rule="(no rule held)", action="protect")
+"""What a policy without a default rule would do: protect, never pass by accident."""
+
+
+def _resolve(decision: Decision, ctx: MessageContext) -> Decision:
+    """Settle the access-code mode for this message (a usable subject tag or not)."""
+    settings = decision.protect
+    if settings is None or settings.access_code in ("none", "generated"):
+        return decision
+    mode = "sender-tag" if access_code_tag(ctx.facts.subject) else "generated"
+    return replace(decision, protect=replace(settings, access_code=mode))
+
+
+def decide(policy: Policy, envelope: Envelope, facts: MessageFacts) -> Decisions:
+    """Each recipient's decision, recipients sharing a decision grouped, in envelope order."""
+    groups: dict[Decision, list[str]] = {}
+    for item in trace(policy, envelope, facts):
+        groups.setdefault(item.decision, []).append(item.recipient)
+    return Decisions(tuple(RecipientGroup(d, tuple(r)) for d, r in groups.items()))

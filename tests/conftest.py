@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Gateway, LoopThread, Provider, RunningApp, make_gateway
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Gateway:
+    return make_gateway(tmp_path / "pli")
+
+
+@pytest.fixture
+def provider_tls(gw: Gateway) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(gw.cert, gw.folder / "tls" / "key.pem")
+    return context
+
+
+@pytest.fixture
+def provider(loop: LoopThread, gw: Gateway) -> Iterator[Provider]:
+    """A plain aiosmtpd provider on the gateway's upstream port (security "none")."""
+    p = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def pli(loop: LoopThread, gw: Gateway) -> Iterator[RunningApp]:
+    app = RunningApp(loop, gw).start()
+    yield app
+    app.stop()

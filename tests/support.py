@@ -1,0 +1,318 @@
+"""Test peers and helpers: a provider played by aiosmtpd or Postfix's smtp-sink, Pli itself
+in a background event loop or as a real `pli run` process. Loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.app import App
+from gateway.config import load_settings
+from gateway.initdir import InitOptions, init_dir
+from gateway.users import User, hash_password, load_users, save_users
+
+T = TypeVar("T")
+
+HOST = "127.0.0.1"
+USER = "martin"
+PASSWORD = "correct horse battery"
+ADDRESS = "dr.martin@cabinet-martin.fr"
+OTHER_USER = "durand"
+OTHER_PASSWORD = "another long secret"
+OTHER_ADDRESS = "dr.durand@cabinet-martin.fr"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    def is_open() -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex((HOST, port)) == 0
+    wait_until(is_open, timeout)
+
+
+class LoopThread:
+    """An asyncio event loop in a thread, so blocking clients (smtplib) can talk to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def _cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.run(_cancel_rest())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+
+@dataclass
+class SinkHandler:
+    """A provider whose answers a test can script."""
+
+    received: list[Received] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    mail_replies: list[str] = field(default_factory=list)
+    data_replies: list[str] = field(default_factory=list)
+    sessions: int = 0
+    users: dict[str, str] = field(default_factory=dict)
+
+    async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.received.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos),
+                                      envelope.original_content or b""))
+        return "250 2.0.0 Stored"
+
+
+class Provider:
+    """An aiosmtpd provider on loopback, with STARTTLS (and AUTH when users are given)."""
+
+    def __init__(self, loop: LoopThread, tls: ssl.SSLContext | None, port: int | None = None,
+                 *, implicit_tls: bool = False, offer_starttls: bool = True,
+                 users: dict[str, str] | None = None) -> None:
+        self.loop = loop
+        self.tls = tls
+        self.port = port or free_port()
+        self.handler = SinkHandler(users=dict(users or {}))
+        self.implicit_tls = implicit_tls
+        self.offer_starttls = offer_starttls
+        self.server: asyncio.Server | None = None
+
+    def _authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                       auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+        ok = (isinstance(auth_data, LoginPassword)
+              and self.handler.users.get(auth_data.login.decode()) == auth_data.password.decode())
+        return AuthResult(success=ok)
+
+    def start(self) -> Provider:
+        handler = self.handler
+
+        def factory() -> SMTP:
+            handler.sessions += 1
+            kwargs: dict[str, Any] = {}
+            if handler.users:
+                kwargs = {"authenticator": self._authenticator, "auth_required": True,
+                          "auth_require_tls": not self.implicit_tls}
+            return SMTP(handler, hostname="provider.test", decode_data=False,
+                        enable_SMTPUTF8=True,
+                        tls_context=self.tls if (self.offer_starttls and not self.implicit_tls)
+                        else None, **kwargs)
+
+        async def go() -> asyncio.Server:
+            return await asyncio.get_running_loop().create_server(
+                factory, HOST, self.port, ssl=self.tls if self.implicit_tls else None,
+                reuse_address=True)
+        self.server = self.loop.run(go())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            server = self.server
+            self.server = None
+
+            async def close() -> None:
+                server.close()
+            self.loop.run(close())
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+
+class SmtpSink:
+    """Postfix's smtp-sink as the provider; ``options`` inject 4xx/5xx/421/drops."""
+
+    def __init__(self, port: int | None = None, options: tuple[str, ...] = (),
+                 dump_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.options = options
+        self.dump_dir = dump_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("smtp-sink") or (
+            "/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+
+    def start(self) -> SmtpSink:
+        binary = self.binary()
+        assert binary, "smtp-sink is missing: run `make test`, which installs postfix"
+        cmd = [binary, "-c"]
+        if self.dump_dir is not None:
+            self.dump_dir.mkdir(parents=True, exist_ok=True)
+            self.dump_dir.chmod(0o777)
+            cmd += ["-u", "nobody", "-d", f"{self.dump_dir}/%M."]
+        cmd += [*self.options, f"{HOST}:{self.port}", "20"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None
+
+    def dumped(self) -> list[bytes]:
+        assert self.dump_dir is not None
+        return [p.read_bytes() for p in sorted(self.dump_dir.rglob("*")) if p.is_file()]
+
+
+@dataclass
+class Gateway:
+    """A configuration folder made by `pli init`, with two users, and its ports."""
+
+    folder: Path
+    submission_port: int
+    submissions_port: int
+    provider_port: int
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "pli.toml"
+
+    @property
+    def cert(self) -> Path:
+        return self.folder / "tls" / "cert.pem"
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def settings(self) -> Any:
+        return load_settings(self.config)
+
+
+def make_gateway(folder: Path, *, provider_port: int | None = None,
+                 upstream_security: str = "none", delivery: str = "",
+                 extra: str = "") -> Gateway:
+    gw = Gateway(folder, free_port(), free_port(), provider_port or free_port())
+    init_dir(folder, InitOptions(
+        domain="cabinet-martin.fr", hostname="localhost", upstream_host=HOST,
+        upstream_port=gw.provider_port, upstream_security=upstream_security,
+        listen_host=HOST, submission_port=gw.submission_port,
+        submissions_port=gw.submissions_port,
+    ))
+    config = gw.config.read_text()
+    if upstream_security != "none":
+        config = config.replace('# ca_file = "provider-ca.pem"', 'ca_file = "tls/cert.pem"')
+    # Fast retries so tests exercise the schedule in seconds, not minutes.
+    config += "\n[delivery]\nretry_min = 0.3\nretry_max = 1.0\nscan_interval = 0.2\n" \
+              "idle_close = 0.5\nconnect_timeout = 3\ncommand_timeout = 10\n" + delivery
+    config += extra
+    gw.config.write_text(config)
+    users = load_users(folder / "users.toml")
+    users[USER] = User(USER, hash_password(PASSWORD), (ADDRESS,))
+    users[OTHER_USER] = User(OTHER_USER, hash_password(OTHER_PASSWORD), (OTHER_ADDRESS,))
+    save_users(folder / "users.toml", users)
+    return gw
+
+
+class RunningApp:
+    """Pli's App in the test's background loop."""
+
+    def __init__(self, loop: LoopThread, gw: Gateway) -> None:
+        self.loop = loop
+        self.gw = gw
+        self.app = App(gw.settings())
+
+    def start(self) -> RunningApp:
+        self.loop.run(self.app.start())
+        return self
+
+    def stop(self) -> None:
+        self.loop.run(self.app.stop(grace=2))
+
+
+class PliProcess:
+    """`pli run` as a real process, for crash and signal tests."""
+
+    def __init__(self, gw: Gateway, log_path: Path) -> None:
+        self.gw = gw
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PliProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.gw.config)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for_port(self.gw.submission_port)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(15)
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -1,0 +1,87 @@
+"""Repeated login failures from one address are slowed down, then refused for a while."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.intake.throttle import AuthThrottle
+from tests.support import HOST, PASSWORD, USER, LoopThread, RunningApp, make_gateway
+
+
+def test_throttle_delays_then_locks_then_forgets_after_the_lockout() -> None:
+    now = [1000.0]
+    throttle = AuthThrottle(delay_after=2, max_failures=4, window=60, lockout=300,
+                            clock=lambda: now[0])
+    assert [throttle.failed("192.0.2.7") for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert not throttle.locked("192.0.2.7")
+    throttle.failed("192.0.2.7")
+    assert throttle.locked("192.0.2.7")
+    assert not throttle.locked("192.0.2.8")  # other addresses are not affected
+    now[0] += 301
+    assert not throttle.locked("192.0.2.7")
+
+
+def test_a_success_clears_the_failures_of_that_address() -> None:
+    throttle = AuthThrottle(delay_after=0, max_failures=3, window=60, lockout=300)
+    throttle.failed("192.0.2.7")
+    throttle.failed("192.0.2.7")
+    throttle.succeeded("192.0.2.7")
+    assert throttle.failed("192.0.2.7") == 1.0
+
+
+def test_failures_are_logged_with_the_client_address_for_fail2ban(tmp_path: Path) -> None:
+    pattern = (Path(__file__).resolve().parents[2] / "deploy" / "fail2ban" /
+               "pli.conf").read_text()
+    failregex = re.search(r"^failregex\s*=\s*(.+)$", pattern, re.M)
+    assert failregex
+    # fail2ban replaces <HOST> with its own address pattern; a simple one stands in here.
+    regex = re.compile(failregex.group(1).strip().replace("<HOST>", r"(?P<host>[0-9a-fA-F:.]+)"))
+    line = ('{"event": "session.auth_failed", "client": "192.0.2.7", "user": "x", '
+            '"mechanism": "PLAIN", "level": "warning", "timestamp": "2026-01-01T00:00:00Z"}')
+    match = regex.search(line)
+    assert match and match.group("host") == "192.0.2.7"
+    assert not regex.search(line.replace("auth_failed", "authenticated"))
+
+
+def test_the_server_answers_454_once_an_address_has_failed_too_often(tmp_path: Path) -> None:
+    loop = LoopThread()
+    gw = make_gateway(tmp_path / "pli", extra="\n[auth]\ndelay_after = 5\nmax_failures = 3\n"
+                      "window = 60\nlockout = 60\n")
+    app = RunningApp(loop, gw).start()
+    try:
+        with capture_logs() as logs:
+            with smtplib.SMTP(HOST, gw.submission_port, timeout=10) as client:
+                client.starttls(context=gw.client_context())
+                client.ehlo()
+                codes = []
+                for _ in range(3):
+                    code, _ = client.docmd("AUTH", "PLAIN " + _plain(USER, "wrong password"))
+                    codes.append(code)
+                code, text = client.docmd("AUTH", "PLAIN " + _plain(USER, PASSWORD))
+        assert codes == [535, 535, 535]
+        assert code == 454 and text.startswith(b"4.7.0")  # even the right password, for now
+        failed = [e for e in logs if e["event"] == "session.auth_failed"]
+        assert len(failed) == 3 and all(e["client"] == "127.0.0.1" for e in failed)
+        assert all(PASSWORD not in str(e) and "wrong password" not in str(e) for e in logs)
+    finally:
+        app.stop()
+        loop.close()
+
+
+def _plain(user: str, password: str) -> str:
+    import base64
+    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("blob", ["!!notbase64", "dXNlcm9ubHk="])
+def test_malformed_auth_data_gets_a_501(gw, pli, blob: str) -> None:  # type: ignore[no-untyped-def]
+    with smtplib.SMTP(HOST, gw.submission_port, timeout=10) as client:
+        client.starttls(context=gw.client_context())
+        client.ehlo()
+        code, text = client.docmd("AUTH", f"PLAIN {blob}")
+    assert code == 501 and text.startswith(b"5.5.2")

@@ -120,6 +120,10 @@ def _build(path: Path) -> tuple[Policy | None, list[Problem]]:
     for index, rule_raw in enumerate(rules_raw):
         name = rule_raw.get("name") if isinstance(rule_raw.get("name"), str) else None
         label = name or f"#{index + 1}"
+        if isinstance(declared := raw.get("lists"), dict):
+            for field, message in _list_references(rule_raw.get("when"), "when", declared):
+                line = where.rule_field(index, tuple(field.split(".")))
+                problem(message, line=line, rule=label, field=field)
         try:
             model = schema.Rule.model_validate(rule_raw)
         except ValidationError as exc:
@@ -134,11 +138,12 @@ def _build(path: Path) -> tuple[Policy | None, list[Problem]]:
                 )
             continue
         models.append(model)
-        for field, message in _rule_problems(model, lists):
+        for field, message in _rule_problems(model):
             problem(message, line=where.rule_field(index, tuple(field.split("."))), rule=label, field=field)
 
     problems.extend(_order_problems(path, rules_raw, where))
     if problems:
+        problems.sort(key=lambda p: (p.file != path, str(p.file), p.line or 0))
         return None, problems
     lines = [where.rule_field(i, ()) for i in range(len(models))]
     return _compile(path, models, lists, lines), problems
@@ -184,7 +189,7 @@ def _load_lists(
     return lists, problems
 
 
-def _rule_problems(rule: schema.Rule, lists: dict[str, DomainList]) -> Iterator[tuple[str, str]]:
+def _rule_problems(rule: schema.Rule) -> Iterator[tuple[str, str]]:
     """(field, message) for what the schema alone cannot see in one rule."""
     if rule.default and rule.when is not None:
         yield "when", "the default rule applies to everything: remove `when` or `default = true`"
@@ -198,18 +203,31 @@ def _rule_problems(rule: schema.Rule, lists: dict[str, DomainList]) -> Iterator[
         yield "block", "a block rule needs [rule.block] with message_fr and message_en (what the sender reads)"
     if rule.when is None:
         return
-    for field, condition in _walk(rule.when, "when"):
-        for key in schema.LIST_KEYS:
-            for name in getattr(condition, key) or ():
-                if name not in lists:
-                    known = ", ".join(sorted(lists)) or "none"
-                    yield f"{field}.{key}", f"unknown list {name!r} (lists declared in [lists]: {known})"
     tag_fields = [f for f, c in _walk(rule.when, "when") if c.subject_tag is not None]
     if tag_fields and not _names_sender(rule.when):
         yield f"{tag_fields[0]}.subject_tag", (
             "a subject tag is honoured only for the senders the rule names: add sender_is or "
             "sender_in next to subject_tag (in the same table or the top-level `all`)"
         )
+
+
+def _list_references(when: Any, field: str, declared: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Unknown list names in a raw ``when`` table, found even when the rule is otherwise
+    invalid, so that one mistake does not hide another."""
+    if not isinstance(when, dict):
+        return
+    for key in schema.LIST_KEYS:
+        names = when.get(key)
+        for name in [names] if isinstance(names, str) else names if isinstance(names, list) else []:
+            if isinstance(name, str) and name not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                yield f"{field}.{key}", f"unknown list {name!r} (lists declared in [lists]: {known})"
+    for key in ("all", "any"):
+        children = when.get(key)
+        if isinstance(children, list):
+            for i, child in enumerate(children):
+                yield from _list_references(child, f"{field}.{key}.{i}", declared)
+    yield from _list_references(when.get("not"), f"{field}.not", declared)
 
 
 def _walk(condition: schema.Condition, field: str) -> Iterator[tuple[str, schema.Condition]]:

@@ -1,0 +1,54 @@
+"""Small pure pieces of the intake and users file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.intake.handler import normalise_line_endings
+from gateway.intake.smtp import with_enhanced_status
+from gateway.users import User, UserStore, hash_password, save_users, verify_password
+
+
+def test_builtin_replies_get_an_enhanced_status_by_their_code() -> None:
+    assert with_enhanced_status("250 OK") == "250 2.0.0 OK"
+    assert with_enhanced_status("503 Error: need MAIL command") == "503 5.5.1 Give MAIL FROM first"
+    assert with_enhanced_status("500 Error: command \"X\" not recognized").startswith("500 5.5.2")
+    assert with_enhanced_status("552 Error: Too much mail data").startswith("552 5.3.4")
+
+
+def test_replies_that_already_carry_a_status_are_left_alone() -> None:
+    assert with_enhanced_status("550 5.7.1 No") == "550 5.7.1 No"
+
+
+def test_intermediate_replies_are_not_touched() -> None:
+    assert with_enhanced_status("354 End data with <CR><LF>.<CR><LF>").startswith("354 End")
+
+
+@given(st.binary(max_size=300))
+def test_after_normalising_every_cr_and_lf_is_part_of_a_crlf(data: bytes) -> None:
+    out = normalise_line_endings(data)
+    assert out.count(b"\r") == out.count(b"\n") == out.count(b"\r\n")
+    assert out.replace(b"\r\n", b"") == data.replace(b"\r\n", b"").replace(b"\r", b"").replace(
+        b"\n", b"")
+
+
+def test_password_hashes_verify_only_the_right_password() -> None:
+    stored = hash_password("un mot de passe")
+    assert stored.startswith("scrypt$")
+    assert verify_password("un mot de passe", stored)
+    assert not verify_password("un autre", stored)
+    assert not verify_password("x", "garbage")
+
+
+def test_the_store_sees_a_user_added_while_running(tmp_path: Path) -> None:
+    path = tmp_path / "users.toml"
+    store = UserStore(path)
+    assert store.get("martin") is None
+    save_users(path, {"martin": User("martin", hash_password("abcdefghijk"), ("a@b.fr",))})
+    assert store.authenticate("martin", "abcdefghijk") is not None
+    assert store.authenticate("martin", "wrong") is None
+    assert store.authenticate("nobody", "abcdefghijk") is None
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,94 @@
+"""The `pli` command as a person runs it: init, user, check, demo."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, wait_for_port, wait_until
+
+
+def pli(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_init_user_check_and_list_work_together(tmp_path: Path) -> None:
+    folder = tmp_path / "cabinet"
+    result = pli("init", str(folder), "--domain", "cabinet-martin.fr",
+                 "--upstream", "smtp.provider.example:465")
+    assert result.returncode == 0, result.stderr
+    assert "pli user add" in result.stdout  # the next steps are printed
+    assert 'security = "tls"' in (folder / "pli.toml").read_text()  # port 465 means TLS
+    config = str(folder / "pli.toml")
+    added = pli("user", "add", "-c", config, "martin", "--address", "Dr.Martin@cabinet-martin.fr",
+                stdin="a long enough password\n")
+    assert added.returncode == 0, added.stderr
+    listed = pli("user", "list", "-c", config)
+    assert listed.stdout.strip() == "martin\tdr.martin@cabinet-martin.fr"
+    checked = pli("check", "-c", config)
+    assert checked.returncode == 0, checked.stderr
+    assert "1 user(s)" in checked.stdout
+    assert "a long enough password" not in (folder / "users.toml").read_text()
+    deleted = pli("user", "del", "-c", config, "martin")
+    assert deleted.returncode == 0
+    assert pli("user", "del", "-c", config, "martin").returncode == 1
+
+
+def test_config_comes_from_the_environment_then_the_current_folder(tmp_path: Path) -> None:
+    assert pli("init", str(tmp_path / "a")).returncode == 0
+    assert pli("check", cwd=tmp_path / "a").returncode == 0
+    result = pli("check", cwd=tmp_path)
+    assert result.returncode == 1 and "pli init" in result.stderr
+
+
+def test_a_short_password_or_missing_address_is_refused(tmp_path: Path) -> None:
+    pli("init", str(tmp_path))
+    config = str(tmp_path / "pli.toml")
+    short = pli("user", "add", "-c", config, "x", "--address", "x@y.fr", stdin="short\n")
+    assert short.returncode == 1 and "10 characters" in short.stderr
+    no_address = pli("user", "add", "-c", config, "x", stdin="long enough password\n")
+    assert no_address.returncode == 1 and "--address" in no_address.stderr
+
+
+def test_check_reports_a_broken_configuration_with_exit_status_1(tmp_path: Path) -> None:
+    pli("init", str(tmp_path))
+    config = tmp_path / "pli.toml"
+    config.write_text(config.read_text().replace("[tls]", "[tls]\ncertificate = 1"))
+    result = pli("check", "-c", str(config))
+    assert result.returncode == 1
+    assert "tls.certificate: unknown setting" in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("swaks"), reason="swaks comes with `make test`")
+def test_demo_prints_a_swaks_command_that_relays_into_its_outbox(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    ports = [free_port() for _ in range(3)]
+    out = tmp_path / "demo.out"
+    with out.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "demo", "--dir", str(folder),
+             "--submission-port", str(ports[0]), "--submissions-port", str(ports[1]),
+             "--provider-port", str(ports[2])],
+            stdout=handle, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(ports[0], timeout=20)
+        printed = wait_until(lambda: "Stop with Ctrl-C" in out.read_text() and out.read_text())
+        command = printed.split("Send a test message with swaks:", 1)[1].split("\n\n", 1)[0]
+        sent = subprocess.run(["bash", "-c", command.strip()], capture_output=True, text=True,
+                              timeout=30)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        delivered = wait_until(lambda: list((folder / "outbox").glob("*.eml")))
+        assert b"This is a test mailing" in delivered[0].read_bytes()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+    assert proc.returncode == 0
+    output = out.read_text()
+    password = (folder / "demo-password.txt").read_text().strip()
+    assert f"Port:                  {ports[0]}" in output and password in output

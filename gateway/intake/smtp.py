@@ -180,7 +180,7 @@ class SubmissionSMTP(SMTP):
         if self.throttle.locked(client):
             log.warning("session.auth_locked", client=client)
             return AuthResult(
-                success=False,
+                success=False, handled=False,
                 message="454 4.7.0 Too many failed logins from your address; try again later",
             )
         name = login.decode("utf-8", "replace")
@@ -193,7 +193,7 @@ class SubmissionSMTP(SMTP):
             if delay:
                 await asyncio.sleep(delay)
             return AuthResult(
-                success=False,
+                success=False, handled=False,
                 message="535 5.7.8 Wrong user name or password",
             )
         self.throttle.succeeded(client)

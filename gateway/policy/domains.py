@@ -75,13 +75,12 @@ class DomainPattern:
                 return None
             return cls(entry, "address", f"{local}@{domain}")
         lowered = entry.lower()
-        if lowered.startswith("*."):
-            domain = to_ascii(lowered[2:])
-            return cls(entry, "subdomains", domain) if is_valid_domain(domain) else None
-        if lowered.endswith(".*"):
-            domain = to_ascii(lowered[:-2])
+        if lowered.startswith("*.") or lowered.endswith(".*"):
+            # Wildcards may stand on one label: "*.fr" (anything in .fr), "yahoo.*".
+            kind = "subdomains" if lowered.startswith("*.") else "any-suffix"
+            domain = to_ascii(lowered[2:] if kind == "subdomains" else lowered[:-2])
             ok = all(_LABEL.match(x) for x in domain.split("."))
-            return cls(entry, "any-suffix", domain) if ok else None
+            return cls(entry, kind, domain) if ok else None
         domain = to_ascii(lowered)
         return cls(entry, "exact", domain) if is_valid_domain(domain) else None
 

@@ -28,6 +28,8 @@ def listed(*entries: str) -> DomainList:
         ("yahoo.*", "x@yahoo.co.uk", True),
         ("yahoo.*", "x@yahoo", False),
         ("yahoo.*", "x@myyahoo.fr", False),
+        ("*.fr", "x@cabinet.fr", True),
+        ("*.fr", "x@cabinet.com", False),
         ("dr.x@chu.fr", "DR.X@chu.fr", True),
         ("dr.x@chu.fr", "dr.y@chu.fr", False),
     ],
@@ -54,7 +56,7 @@ def test_to_ascii_gives_the_a_label_form() -> None:
     assert to_ascii("Hôpital.FR.") == "xn--hpital-ixa.fr"
 
 
-@pytest.mark.parametrize("entry", ["not a domain", "*.fr", "localhost", "@gmail.com", "a@b"])
+@pytest.mark.parametrize("entry", ["not a domain", "*.", "*.*", "localhost", "@gmail.com", "a@b"])
 def test_entries_that_are_not_domains_are_refused(entry: str) -> None:
     assert DomainPattern.parse(entry) is None
 

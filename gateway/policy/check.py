@@ -115,7 +115,9 @@ def _build(path: Path) -> tuple[Policy | None, list[Problem]]:
     problems.extend(list_problems)
 
     raw_rules = raw.get("rule")
-    rules_raw = [r if isinstance(r, dict) else {} for r in raw_rules] if isinstance(raw_rules, list) else []
+    rules_raw: list[dict[str, Any]] = []
+    if isinstance(raw_rules, list):
+        rules_raw = [r if isinstance(r, dict) else {} for r in raw_rules]
     models: list[schema.Rule | None] = []
     for index, rule_raw in enumerate(rules_raw):
         name = rule_raw.get("name") if isinstance(rule_raw.get("name"), str) else None
@@ -139,7 +141,8 @@ def _build(path: Path) -> tuple[Policy | None, list[Problem]]:
             continue
         models.append(model)
         for field, message in _rule_problems(model):
-            problem(message, line=where.rule_field(index, tuple(field.split("."))), rule=label, field=field)
+            line = where.rule_field(index, tuple(field.split(".")))
+            problem(message, line=line, rule=label, field=field)
 
     problems.extend(_order_problems(path, rules_raw, where))
     if problems:
@@ -194,13 +197,17 @@ def _rule_problems(rule: schema.Rule) -> Iterator[tuple[str, str]]:
     if rule.default and rule.when is not None:
         yield "when", "the default rule applies to everything: remove `when` or `default = true`"
     if not rule.default and rule.when is None:
-        yield "when", "missing: say when the rule applies, or make it the last rule with default = true"
+        yield "when", (
+            "missing: say when the rule applies, or make it the last rule with default = true"
+        )
     if rule.protect is not None and rule.action != "protect":
         yield "protect", f"protect settings given, but the action is {rule.action!r}"
     if rule.block is not None and rule.action != "block":
         yield "block", f"block settings given, but the action is {rule.action!r}"
     if rule.action == "block" and rule.block is None:
-        yield "block", "a block rule needs [rule.block] with message_fr and message_en (what the sender reads)"
+        yield "block", (
+            "a block rule needs [rule.block] with message_fr and message_en (what the sender reads)"
+        )
     if rule.when is None:
         return
     tag_fields = [f for f, c in _walk(rule.when, "when") if c.subject_tag is not None]
@@ -221,7 +228,8 @@ def _list_references(when: Any, field: str, declared: dict[str, Any]) -> Iterato
         for name in [names] if isinstance(names, str) else names if isinstance(names, list) else []:
             if isinstance(name, str) and name not in declared:
                 known = ", ".join(sorted(declared)) or "none"
-                yield f"{field}.{key}", f"unknown list {name!r} (lists declared in [lists]: {known})"
+                message = f"unknown list {name!r} (lists declared in [lists]: {known})"
+                yield f"{field}.{key}", message
     for key in ("all", "any"):
         children = when.get(key)
         if isinstance(children, list):
@@ -245,7 +253,9 @@ def _names_sender(when: schema.Condition) -> bool:
     return any(t.sender_is or t.sender_in for t in tables)
 
 
-def _order_problems(path: Path, rules_raw: list[dict[str, Any]], where: _LineIndex) -> list[Problem]:
+def _order_problems(
+    path: Path, rules_raw: list[dict[str, Any]], where: _LineIndex
+) -> list[Problem]:
     problems: list[Problem] = []
     names: dict[str, int] = {}
     first_default: int | None = None

@@ -13,7 +13,14 @@ from pathlib import Path
 from gateway.policy.conditions import MessageContext, Node, Outcome
 from gateway.policy.lists import DomainList
 from gateway.policy.patterns import access_code_tag
-from gateway.types import Decision, Decisions, Envelope, MessageFacts, RecipientGroup
+from gateway.types import (
+    AccessCodeMode,
+    Decision,
+    Decisions,
+    Envelope,
+    MessageFacts,
+    RecipientGroup,
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ def _resolve(decision: Decision, ctx: MessageContext) -> Decision:
     settings = decision.protect
     if settings is None or settings.access_code in ("none", "generated"):
         return decision
-    mode = "sender-tag" if access_code_tag(ctx.facts.subject) else "generated"
+    mode: AccessCodeMode = "sender-tag" if access_code_tag(ctx.facts.subject) else "generated"
     return replace(decision, protect=replace(settings, access_code=mode))
 
 

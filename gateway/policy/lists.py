@@ -39,7 +39,9 @@ class DomainList:
     _wildcards: tuple[DomainPattern, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
-    def of(cls, name: str, patterns: Iterable[DomainPattern], path: Path | None = None) -> DomainList:
+    def of(
+        cls, name: str, patterns: Iterable[DomainPattern], path: Path | None = None
+    ) -> DomainList:
         patterns = tuple(patterns)
         exact: dict[str, DomainPattern] = {}
         for p in patterns:

@@ -109,7 +109,9 @@ class Condition(_Strict):
         cleaned = [v.strip().lower() for v in value or ()]
         for entry in cleaned:
             if not _MIME_GLOB.match(entry):
-                raise ValueError(f"{entry!r} is not a type such as \"application/pdf\" or \"image/*\"")
+                raise ValueError(
+                    f"{entry!r} is not a type such as \"application/pdf\" or \"image/*\""
+                )
         return cleaned if value is not None else None
 
     @field_validator("subject_tag")
@@ -119,7 +121,9 @@ class Condition(_Strict):
             return None
         tag = value.strip().strip("[]").strip()
         if not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", tag):
-            raise ValueError(f"{value!r} is not a tag name; write the word inside the brackets, e.g. \"clair\"")
+            raise ValueError(
+                f"{value!r} is not a tag name; write the word inside the brackets, e.g. \"clair\""
+            )
         return tag
 
     @field_validator("pattern")

@@ -1,0 +1,29 @@
+"""Whatever bytes arrive, inspection returns facts and never raises."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.inspect import inspect_message
+
+HEADERS = st.sampled_from(
+    [
+        b"From: ", b"Subject: ", b"Content-Type: multipart/mixed; boundary=", b"--",
+        b"Content-Type: message/rfc822\r\n", b"Content-Transfer-Encoding: base64\r\n",
+        b"Content-Disposition: attachment; filename*=utf-8''%E9\r\n", b"=?utf-8?q?", b"\r\n",
+        b"Content-Type: text/html; charset=x-unknown\r\n", b"<p>", b"&#xffffff;",
+    ]
+)  # fmt: skip
+messages = st.one_of(
+    st.binary(max_size=2000),
+    st.lists(st.one_of(HEADERS, st.binary(max_size=40)), max_size=40).map(b"".join),
+)
+
+
+@settings(max_examples=300)
+@given(messages)
+def test_inspection_never_raises_on_any_bytes(raw: bytes) -> None:
+    facts = inspect_message(raw)
+    assert facts.size == len(raw)
+    assert all(a.size >= 0 and "/" in a.true_type for a in facts.attachments)

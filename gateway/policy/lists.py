@@ -110,11 +110,14 @@ def consumer_smtp_reason(host: str, lists_dir: str | os.PathLike[str]) -> str | 
         raise ConfigError(
             f"{path}: cannot read the list of consumer SMTP hosts: {exc.strerror or exc}"
         ) from None
-    entry = hosts.match(host)
+    name = host.strip()
+    if name.count(":") == 1 and name.rpartition(":")[2].isdigit():
+        name = name.rpartition(":")[0]  # "smtp.gmail.com:587"
+    entry = hosts.match(name)
     if entry is None:
         return None
     return (
-        f"{host} is the outgoing server of a consumer mail provider (listed as {entry.text!r} "
+        f"{name} is the outgoing server of a consumer mail provider (listed as {entry.text!r} "
         f"in {CONSUMER_SMTP_FILE}); patient data must not travel through a personal mailbox "
         "account, so Pli will not relay through it. Use the practice's professional provider "
         "as upstream instead."

@@ -99,6 +99,10 @@ def test_professional_smtp_hosts_are_accepted(host: str) -> None:
     assert consumer_smtp_reason(host, SHIPPED) is None
 
 
+def test_a_consumer_smtp_host_given_with_its_port_is_refused() -> None:
+    assert consumer_smtp_reason("smtp.gmail.com:587", SHIPPED) is not None
+
+
 def test_a_missing_consumer_smtp_list_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="consumer-smtp.txt"):
         consumer_smtp_reason("smtp.gmail.com", tmp_path)

@@ -8,10 +8,13 @@ import os
 import signal
 from pathlib import Path
 
+from gateway.checks import load_checked_policy, policy_path
 from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.intake.server import Intake, start_intake
 from gateway.logs import get_logger
-from gateway.pipeline import DEFAULT_STEPS, Pipeline
+from gateway.pipeline import Pipeline, default_steps
+from gateway.policy import Policy
 from gateway.spool.store import Spool
 from gateway.spool.worker import DeliveryWorker
 from gateway.tls import server_context
@@ -29,6 +32,7 @@ class App:
         self.users = UserStore(settings.users_file)
         self.worker: DeliveryWorker | None = None
         self.intake: Intake | None = None
+        self.policy: Policy | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -38,9 +42,11 @@ class App:
         queued = len(self.spool.ids())
         log.info("spool.recovered", queued=queued, removed_partial=removed)
         self.users.users()  # a broken users file stops start-up with its error
+        self.policy = load_checked_policy(settings)
         tls = server_context(settings.tls.cert, settings.tls.key)
         self.worker = DeliveryWorker(self.spool, settings)
-        pipeline = Pipeline(DEFAULT_STEPS, self.spool, on_queued=self.worker.submit)
+        pipeline = Pipeline(default_steps(self.current_policy), self.spool,
+                            on_queued=self.worker.submit)
         self.worker.start()
         self.intake = await start_intake(settings, self.users, pipeline.process, tls)
         self._write_pid()
@@ -57,6 +63,23 @@ class App:
             (self.settings.data_dir / PID_FILE).unlink()
         log.info("pli.stopped")
 
+    def current_policy(self) -> Policy:
+        assert self.policy is not None, "the policy is loaded at start"
+        return self.policy
+
+    def reload(self) -> bool:
+        """SIGHUP: read the policy and its lists again; on any error keep the one in force."""
+        try:
+            policy = load_checked_policy(self.settings)
+        except ConfigError as exc:
+            problems = str(exc).splitlines()
+            log.error("policy.reload_failed", policy=str(policy_path(self.settings)),
+                      problems=problems, kept="previous policy")
+            return False
+        self.policy = policy
+        log.info("policy.reloaded", policy=str(policy.path), rules=len(policy.rules))
+        return True
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -65,6 +88,7 @@ class App:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, self._flush)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         try:
             await self._stop.wait()

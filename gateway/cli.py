@@ -68,6 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(check)
     check.set_defaults(func=cmd_check)
 
+    explain = sub.add_parser("explain", help="show what the policy does with a message")
+    config_arg(explain)
+    explain.add_argument("message", metavar="MESSAGE.eml")
+    explain.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    explain.add_argument("--to", action="append", required=True, metavar="ADDR")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.set_defaults(func=cmd_explain)
+
+    lists = sub.add_parser("lists", help="manage the policy's domain lists")
+    lists_sub = lists.add_subparsers(metavar="ACTION", required=True)
+    imp = lists_sub.add_parser("import", help="load a downloaded list (e.g. the MSSanté "
+                               "whitelist) into one of the policy's lists")
+    config_arg(imp)
+    imp.add_argument("file")
+    imp.add_argument("--into", required=True, metavar="NAME")
+    imp.set_defaults(func=cmd_lists_import)
+
     user = sub.add_parser("user", help="manage who may send through Pli")
     user_sub = user.add_subparsers(metavar="ACTION", required=True)
     add = user_sub.add_parser("add", help="add a user or change its password (read from stdin)")
@@ -153,33 +170,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.tls import server_context
-    from gateway.users import load_users
+    from gateway.checks import all_problems
 
     settings = _settings(args)
-    problems: list[str] = []
-    try:
-        server_context(settings.tls.cert, settings.tls.key)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    try:
-        users = load_users(settings.users_file)
-    except ConfigError as exc:
-        problems.append(str(exc))
-        users = {}
-    for account in settings.upstream:
-        try:
-            account.password()
-        except ConfigError as exc:
-            problems.append(str(exc))
+    problems, counts = all_problems(settings)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
-    listeners = [f"{l.host}:{l.port}" for l in (settings.submission, settings.submissions)
-                 if l.enabled]
+    listeners = [f"{x.host}:{x.port}" for x in (settings.submission, settings.submissions)
+                 if x.enabled]
     print(f"OK: {settings.config_path}: listeners {', '.join(listeners)}, "
-          f"{len(settings.upstream)} upstream account(s), {len(users)} user(s)")
+          f"{len(settings.upstream)} upstream account(s), {counts['users']} user(s), "
+          f"policy with {counts['rules']} rule(s)")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from gateway.checks import load_checked_policy
+    from gateway.inspect import inspect_message
+    from gateway.intake.handler import normalise_line_endings
+    from gateway.policy import explain
+    from gateway.types import Envelope
+
+    settings = _settings(args)
+    policy = load_checked_policy(settings)
+    try:
+        content = Path(args.message).read_bytes()
+    except OSError as exc:
+        raise PliError(f"{args.message}: cannot read: {exc.strerror}") from None
+    envelope = Envelope(mail_from=args.sender, rcpt_tos=tuple(args.to))
+    # The very steps the server runs on a submission: line endings, inspection, decision.
+    facts = inspect_message(normalise_line_endings(content))
+    explanation = explain(policy, envelope, facts)
+    print(explanation.to_json() if args.json else explanation.to_text())
+    return 0
+
+
+def cmd_lists_import(args: argparse.Namespace) -> int:
+    from gateway.checks import policy_path
+    from gateway.policy import import_list, load_policy
+
+    settings = _settings(args)
+    policy = load_policy(policy_path(settings))
+    target = policy.lists.get(args.into)
+    if target is None or target.path is None:
+        raise PliError(f"the policy declares no list named {args.into!r}; known lists: "
+                       f"{', '.join(sorted(policy.lists))}")
+    summary = import_list(Path(args.file), target.path)
+    print(f"{args.into}: {summary}")
+    print("Reload the running server to use it: systemctl reload pli (or kill -HUP its pid)")
     return 0
 
 

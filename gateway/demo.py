@@ -22,6 +22,7 @@ log = get_logger("pli.demo")
 
 DEMO_USER = "demo"
 DEMO_ADDRESS = "secretariat@cabinet-demo.fr"
+COLLEAGUE = "dr.martin@cabinet-demo.fr"
 
 
 class OutboxHandler:
@@ -93,7 +94,11 @@ Thunderbird, Account Settings > Outgoing Server (SMTP) > Add:
 Send a test message with swaks:
   swaks --server 127.0.0.1:{submission_port} --tls --tls-ca-path {cert} \\
         --auth LOGIN --auth-user {DEMO_USER} --auth-password '{password}' \\
-        --from {DEMO_ADDRESS} --to patient@example.org
+        --from {DEMO_ADDRESS} --to {COLLEAGUE}
+
+The policy is {folder / 'policy.toml'}. A colleague at cabinet-demo.fr receives the
+message as it is; try --to patient@gmail.com to see what the policy does for a patient,
+and `pli explain -c {folder / 'pli.toml'} MESSAGE.eml --from ... --to ...` to see why.
 
 Stop with Ctrl-C.
 """

@@ -53,3 +53,15 @@ class TemporaryFailure(SmtpReplyError):
 
 class ConfigError(PliError):
     """A configuration file is missing, unreadable or invalid; the text says where."""
+
+
+class PolicyBlocked(SmtpReplyError):
+    """The policy refuses the message; the text is the policy's sentence."""
+
+    code = 550
+    status = "5.7.1"
+
+    @classmethod
+    def from_reply(cls, reply: str) -> PolicyBlocked:
+        code, status, text = reply.split(" ", 2)
+        return cls(text, code=int(code), status=status)

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
-from gateway.errors import MessageRejected, SenderNotAllowed
+from gateway.errors import MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure
+from gateway.inspect import inspect_message
 from gateway.logs import get_logger
+from gateway.policy import Policy, block_reply, decide
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
-from gateway.types import Submission
+from gateway.types import Decisions, MessageFacts, Submission
 
 log = get_logger("pli.pipeline")
 
@@ -116,4 +118,53 @@ async def check_header_from(job: Job) -> None:
             )
 
 
-DEFAULT_STEPS: tuple[Step, ...] = (check_header_from,)
+class ApplyPolicy:
+    """Inspect the message, let the policy decide per recipient, and act on it.
+
+    ``current`` returns the policy in force, so a reload (SIGHUP) takes effect for the
+    next message without touching sessions under way."""
+
+    def __init__(self, current: Callable[[], Policy]) -> None:
+        self.current = current
+
+    async def __call__(self, job: Job) -> None:
+        sub = job.submission
+        facts = await asyncio.to_thread(inspect_message, sub.content)
+        decisions = decide(self.current(), sub.envelope, facts)
+        _log_decisions(job, facts, decisions)
+        reply = block_reply(decisions, utf8=sub.envelope.smtputf8)
+        if reply:
+            raise PolicyBlocked.from_reply(reply)
+        if any(g.decision.action == "protect" for g in decisions.groups):
+            # The vault is not built yet: refuse rather than pass health data in clear.
+            raise TemporaryFailure(
+                "Protection is not available yet on this server, so this message cannot be "
+                "sent to some of its recipients; it was not sent to anyone",
+                code=451, status="4.7.0",
+            )
+        passed = tuple(r for g in decisions.groups if g.decision.action == "pass"
+                       for r in g.recipients)
+        job.outgoing = [Outgoing(sub.envelope.mail_from, passed, sub.content)]
+
+
+def _log_decisions(job: Job, facts: MessageFacts, decisions: Decisions) -> None:
+    """One event per recipient group: rule, action, counts, true types and sizes.
+
+    Subjects, texts and file names are in ``facts`` too; they are deliberately not read."""
+    for group in decisions.groups:
+        log.info(
+            "policy.decided",
+            queue_id=job.queue_id,
+            sender=job.submission.envelope.mail_from,
+            recipients=list(group.recipients),
+            rule=group.decision.rule,
+            action=group.decision.action,
+            attachments=len(facts.attachments),
+            types=sorted({a.true_type for a in facts.attachments}),
+            sizes=[a.size for a in facts.attachments],
+            size=facts.size,
+        )
+
+
+def default_steps(current_policy: Callable[[], Policy]) -> tuple[Step, ...]:
+    return (check_header_from, ApplyPolicy(current_policy))

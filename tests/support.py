@@ -249,9 +249,33 @@ class Gateway:
         return load_settings(self.config)
 
 
+# The relay tests use a policy that passes every recipient (a contractor's deliberate
+# choice), keeping the rule that refuses consumer webmail senders.
+RELAY_POLICY = """\
+[lists]
+consumer-webmail = "lists/consumer-webmail.txt"
+internal = "lists/internal.txt"
+
+[[rule]]
+name = "consumer-webmail-sender"
+when = { sender_in = ["consumer-webmail"] }
+action = "block"
+
+[rule.block]
+message_fr = "Envoi refusé : adresse grand public. Utilisez l'adresse du cabinet."
+message_en = "Not sent: consumer address. Use the practice's own address."
+
+[[rule]]
+name = "relay-everything"
+default = true
+action = "pass"
+"""
+
+
 def make_gateway(folder: Path, *, provider_port: int | None = None,
                  upstream_security: str = "none", delivery: str = "",
-                 extra: str = "") -> Gateway:
+                 extra: str = "", policy: str | None = RELAY_POLICY) -> Gateway:
+    """A `pli init` folder; ``policy=None`` keeps the default policy init installs."""
     gw = Gateway(folder, free_port(), free_port(), provider_port or free_port())
     init_dir(folder, InitOptions(
         domain="cabinet-martin.fr", hostname="localhost", upstream_host=HOST,
@@ -267,6 +291,8 @@ def make_gateway(folder: Path, *, provider_port: int | None = None,
               "idle_close = 0.5\nconnect_timeout = 3\ncommand_timeout = 10\n" + delivery
     config += extra
     gw.config.write_text(config)
+    if policy is not None:
+        (folder / "policy.toml").write_text(policy)
     users = load_users(folder / "users.toml")
     users[USER] = User(USER, hash_password(PASSWORD), (ADDRESS,))
     users[OTHER_USER] = User(OTHER_USER, hash_password(OTHER_PASSWORD), (OTHER_ADDRESS,))

@@ -1,0 +1,73 @@
+"""Whole-configuration checks shared by `pli check` and start-up, so both say the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.errors import ConfigError
+from gateway.initdir import POLICIES
+from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
+from gateway.tls import server_context
+from gateway.users import load_users
+
+
+def policy_path(settings: Settings) -> Path:
+    if settings.policy is None:
+        raise ConfigError(f"{settings.config_path}: `policy` is not set; pli init writes "
+                          "policy = \"policy.toml\" next to pli.toml")
+    return settings.policy
+
+
+def lists_dir(settings: Settings) -> Path:
+    """The policy's own lists folder, or the shipped one when the practice has none."""
+    own = policy_path(settings).parent / "lists"
+    return own if (own / "consumer-smtp.txt").exists() else POLICIES / "lists"
+
+
+def upstream_problems(settings: Settings) -> list[str]:
+    """Refuse to relay through a consumer provider's SMTP host (gmail, orange, ...)."""
+    problems = []
+    for account in settings.upstream:
+        reason = consumer_smtp_reason(account.host, lists_dir(settings))
+        if reason:
+            problems.append(f"{settings.config_path}: upstream {account.name!r}: {reason}")
+    return problems
+
+
+def load_checked_policy(settings: Settings) -> Policy:
+    """The policy for `pli run`: any policy error or consumer upstream stops start-up."""
+    policy = load_policy(policy_path(settings))
+    problems = upstream_problems(settings)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return policy
+
+
+def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
+    """Every problem `pli check` reports, and counts for its summary line."""
+    problems: list[str] = []
+    counts = {"users": 0, "rules": 0}
+    try:
+        server_context(settings.tls.cert, settings.tls.key)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        counts["users"] = len(load_users(settings.users_file))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    for account in settings.upstream:
+        try:
+            account.password()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    try:
+        path = policy_path(settings)
+        policy_problems = check_policy(path)
+        problems += [str(p) for p in policy_problems]
+        if not policy_problems:
+            counts["rules"] = len(load_policy(path).rules)
+        problems += upstream_problems(settings)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems, counts

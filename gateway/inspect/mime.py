@@ -11,6 +11,8 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+from collections.abc import Iterator
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -30,56 +32,101 @@ _ALWAYS_ATTACHED = frozenset({"application/ms-tnef", "text/calendar", "message/r
 _TEXT_TYPES = frozenset({"text/plain", "text/html"})
 
 
+def parse(content: bytes) -> Message | None:
+    """The message as the email package sees it, or None when it cannot be parsed at all."""
+    try:
+        return email.message_from_bytes(content, policy=email.policy.default)
+    except Exception:
+        return None
+
+
 def inspect_message(content: bytes) -> MessageFacts:
     """Parse ``content`` (a whole RFC 5322 message) into :class:`MessageFacts`; never raises."""
-    try:
-        message = email.message_from_bytes(content, policy=email.policy.default)
-    except Exception:
+    message = parse(content)
+    if message is None:
         return MessageFacts(size=len(content))
-    walker = _Walker()
-    walker.walk(message, depth=0)
+    walk = PartWalk()
+    attachments: list[AttachmentFacts] = []
+    texts = _TextBudget()
+    for part in walk.parts(message):
+        if part.attachment and not part.enclosed:
+            attachments.append(
+                AttachmentFacts(
+                    filename=part.filename,
+                    declared_type=part.content_type,
+                    true_type=part.true_type or UNKNOWN_TYPE,
+                    size=len(part.data),
+                    inline=part.inline,
+                    depth=part.depth,
+                )
+            )
+        if part.text is not None:
+            texts.add(part.text if part.content_type != "text/html" else html_to_text(part.text))
     return MessageFacts(
         header_from=_from_addresses(message),
         subject=_subject(message),
         size=len(content),
-        attachments=tuple(walker.attachments),
-        text=walker.text(),
-        defects=walker.defects,
+        attachments=tuple(attachments),
+        text=texts.joined(),
+        defects=walk.defects,
     )
 
 
-class _Walker:
+@dataclass(frozen=True)
+class Part:
+    """One leaf of the MIME tree, decoded, with what Pli makes of it.
+
+    ``attachment``: a part with a file name, an ``attachment`` disposition, a type that is
+    always attached (TNEF, calendar, forwarded message) or a non-text type; a forwarded
+    message (message/rfc822) is one attachment whose ``data`` is the whole inner message,
+    and its own parts follow with ``enclosed`` set (their text still counts for patterns).
+    ``text``: the decoded text of a text/plain or text/html part whose bytes are text.
+    File names and texts are health data: keep them in memory, never log them.
+    """
+
+    content_type: str
+    filename: str | None
+    data: bytes
+    attachment: bool
+    true_type: str | None
+    inline: bool
+    depth: int
+    text: str | None
+    content_id: str | None
+    enclosed: bool
+
+
+class PartWalk:
+    """Walks a parsed message, bounded by ``MAX_PARTS`` and ``MAX_DEPTH``; counts defects."""
+
     def __init__(self) -> None:
-        self.attachments: list[AttachmentFacts] = []
         self.defects = 0
-        self._texts: list[str] = []
-        self._text_len = 0
-        self._parts = 0
+        self._count = 0
 
-    def text(self) -> str:
-        return "\n".join(self._texts)
+    def parts(self, message: Message) -> Iterator[Part]:
+        yield from self._walk(message, 0, enclosed=False)
 
-    def walk(self, part: Message, depth: int, *, text_only: bool = False) -> None:
-        self._parts += 1
-        if self._parts > MAX_PARTS or depth > MAX_DEPTH:
+    def _walk(self, part: Message, depth: int, *, enclosed: bool) -> Iterator[Part]:
+        self._count += 1
+        if self._count > MAX_PARTS or depth > MAX_DEPTH:
             return
         self.defects += len(getattr(part, "defects", ()))
         content_type = _content_type(part)
         if part.is_multipart() and content_type != "message/rfc822":
             for child in _children(part):
-                self.walk(child, depth + 1, text_only=text_only)
+                yield from self._walk(child, depth + 1, enclosed=enclosed)
             return
         if content_type == "message/rfc822":
             inner = _children(part)
-            if not text_only:
-                data = b"".join(_message_bytes(m) for m in inner)
-                # The parser found a message inside: that is its true type, whatever
-                # libmagic would guess from the first header lines.
-                kind = content_type if inner else None
-                self._attach(part, content_type, data, depth, kind=kind)
+            data = b"".join(_message_bytes(m) for m in inner)
+            # The parser found a message inside: that is its true type, whatever
+            # libmagic would guess from the first header lines.
+            yield self._part(part, content_type, data, depth, attachment=True,
+                             kind=content_type if inner else true_type(data), text=None,
+                             enclosed=enclosed, filename=_filename(part))
             # An attached message is one attachment, but what it says still counts.
             for child in inner:
-                self.walk(child, depth + 1, text_only=True)
+                yield from self._walk(child, depth + 1, enclosed=True)
             return
         filename = _filename(part)
         is_attachment = (
@@ -90,43 +137,39 @@ class _Walker:
         )
         data = _payload(part)
         kind = true_type(data) if is_attachment else None
-        if is_attachment and not text_only:
-            self._attach(part, content_type, data, depth, filename=filename, kind=kind)
+        text = None
         # A "text" attachment is read only if its bytes really are text.
         if content_type in _TEXT_TYPES and (kind is None or kind.startswith("text/")):
-            self._add_text(part, content_type, data)
+            text = _decode_text(part, data)
+        yield self._part(part, content_type, data, depth, attachment=is_attachment, kind=kind,
+                         text=text, enclosed=enclosed, filename=filename)
 
-    def _attach(
-        self,
-        part: Message,
-        content_type: str,
-        data: bytes,
-        depth: int,
-        *,
-        filename: str | None = None,
-        kind: str | None = None,
-    ) -> None:
-        self.attachments.append(
-            AttachmentFacts(
-                filename=filename,
-                declared_type=content_type,
-                true_type=kind or true_type(data),
-                size=len(data),
-                inline=_disposition(part) != "attachment",
-                depth=depth,
-            )
+    @staticmethod
+    def _part(part: Message, content_type: str, data: bytes, depth: int, *, attachment: bool,
+              kind: str | None, text: str | None, enclosed: bool,
+              filename: str | None) -> Part:
+        return Part(
+            content_type=content_type, filename=filename, data=data, attachment=attachment,
+            true_type=kind, inline=_disposition(part) != "attachment", depth=depth, text=text,
+            content_id=_content_id(part), enclosed=enclosed,
         )
 
-    def _add_text(self, part: Message, content_type: str, data: bytes) -> None:
-        room = MAX_TEXT - self._text_len
-        if room <= 0:
-            return
-        text = _decode_text(part, data)
-        if content_type == "text/html":
-            text = html_to_text(text)
-        text = text[:room]
-        self._texts.append(text)
-        self._text_len += len(text)
+
+class _TextBudget:
+    """Text for the content patterns, at most ``MAX_TEXT`` characters in all."""
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        self._len = 0
+
+    def add(self, text: str) -> None:
+        room = MAX_TEXT - self._len
+        if room > 0:
+            self._texts.append(text[:room])
+            self._len += len(self._texts[-1])
+
+    def joined(self) -> str:
+        return "\n".join(self._texts)
 
 
 def true_type(data: bytes) -> str:
@@ -155,6 +198,14 @@ def _children(part: Message) -> list[Message]:
     if isinstance(payload, Message):
         return [payload]
     return []
+
+
+def _content_id(part: Message) -> str | None:
+    try:
+        value = part.get("content-id")
+    except Exception:
+        return None
+    return str(value).strip().strip("<>") or None if value else None
 
 
 def _disposition(part: Message) -> str | None:

@@ -1,0 +1,335 @@
+"""The vault: what a protected message leaves behind, encrypted, on the practice's machine.
+
+The server keeps ciphertext and the few facts needed to enforce a link's limits; the key
+to open it exists only in the link's URL fragment, which browsers never send. The format
+is specified in ``docs/vault-format.md`` (and :mod:`gateway.vault.format`).
+
+Public API (everything is blocking: call it from a worker thread, never on the event loop)::
+
+    vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
+
+    link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
+                      download_limit=5, access_code="4821" or None)
+    link.id, link.secret                    # base64url; the secret is never stored
+    link.fragment_url(portal_url)           # "<portal_url>/l/<id>#<secret>"
+    vault.discard(link.id)                  # the message could not be queued after all
+
+    vault.links() / vault.get(id)           # LinkInfo rows, for `pli links list`
+    vault.revoke(id)                        # refused from now on, deleted at the next purge
+    vault.purge(now)                        # expired and revoked links deleted for good
+
+    vault.status(id, now) / is_usable(id, now)     # for the portal
+    vault.check_code(id, code)              # CodeCheck(ok, remaining, locked)
+    vault.open_object(id, object_id)        # CiphertextReader: .size, .iter_range(start, end)
+    vault.count_download(id, now)           # after a whole ciphertext was served
+
+    vault.read_manifest(id, secret) / read_file(id, secret, object_id)   # tests and tools
+
+``seal`` returns only once every object is on disk (fsync'd file and folder) and the
+index row is committed, so the caller may say 250 right after it; if it raises, nothing of
+the link is left. ``recipient`` is the envelope address of one recipient group: one
+address, several separated by commas (``"a@x.fr, b@y.fr"``), or a sequence of addresses;
+the index stores them as a JSON list. ``manifest.files`` is filled in by ``seal`` from
+``files`` (with sizes and object ids); whatever it holds on the way in is replaced.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from gateway.vault.format import (
+    LINK_ID_SIZE,
+    MANIFEST_OBJECT_ID,
+    NONCE_BASE_SIZE,
+    OBJECT_ID_SIZE,
+    SECRET_SIZE,
+    Manifest,
+    ManifestFile,
+    RandomBytes,
+    Source,
+    VaultFormatError,
+    b64url_decode,
+    b64url_encode,
+    decode_manifest,
+    decrypt_object,
+    derive_keys,
+    encode_manifest,
+    encrypt_object,
+    is_link_id,
+    iter_chunks,
+)
+from gateway.vault.index import (
+    CodeCheck,
+    LinkIndex,
+    LinkInfo,
+    LinkStatus,
+    Purged,
+    StoredObject,
+    UnknownLink,
+    hash_code,
+    normalise_code,
+)
+from gateway.vault.store import CiphertextReader, ObjectStore
+
+__all__ = [
+    "CiphertextReader",
+    "CodeCheck",
+    "LinkInfo",
+    "LinkStatus",
+    "LinkUnavailable",
+    "Manifest",
+    "ManifestFile",
+    "Purged",
+    "SealFile",
+    "SealedLink",
+    "StoredObject",
+    "UnknownLink",
+    "Vault",
+    "VaultFormatError",
+]
+
+ORPHAN_GRACE = 3600.0
+"""A link folder without an index row is a seal that crashed; it goes once this old."""
+
+
+class LinkUnavailable(Exception):
+    """The link exists no more, or not for this request; ``status`` says why."""
+
+    def __init__(self, status: LinkStatus) -> None:
+        super().__init__(f"link {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SealFile:
+    """One file to seal. ``data`` is bytes, a binary file open for reading, or an iterable
+    of byte chunks; it is read once, in a stream. ``name`` is health data."""
+
+    name: str = field(repr=False)
+    declared_type: str
+    true_type: str
+    data: Source = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SealedLink:
+    id: str
+    secret: str = field(repr=False)
+    expires_at: float
+
+    def fragment_url(self, portal_url: str) -> str:
+        return f"{portal_url.rstrip('/')}/l/{self.id}#{self.secret}"
+
+
+class Vault:
+    """``randbytes`` is where link ids, secrets, object ids and nonce bases come from;
+    only the test vector replaces it."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_code_attempts: int = 5,
+        randbytes: RandomBytes = secrets.token_bytes,
+    ) -> None:
+        self.root = root
+        self.store = ObjectStore(root)
+        self.index = LinkIndex(root / "index.sqlite3", max_code_attempts=max_code_attempts)
+        self._random = randbytes
+        self.store.create()
+        self.index.create_schema()
+
+    # -- sealing ----------------------------------------------------------------------
+
+    def seal(
+        self,
+        manifest: Manifest,
+        files: Sequence[SealFile],
+        *,
+        sender: str,
+        recipient: str | Sequence[str],
+        expires_at: float,
+        download_limit: int,
+        access_code: str | None,
+    ) -> SealedLink:
+        """Encrypt the message's text and files under a new link and make it durable."""
+        recipients = _addresses(recipient)
+        if not recipients or not all(recipients):
+            raise ValueError("a link needs at least one recipient address")
+        if download_limit < 1:
+            raise ValueError("a link allows at least one download")
+        if access_code is not None and not normalise_code(access_code):
+            raise ValueError("an access code cannot be empty")
+        code_hash = None if access_code is None else hash_code(access_code)
+        created = time.time()
+
+        link_id = self._new_id(LINK_ID_SIZE, set())
+        link_bytes = b64url_decode(link_id, LINK_ID_SIZE)
+        secret = self._random(SECRET_SIZE)
+        keys = derive_keys(secret, link_bytes)
+        self.store.new_link(link_id)
+        try:
+            bases: set[bytes] = set()
+            sealed: list[ManifestFile] = []
+            objects: list[StoredObject] = []
+            for file in files:
+                object_id = self._new_id(OBJECT_ID_SIZE, {o.id for o in objects})
+                counter = _Counted(file.data)
+                size = self.store.write(
+                    link_id, object_id,
+                    encrypt_object(keys.content, object_id, counter, self._nonce_base(bases)),
+                )
+                sealed.append(ManifestFile(file.name, file.declared_type, file.true_type,
+                                           counter.total, object_id))
+                objects.append(StoredObject(object_id, size))
+            plain = encode_manifest(replace(manifest, files=tuple(sealed)))
+            size = self.store.write(
+                link_id, MANIFEST_OBJECT_ID,
+                encrypt_object(keys.manifest, MANIFEST_OBJECT_ID, plain, self._nonce_base(bases)),
+            )
+            self.store.commit_link(link_id)
+            self.index.create(
+                link_id, created=created, expires=expires_at, download_limit=download_limit,
+                code_hash=code_hash, sender=sender, recipients=recipients,
+                objects=[StoredObject(MANIFEST_OBJECT_ID, size), *objects],
+            )
+        except BaseException:
+            self.store.remove_link(link_id)
+            raise
+        return SealedLink(link_id, b64url_encode(secret), expires_at)
+
+    def _new_id(self, size: int, taken: set[str]) -> str:
+        """A random id, drawn again if it would begin with "-" (so that it can be typed as a
+        command-line argument) or is already used in this link."""
+        while True:
+            new = b64url_encode(self._random(size))
+            if not new.startswith("-") and new not in taken:
+                return new
+
+    def _nonce_base(self, taken: set[bytes]) -> bytes:
+        """Objects of one link share a key, so their nonce bases must differ."""
+        while True:
+            base = self._random(NONCE_BASE_SIZE)
+            if base not in taken:
+                taken.add(base)
+                return base
+
+    def discard(self, link_id: str) -> bool:
+        """Remove a link just sealed, row first: it stops being served before its files go."""
+        if not is_link_id(link_id):
+            return False
+        known = self.index.delete(link_id)
+        removed = self.store.remove_link(link_id)
+        return known or removed.objects > 0
+
+    # -- managing ---------------------------------------------------------------------
+
+    def get(self, link_id: str) -> LinkInfo | None:
+        return self.index.get(link_id) if is_link_id(link_id) else None
+
+    def links(self) -> list[LinkInfo]:
+        return self.index.links()
+
+    def revoke(self, link_id: str, now: float | None = None) -> bool:
+        if not is_link_id(link_id):
+            return False
+        return self.index.revoke(link_id, _now(now))
+
+    def purge(self, now: float | None = None) -> Purged:
+        """Delete expired and revoked links for good: files first, then the row, so a
+        crash in between is finished by the next purge. Also removes what crashed seals
+        left behind (folders without a row, temporary files) after an hour."""
+        now = _now(now)
+        links = objects = size = 0
+        for link_id in self.index.purgeable(now):
+            removed = self.store.remove_link(link_id)
+            self.index.delete(link_id)
+            links += 1
+            objects += removed.objects
+            size += removed.bytes
+        # Crash leftovers are judged by the wall clock, whatever ``now`` the caller gave.
+        wall = time.time()
+        known = self.index.ids()
+        for link_id in self.store.link_ids():
+            if link_id not in known and self.store.age(link_id, wall) > ORPHAN_GRACE:
+                removed = self.store.remove_link(link_id)
+                objects += removed.objects
+                size += removed.bytes
+        self.store.remove_stale_tmp(ORPHAN_GRACE, wall)
+        return Purged(links=links, objects=objects, bytes=size)
+
+    # -- serving ----------------------------------------------------------------------
+
+    def status(self, link_id: str, now: float | None = None) -> LinkStatus:
+        info = self.get(link_id)
+        return "unknown" if info is None else info.status(_now(now))
+
+    def is_usable(self, link_id: str, now: float | None = None) -> bool:
+        """Not expired, not revoked, not locked, and downloads left."""
+        return self.status(link_id, now) == "ok"
+
+    def check_code(self, link_id: str, code: str) -> CodeCheck:
+        if not is_link_id(link_id):
+            raise UnknownLink(link_id)
+        return self.index.check_code(link_id, code)
+
+    def count_download(self, link_id: str, now: float | None = None) -> bool:
+        """Call once a whole ciphertext was served; False when the link allows no more."""
+        return is_link_id(link_id) and self.index.count_download(link_id, _now(now))
+
+    def open_object(
+        self, link_id: str, object_id: str, now: float | None = None
+    ) -> CiphertextReader:
+        """An object's ciphertext, to serve as it is. Raises :class:`LinkUnavailable`
+        unless the link is usable and lists this object (check the code first)."""
+        info = self.get(link_id)
+        if info is None:
+            raise LinkUnavailable("unknown")
+        status = info.status(_now(now))
+        if status != "ok":
+            raise LinkUnavailable(status)
+        if object_id not in {o.id for o in info.objects}:
+            raise LinkUnavailable("unknown")
+        return self.store.open(link_id, object_id)
+
+    # -- opening (whoever holds the secret) ---------------------------------------------
+
+    def read_manifest(self, link_id: str, secret: str) -> Manifest:
+        keys = derive_keys(b64url_decode(secret, SECRET_SIZE), b64url_decode(link_id, 16))
+        with self.store.open(link_id, MANIFEST_OBJECT_ID) as reader:
+            plain = b"".join(decrypt_object(keys.manifest, MANIFEST_OBJECT_ID, reader))
+        return decode_manifest(plain)
+
+    def read_file(self, link_id: str, secret: str, object_id: str) -> Iterator[bytes]:
+        """A sealed file's plaintext, record by record (raises VaultFormatError if damaged)."""
+        keys = derive_keys(b64url_decode(secret, SECRET_SIZE), b64url_decode(link_id, 16))
+        with self.store.open(link_id, object_id) as reader:
+            yield from decrypt_object(keys.content, object_id, reader)
+
+
+class _Counted:
+    """Passes a source's chunks through, counting bytes: a file's size is known only once
+    it has been read, and it is read only once."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.total = 0
+
+    def __iter__(self) -> Iterator[bytes | bytearray | memoryview]:
+        for chunk in iter_chunks(self.source):
+            self.total += memoryview(chunk).nbytes
+            yield chunk
+
+
+def _addresses(recipient: str | Sequence[str]) -> tuple[str, ...]:
+    """Envelope addresses (never quoted display names), so a comma always separates two."""
+    parts = recipient.split(",") if isinstance(recipient, str) else recipient
+    return tuple(a.strip() for a in parts if a.strip())
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now

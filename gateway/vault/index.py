@@ -1,0 +1,317 @@
+"""The link index: what the server needs to enforce a link's limits, and nothing more.
+
+One SQLite file (WAL, ``synchronous=FULL``) beside the objects. A row holds a link's id,
+times, download counts, the access code's scrypt hash, failed attempts, the sender and
+recipient addresses, and its objects' ids and sizes: never a subject, a name, a body or
+a key. Every call opens its own connection, so threads (the server) and other processes
+(``pli links``) share the file safely; changes that read then write take the write lock
+first (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+MAX_CODE_ATTEMPTS = 5
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+LinkStatus = Literal["ok", "unknown", "expired", "revoked", "exhausted", "locked"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS links (
+    id              TEXT PRIMARY KEY,
+    created         REAL NOT NULL,
+    expires         REAL NOT NULL,
+    download_limit  INTEGER NOT NULL CHECK (download_limit >= 1),
+    downloads       INTEGER NOT NULL DEFAULT 0,
+    code_hash       TEXT,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    locked          INTEGER NOT NULL DEFAULT 0,
+    revoked         REAL,
+    sender          TEXT NOT NULL,
+    recipients      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objects (
+    link_id   TEXT NOT NULL REFERENCES links (id) ON DELETE CASCADE,
+    object_id TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (link_id, object_id)
+);
+CREATE INDEX IF NOT EXISTS links_expires ON links (expires);
+"""
+
+
+class UnknownLink(LookupError):
+    """No link with this id (never created, discarded or purged)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """One row of the index. ``recipients`` are addresses; ``objects`` lists the manifest
+    first, then the files in the order they were sealed."""
+
+    id: str
+    created: float
+    expires: float
+    download_limit: int
+    downloads: int
+    has_code: bool
+    failed_attempts: int
+    locked: bool
+    revoked: float | None
+    sender: str
+    recipients: tuple[str, ...]
+    objects: tuple[StoredObject, ...]
+
+    def status(self, now: float) -> LinkStatus:
+        if self.revoked is not None:
+            return "revoked"
+        if now >= self.expires:
+            return "expired"
+        if self.locked:
+            return "locked"
+        if self.downloads >= self.download_limit:
+            return "exhausted"
+        return "ok"
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """The answer to an access code: accepted or not, tries left, and whether the link
+    is now locked (then even the right code is refused)."""
+
+    ok: bool
+    remaining: int
+    locked: bool
+
+
+@dataclass(frozen=True)
+class Purged:
+    links: int = 0
+    objects: int = 0
+    bytes: int = 0
+
+
+def normalise_code(code: str) -> str:
+    """Spaces and dashes do not count, nor does letter case: "48 21" is "4821"."""
+    return "".join(code.split()).replace("-", "").upper()
+
+
+def hash_code(code: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(normalise_code(code), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(
+        ("scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest))
+    )
+
+
+def verify_code(code: str, stored: str) -> bool:
+    """Constant time in the code: the digests are compared with ``hmac.compare_digest``."""
+    scheme, n, r, p, salt, expected = stored.split("$")
+    if scheme != "scrypt":
+        raise ValueError("unknown access code hash")
+    digest = _scrypt(normalise_code(code), base64.b64decode(salt), int(n), int(r), int(p))
+    return hmac.compare_digest(digest, base64.b64decode(expected))
+
+
+def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(code.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class LinkIndex:
+    def __init__(self, path: Path, *, max_code_attempts: int = MAX_CODE_ATTEMPTS) -> None:
+        self.path = path
+        self.max_code_attempts = max_code_attempts
+
+    def create_schema(self) -> None:
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the lock from its first read."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # -- writing ----------------------------------------------------------------------
+
+    def create(
+        self,
+        link_id: str,
+        *,
+        created: float,
+        expires: float,
+        download_limit: int,
+        code_hash: str | None,
+        sender: str,
+        recipients: Sequence[str],
+        objects: Sequence[StoredObject],
+    ) -> None:
+        if download_limit < 1:
+            raise ValueError("a link allows at least one download")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO links (id, created, expires, download_limit, code_hash, sender,"
+                " recipients) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (link_id, created, expires, download_limit, code_hash, sender,
+                 json.dumps(list(recipients), ensure_ascii=False)),
+            )
+            db.executemany(
+                "INSERT INTO objects (link_id, object_id, size, position) VALUES (?, ?, ?, ?)",
+                [(link_id, o.id, o.size, i) for i, o in enumerate(objects)],
+            )
+
+    def delete(self, link_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM links WHERE id = ?", (link_id,)).rowcount > 0
+
+    def revoke(self, link_id: str, now: float) -> bool:
+        """Mark a link revoked (its objects go at the next purge). False if unknown."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE links SET revoked = COALESCE(revoked, ?) WHERE id = ?", (now, link_id)
+            )
+            return cursor.rowcount > 0
+
+    def count_download(self, link_id: str, now: float) -> bool:
+        """Count one complete download; False (and nothing counted) when the link is not
+        usable any more: limit reached, expired, revoked or locked."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE links SET downloads = downloads + 1 WHERE id = ? AND revoked IS NULL"
+                " AND locked = 0 AND expires > ? AND downloads < download_limit",
+                (link_id, now),
+            )
+            return cursor.rowcount > 0
+
+    def check_code(self, link_id: str, code: str) -> CodeCheck:
+        """Check an access code, at most ``max_code_attempts`` wrong ones in the link's life.
+
+        An attempt is counted *before* the (slow) scrypt comparison and given back if the
+        code was right, so guesses sent in parallel cannot exceed the limit either."""
+        limit = self.max_code_attempts
+        with self._write() as db:
+            row = db.execute(
+                "SELECT code_hash, failed_attempts, locked FROM links WHERE id = ?", (link_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownLink(link_id)
+            stored, failed, locked = row
+            if stored is None:
+                return CodeCheck(ok=True, remaining=limit, locked=False)
+            if locked or failed >= limit:
+                return CodeCheck(ok=False, remaining=0, locked=True)
+            failed += 1
+            db.execute(
+                "UPDATE links SET failed_attempts = ?, locked = ? WHERE id = ?",
+                (failed, int(failed >= limit), link_id),
+            )
+        if not verify_code(code, stored):
+            return CodeCheck(ok=False, remaining=max(0, limit - failed), locked=failed >= limit)
+        with self._write() as db:
+            # Give the attempt back (right-hand sides see the values before the update).
+            db.execute(
+                "UPDATE links SET failed_attempts = max(failed_attempts - 1, 0),"
+                " locked = (max(failed_attempts - 1, 0) >= ?) WHERE id = ?",
+                (limit, link_id),
+            )
+            row = db.execute(
+                "SELECT failed_attempts FROM links WHERE id = ?", (link_id,)
+            ).fetchone()
+        return CodeCheck(ok=True, remaining=max(0, limit - (row[0] if row else 0)), locked=False)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, link_id: str) -> LinkInfo | None:
+        with self._connect() as db:
+            row = db.execute(_SELECT + " WHERE id = ?", (link_id,)).fetchone()
+            return None if row is None else _info(db, row)
+
+    def links(self) -> list[LinkInfo]:
+        with self._connect() as db:
+            rows = db.execute(_SELECT + " ORDER BY created, id").fetchall()
+            return [_info(db, row) for row in rows]
+
+    def ids(self) -> set[str]:
+        with self._connect() as db:
+            return {row[0] for row in db.execute("SELECT id FROM links")}
+
+    def purgeable(self, now: float) -> list[str]:
+        """Links whose objects must go: expired or revoked."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id FROM links WHERE expires <= ? OR revoked IS NOT NULL ORDER BY id",
+                (now,),
+            )
+            return [row[0] for row in rows]
+
+
+_SELECT = (
+    "SELECT id, created, expires, download_limit, downloads, code_hash IS NOT NULL,"
+    " failed_attempts, locked, revoked, sender, recipients FROM links"
+)
+
+
+def _info(db: sqlite3.Connection, row: tuple[Any, ...]) -> LinkInfo:
+    (link_id, created, expires, limit, downloads, has_code, failed, locked, revoked, sender,
+     recipients) = row
+    objects = tuple(
+        StoredObject(object_id, size)
+        for object_id, size in db.execute(
+            "SELECT object_id, size FROM objects WHERE link_id = ? ORDER BY position", (link_id,)
+        )
+    )
+    return LinkInfo(
+        id=link_id,
+        created=created,
+        expires=expires,
+        download_limit=limit,
+        downloads=downloads,
+        has_code=bool(has_code),
+        failed_attempts=failed,
+        locked=bool(locked),
+        revoked=revoked,
+        sender=sender,
+        recipients=tuple(json.loads(recipients)),
+        objects=objects,
+    )

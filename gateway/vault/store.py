@@ -1,0 +1,183 @@
+"""Sealed objects as files, written completely before anyone says 250.
+
+    vault/objects/<link-id>/<object-id>   one sealed object (ciphertext only)
+    vault/tmp/                            objects being written
+
+An object is streamed into a file in ``tmp`` record by record, fsync'd, renamed into its
+link's folder, and the folder fsync'd; a half-written object therefore never appears under
+``objects``. Blocking throughout: callers on the event loop use a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.vault.format import is_link_id, is_object_id
+
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Removed:
+    objects: int = 0
+    bytes: int = 0
+
+
+class CiphertextReader:
+    """An open sealed object, for serving its bytes as they are (with HTTP ranges).
+
+    ``size`` is the total length; :meth:`iter_range` yields ``[start, end)`` in chunks.
+    Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close() / __exit__)
+        self.size = os.fstat(self._file.fileno()).st_size
+
+    def iter_range(
+        self, start: int = 0, end: int | None = None, chunk_size: int = READ_CHUNK
+    ) -> Iterator[bytes]:
+        end = self.size if end is None else min(end, self.size)
+        if not 0 <= start <= end:
+            raise ValueError("invalid byte range")
+        position = start
+        while position < end:
+            data = os.pread(self._file.fileno(), min(chunk_size, end - position), position)
+            if not data:
+                raise OSError("sealed object shrank while being read")
+            position += len(data)
+            yield data
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Sequential reading, for opening the object with the format module."""
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CiphertextReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects_dir = root / "objects"
+        self.tmp_dir = root / "tmp"
+
+    def create(self) -> None:
+        for folder in (self.root, self.objects_dir, self.tmp_dir):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def link_dir(self, link_id: str) -> Path:
+        if not is_link_id(link_id):
+            raise ValueError("invalid link id")
+        return self.objects_dir / link_id
+
+    def object_path(self, link_id: str, object_id: str) -> Path:
+        if not is_object_id(object_id):
+            raise ValueError("invalid object id")
+        return self.link_dir(link_id) / object_id
+
+    # -- writing ----------------------------------------------------------------------
+
+    def new_link(self, link_id: str) -> None:
+        """Make the link's folder; a link id is never reused, so it must not exist yet."""
+        self.link_dir(link_id).mkdir(mode=0o700)
+        _fsync_dir(self.objects_dir)
+
+    def write(self, link_id: str, object_id: str, blocks: Iterable[bytes]) -> int:
+        """Stream ``blocks`` into the object's file atomically; return its size.
+
+        The link's folder is fsync'd by :meth:`commit_link` once all objects are in."""
+        final = self.object_path(link_id, object_id)
+        tmp = self.tmp_dir / f"{link_id}.{object_id}.{secrets.token_hex(4)}"
+        size = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for block in blocks:
+                view = memoryview(block)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                    size += written
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            if final.exists():
+                raise FileExistsError(f"object {object_id} already exists")
+            os.rename(tmp, final)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return size
+
+    def commit_link(self, link_id: str) -> None:
+        """Make every rename into the link's folder durable."""
+        _fsync_dir(self.link_dir(link_id))
+
+    def remove_link(self, link_id: str) -> Removed:
+        """Delete a link's objects for good (no error if they are already gone)."""
+        folder = self.link_dir(link_id)
+        objects = size = 0
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return Removed()
+        for entry in entries:
+            size += entry.stat(follow_symlinks=False).st_size
+            objects += 1
+        shutil.rmtree(folder, ignore_errors=True)
+        _fsync_dir(self.objects_dir)
+        return Removed(objects, size)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def open(self, link_id: str, object_id: str) -> CiphertextReader:
+        return CiphertextReader(self.object_path(link_id, object_id))
+
+    def link_ids(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.objects_dir) if is_link_id(n))
+        except FileNotFoundError:
+            return []
+
+    def age(self, link_id: str, now: float | None = None) -> float:
+        """Seconds since the link's folder last changed."""
+        now = time.time() if now is None else now
+        return now - self.link_dir(link_id).stat().st_mtime
+
+    def remove_stale_tmp(self, older_than: float, now: float | None = None) -> int:
+        """Delete leftovers of writes that a crash interrupted."""
+        now = time.time() if now is None else now
+        removed = 0
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

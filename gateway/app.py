@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
-from gateway.checks import load_checked_policy, policy_path
+from gateway.checks import load_checked_policy, policy_path, template_dirs
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.intake.server import Intake, start_intake
@@ -18,22 +19,27 @@ from gateway.policy import Policy
 from gateway.spool.store import Spool
 from gateway.spool.worker import DeliveryWorker
 from gateway.tls import server_context
+from gateway.transform import Protector
 from gateway.users import UserStore
+from gateway.vault import Vault
 
 log = get_logger("pli.app")
 
 PID_FILE = "pli.pid"
+PURGE_INTERVAL = 3600.0
 
 
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.spool = Spool(settings.spool_dir)
+        self.vault = Vault(settings.vault_dir)
         self.users = UserStore(settings.users_file)
         self.worker: DeliveryWorker | None = None
         self.intake: Intake | None = None
         self.policy: Policy | None = None
         self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         settings = self.settings
@@ -45,9 +51,12 @@ class App:
         self.policy = load_checked_policy(settings)
         tls = server_context(settings.tls.cert, settings.tls.key)
         self.worker = DeliveryWorker(self.spool, settings)
-        pipeline = Pipeline(default_steps(self.current_policy), self.spool,
+        protector = Protector(self.vault, settings, template_dirs(settings),
+                              tag_names=lambda: self.current_policy().tag_names)
+        pipeline = Pipeline(default_steps(self.current_policy, protector), self.spool,
                             on_queued=self.worker.submit)
         self.worker.start()
+        self._tasks.append(asyncio.create_task(self._purge_expired_links()))
         self.intake = await start_intake(settings, self.users, pipeline.process, tls)
         self._write_pid()
         log.info("pli.ready", ports=self.intake.ports, queued=queued)
@@ -59,9 +68,23 @@ class App:
             await self.intake.drain(grace)
         if self.worker is not None:
             await self.worker.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()
         log.info("pli.stopped")
+
+    async def _purge_expired_links(self) -> None:
+        """Delete the vault objects of expired and revoked links for good, every hour."""
+        while True:
+            try:
+                purged = await asyncio.to_thread(self.vault.purge, time.time())
+                log.info("vault.purged", links=purged.links, objects=purged.objects,
+                         bytes=purged.bytes)
+            except Exception as exc:
+                log.error("vault.purge_failed", error=type(exc).__name__)
+            await asyncio.sleep(PURGE_INTERVAL)
 
     def current_policy(self) -> Policy:
         assert self.policy is not None, "the policy is loaded at start"

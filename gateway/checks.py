@@ -9,6 +9,7 @@ from gateway.errors import ConfigError
 from gateway.initdir import POLICIES
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
 from gateway.tls import server_context
+from gateway.transform.templates import load_templates
 from gateway.users import load_users
 
 
@@ -25,6 +26,11 @@ def lists_dir(settings: Settings) -> Path:
     return own if (own / "consumer-smtp.txt").exists() else POLICIES / "lists"
 
 
+def template_dirs(settings: Settings) -> list[Path]:
+    """Where notice templates are looked for: the practice's folder first, then Pli's."""
+    return [policy_path(settings).parent / "templates", POLICIES / "templates"]
+
+
 def upstream_problems(settings: Settings) -> list[str]:
     """Refuse to relay through a consumer provider's SMTP host (gmail, orange, ...)."""
     problems = []
@@ -35,10 +41,24 @@ def upstream_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def template_problems(settings: Settings, policy: Policy) -> list[str]:
+    """Every protect rule must find its notice templates, or protecting would fail later."""
+    problems = []
+    for rule in policy.rules:
+        how = rule.decision.protect
+        if how is None:
+            continue
+        try:
+            load_templates(template_dirs(settings), how.language, how.template)
+        except ConfigError as exc:
+            problems.append(f"{policy.path}: rule {rule.name!r}: {exc}")
+    return problems
+
+
 def load_checked_policy(settings: Settings) -> Policy:
     """The policy for `pli run`: any policy error or consumer upstream stops start-up."""
     policy = load_policy(policy_path(settings))
-    problems = upstream_problems(settings)
+    problems = upstream_problems(settings) + template_problems(settings, policy)
     if problems:
         raise ConfigError("\n".join(problems))
     return policy
@@ -66,7 +86,9 @@ def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
         policy_problems = check_policy(path)
         problems += [str(p) for p in policy_problems]
         if not policy_problems:
-            counts["rules"] = len(load_policy(path).rules)
+            policy = load_policy(path)
+            counts["rules"] = len(policy.rules)
+            problems += template_problems(settings, policy)
         problems += upstream_problems(settings)
     except ConfigError as exc:
         problems.append(str(exc))

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--submission-port", type=int, default=587)
     init.add_argument("--submissions-port", type=int, default=465)
     init.add_argument("--listen", default="0.0.0.0", help="address the SMTP listeners bind")
+    init.add_argument("--portal-port", type=int, default=8080,
+                      help="local port of the portal, behind the reverse proxy")
+    init.add_argument("--portal-url", help="the portal's public address (https://...)")
+    init.add_argument("--name", help="the practice's name, as patients know it")
     init.set_defaults(func=cmd_init)
 
     run = sub.add_parser("run", help="run the gateway")
@@ -101,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(lst)
     lst.set_defaults(func=cmd_user_list)
 
+    links = sub.add_parser("links", help="secure links in the vault")
+    links_sub = links.add_subparsers(metavar="ACTION", required=True)
+    llist = links_sub.add_parser("list", help="every link, with its limits and state")
+    config_arg(llist)
+    llist.set_defaults(func=cmd_links_list)
+    revoke = links_sub.add_parser("revoke", help="make a link unusable now")
+    config_arg(revoke)
+    revoke.add_argument("id")
+    revoke.set_defaults(func=cmd_links_revoke)
+    purge = links_sub.add_parser("purge", help="delete expired and revoked links for good")
+    config_arg(purge)
+    purge.set_defaults(func=cmd_links_purge)
+
     queue = sub.add_parser("queue", help="look at and act on the delivery queue")
     queue_sub = queue.add_subparsers(metavar="ACTION", required=True)
     qlist = queue_sub.add_parser("list", help="messages waiting for delivery")
@@ -133,7 +150,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     created = init_dir(args.dir, InitOptions(
         domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
         listen_host=args.listen, submission_port=args.submission_port,
-        submissions_port=args.submissions_port,
+        submissions_port=args.submissions_port, portal_port=args.portal_port,
+        portal_url=args.portal_url, practice_name=args.name,
     ))
     for path in created:
         print(f"created {path}")
@@ -276,6 +294,47 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         print(f"{user.name}\t{', '.join(user.addresses)}")
     if not users:
         print("no users yet: pli user add NAME --address ADDR", file=sys.stderr)
+    return 0
+
+
+# -- links ---------------------------------------------------------------------------
+
+def _vault(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from gateway.vault import Vault
+
+    return Vault(_settings(args).vault_dir)
+
+
+def cmd_links_list(args: argparse.Namespace) -> int:
+    vault = _vault(args)
+    now = time.time()
+    rows = vault.links()
+    for link in rows:
+        size = sum(o.size for o in link.objects)
+        expires = (f"expires in {_duration(link.expires - now)}" if link.expires > now
+                   else "expired")
+        print(f"{link.id}  {link.status(now):<9}  {link.sender} -> {', '.join(link.recipients)}"
+              f"  {link.downloads}/{link.download_limit} downloads  {expires}"
+              f"  {'code' if link.has_code else 'no code'}"
+              f"{f' ({link.failed_attempts} wrong)' if link.failed_attempts else ''}"
+              f"  {len(link.objects) - 1} file(s), {size} B")
+    print(f"{len(rows)} link(s)")
+    return 0
+
+
+def cmd_links_revoke(args: argparse.Namespace) -> int:
+    from gateway.logs import get_logger
+
+    if not _vault(args).revoke(args.id):
+        raise PliError(f"no link {args.id} (or it was already revoked)")
+    get_logger("pli.admin").info("vault.revoked", link=args.id)
+    print(f"revoked {args.id}: the patient now sees that the link is no longer valid")
+    return 0
+
+
+def cmd_links_purge(args: argparse.Namespace) -> int:
+    purged = _vault(args).purge(time.time())
+    print(f"purged {purged.links} link(s), {purged.objects} object(s), {purged.bytes} B")
     return 0
 
 

@@ -125,6 +125,37 @@ class AuthLimits(_Strict):
     lockout: Seconds = 900.0
 
 
+class Practice(_Strict):
+    """Who the patient is dealing with: shown in notices and on the portal's pages."""
+
+    name: str = "Votre cabinet"
+    contact: str = ""  # e.g. a phone number: what to do when a link no longer works
+
+    @field_validator("name", "contact")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must be a single line")
+        return value.strip()
+
+
+class Portal(_Strict):
+    """The page patients open. ``url`` is its public address, behind the reverse proxy."""
+
+    url: str = "https://localhost:8443"
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith(("https://", "http://")) or any(c in value for c in " #?\r\n"):
+            raise ValueError("must be the portal's address, such as https://pli.cabinet.fr")
+        return value
+
+
 class Settings(_Strict):
     hostname: str = "pli.localdomain"
     data_dir: Path = Path("data")
@@ -138,6 +169,8 @@ class Settings(_Strict):
     upstream: list[Upstream] = Field(min_length=1)
     delivery: Delivery = Delivery()
     auth: AuthLimits = AuthLimits()
+    practice: Practice = Practice()
+    portal: Portal = Portal()
     config_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -152,6 +185,10 @@ class Settings(_Strict):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def vault_dir(self) -> Path:
+        return self.data_dir / "vault"
 
     def upstream_for(self, sender: str) -> Upstream | None:
         """The first upstream account whose ``senders`` covers this address."""

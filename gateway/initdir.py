@@ -24,6 +24,9 @@ class InitOptions:
     listen_host: str = "0.0.0.0"
     submission_port: int = 587
     submissions_port: int = 465
+    portal_port: int = 8080
+    portal_url: str | None = None
+    practice_name: str | None = None
     scan_interval: float | None = None
 
 
@@ -65,6 +68,15 @@ enabled = true
 host = {_q(opts.listen_host)}
 port = {opts.submissions_port}
 
+[practice]
+name = {_q(opts.practice_name or "Votre cabinet")}     # shown to patients in notices and on the portal
+contact = ""                    # e.g. "01 23 45 67 89": whom to call when a link no longer works
+
+[portal]                        # the page patients open; only it faces the internet
+url = {_q(opts.portal_url or f"https://{hostname}")}   # public address, behind the reverse proxy
+host = "127.0.0.1"              # the reverse proxy forwards to this address and port
+port = {opts.portal_port}
+
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
 [[upstream]]
@@ -100,7 +112,9 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     if policy.exists() and not (target / "policy.toml").exists():
         shutil.copyfile(policy, target / "policy.toml")
         shutil.copytree(POLICIES / "lists", target / "lists", dirs_exist_ok=True)
-        created += [str(target / "policy.toml"), str(target / "lists")]
+        shutil.copytree(POLICIES / "templates", target / "templates", dirs_exist_ok=True)
+        created += [str(target / "policy.toml"), str(target / "lists"),
+                    str(target / "templates")]
         if opts.domain:
             internal = target / "lists" / "internal.txt"
             with internal.open("a", encoding="utf-8") as handle:

@@ -22,18 +22,10 @@ from gateway.inspect import inspect_message
 from gateway.logs import get_logger
 from gateway.policy import Policy, block_reply, decide
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
-from gateway.types import Decisions, MessageFacts, Submission
+from gateway.transform import Protector
+from gateway.types import Decisions, MessageFacts, Outgoing, Submission
 
 log = get_logger("pli.pipeline")
-
-
-@dataclass
-class Outgoing:
-    """One message to relay: its envelope and its bytes (a copy per recipient group)."""
-
-    mail_from: str
-    recipients: tuple[str, ...]
-    content: bytes
 
 
 @dataclass
@@ -41,6 +33,9 @@ class Job:
     submission: Submission
     queue_id: str = field(default_factory=new_queue_id)
     outgoing: list[Outgoing] = field(default_factory=list)
+    # Blocking clean-ups for what a step made durable (a sealed vault link) before the
+    # message was queued: run, in reverse order, if a later step or the spool fails.
+    undo: list[Callable[[], None]] = field(default_factory=list)
 
 
 Step = Callable[[Job], Awaitable[None]]
@@ -63,9 +58,13 @@ class Pipeline:
             Outgoing(submission.envelope.mail_from, submission.envelope.rcpt_tos,
                      submission.content)
         )
-        for step in self.steps:
-            await step(job)
-        ids = await asyncio.to_thread(self._enqueue, job)
+        try:
+            for step in self.steps:
+                await step(job)
+            ids = await asyncio.to_thread(self._enqueue, job)
+        except BaseException:
+            await asyncio.to_thread(_run_undo, job)
+            raise
         for queue_id in ids:
             self.on_queued(queue_id)
         return job.queue_id
@@ -98,6 +97,14 @@ class Pipeline:
         return written
 
 
+def _run_undo(job: Job) -> None:
+    for undo in reversed(job.undo):
+        try:
+            undo()
+        except Exception as exc:
+            log.error("pipeline.undo_failed", queue_id=job.queue_id, error=type(exc).__name__)
+
+
 async def check_header_from(job: Job) -> None:
     """The From: header must name only addresses the logged-in user may send as."""
     sub = job.submission
@@ -119,39 +126,55 @@ async def check_header_from(job: Job) -> None:
 
 
 class ApplyPolicy:
-    """Inspect the message, let the policy decide per recipient, and act on it.
+    """Inspect the message, let the policy decide per recipient, and act on it: refuse it
+    (block), keep one unchanged copy for the recipients it passes, and hand each protected
+    group to the transform, which seals the original in the vault and writes the notice.
 
     ``current`` returns the policy in force, so a reload (SIGHUP) takes effect for the
     next message without touching sessions under way."""
 
-    def __init__(self, current: Callable[[], Policy]) -> None:
+    def __init__(self, current: Callable[[], Policy], protector: Protector | None) -> None:
         self.current = current
+        self.protector = protector
 
     async def __call__(self, job: Job) -> None:
         sub = job.submission
+        env = sub.envelope
         facts = await asyncio.to_thread(inspect_message, sub.content)
-        decisions = decide(self.current(), sub.envelope, facts)
-        _log_decisions(job, facts, decisions)
-        reply = block_reply(decisions, utf8=sub.envelope.smtputf8)
+        decisions = decide(self.current(), env, facts)
+        reply = block_reply(decisions, utf8=env.smtputf8)
         if reply:
+            _log_decisions(job, facts, decisions, {})
             raise PolicyBlocked.from_reply(reply)
-        if any(g.decision.action == "protect" for g in decisions.groups):
-            # The vault is not built yet: refuse rather than pass health data in clear.
-            raise TemporaryFailure(
-                "Protection is not available yet on this server, so this message cannot be "
-                "sent to some of its recipients; it was not sent to anyone",
-                code=451, status="4.7.0",
-            )
+        outgoing: list[Outgoing] = []
         passed = tuple(r for g in decisions.groups if g.decision.action == "pass"
                        for r in g.recipients)
-        job.outgoing = [Outgoing(sub.envelope.mail_from, passed, sub.content)]
+        if passed:
+            outgoing.append(Outgoing(env.mail_from, passed, sub.content))
+        links: dict[int, str] = {}
+        for n, group in enumerate(decisions.groups):
+            how = group.decision.protect
+            if group.decision.action != "protect" or how is None:
+                continue
+            if self.protector is None:
+                raise TemporaryFailure("Protection is not available on this server, so this "
+                                       "message was not sent", code=451, status="4.7.0")
+            protected = await asyncio.to_thread(
+                self.protector.protect, sub.content, env.mail_from, group.recipients, how)
+            vault = self.protector.vault
+            job.undo.append(lambda link=protected.link_id: vault.discard(link))
+            links[n] = protected.link_id
+            outgoing.extend(protected.outgoing)
+        job.outgoing = outgoing
+        _log_decisions(job, facts, decisions, links)
 
 
-def _log_decisions(job: Job, facts: MessageFacts, decisions: Decisions) -> None:
-    """One event per recipient group: rule, action, counts, true types and sizes.
+def _log_decisions(job: Job, facts: MessageFacts, decisions: Decisions,
+                   links: dict[int, str]) -> None:
+    """One event per recipient group: rule, action, counts, true types, sizes, link id.
 
     Subjects, texts and file names are in ``facts`` too; they are deliberately not read."""
-    for group in decisions.groups:
+    for n, group in enumerate(decisions.groups):
         log.info(
             "policy.decided",
             queue_id=job.queue_id,
@@ -163,8 +186,10 @@ def _log_decisions(job: Job, facts: MessageFacts, decisions: Decisions) -> None:
             types=sorted({a.true_type for a in facts.attachments}),
             sizes=[a.size for a in facts.attachments],
             size=facts.size,
+            link=links.get(n),
         )
 
 
-def default_steps(current_policy: Callable[[], Policy]) -> tuple[Step, ...]:
-    return (check_header_from, ApplyPolicy(current_policy))
+def default_steps(current_policy: Callable[[], Policy],
+                  protector: Protector | None) -> tuple[Step, ...]:
+    return (check_header_from, ApplyPolicy(current_policy, protector))

@@ -137,3 +137,15 @@ class Decisions:
             if recipient in group.recipients:
                 return group.decision
         return None
+
+
+# --- What leaves Pli -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to relay: its envelope and its bytes (a copy per recipient group)."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,24 @@ def test_demo_prints_a_swaks_command_that_relays_into_its_outbox(tmp_path: Path)
     output = out.read_text()
     password = (folder / "demo-password.txt").read_text().strip()
     assert f"Port:                  {ports[0]}" in output and password in output
+
+
+def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
+    from gateway.vault import Manifest, SealFile, Vault
+    from tests.support import make_gateway
+
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    vault = Vault(gw.settings().vault_dir)
+    link = vault.seal(Manifest(sender="x", subject="s", date=""),
+                      [SealFile("a.pdf", "application/pdf", "application/pdf", b"%PDF")],
+                      sender="dr@cabinet-martin.fr", recipient="p@gmail.com",
+                      expires_at=time.time() + 3600, download_limit=5, access_code="1234")
+    listed = pli("links", "list", "-c", str(gw.config))
+    assert link.id in listed.stdout and "ok" in listed.stdout and "p@gmail.com" in listed.stdout
+    assert "a.pdf" not in listed.stdout  # file names are health data
+    assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
+    assert "revoked" in pli("links", "list", "-c", str(gw.config)).stdout
+    assert pli("links", "revoke", "nope", "-c", str(gw.config)).returncode == 1
+    purged = pli("links", "purge", "-c", str(gw.config))
+    assert "purged 1 link(s)" in purged.stdout
+    assert "0 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout

@@ -60,22 +60,44 @@ def test_with_the_default_policy_a_colleague_receives_the_message(
         provider.stop()
 
 
-def test_with_the_default_policy_a_patient_is_never_sent_health_data_in_clear(
+def test_with_the_default_policy_a_patient_gets_a_notice_and_the_sender_a_code(
         loop: LoopThread, default_gw: Gateway) -> None:
     provider = Provider(loop, None, default_gw.provider_port, offer_starttls=False).start()
     app = RunningApp(loop, default_gw).start()
     try:
-        code, text = send(default_gw, mail("patient@gmail.com"))
-        assert code == 451 and text.startswith(b"4.7.0")
-        # Mixed recipients: the whole message is refused, the colleague included.
-        message = mail("patient@gmail.com")
+        message = mail("patient@gmail.com", subject="Biopsie sentinelsubject")
         message.replace_header("To", "patient@gmail.com, dr.durand@cabinet-martin.fr")
-        assert send(default_gw, message)[0] == 451
-        assert app.app.spool.ids() == []
-        assert provider.received == []
+        message.add_attachment(b"%PDF-1.4\nsentinelpdf\n%%EOF\n", maintype="application",
+                               subtype="pdf", filename="sentinelname.pdf")
+        assert send(default_gw, message)[0] == 250
+        got = wait_until(lambda: len(provider.received) == 3 and provider.received)
+        by_rcpt = {tuple(r.rcpt_tos): r for r in got}
+        colleague = by_rcpt[("dr.durand@cabinet-martin.fr",)].content
+        notice = by_rcpt[("patient@gmail.com",)].content
+        receipt = by_rcpt[(ADDRESS,)].content
+        assert b"sentinelpdf" in colleague or b"c2VudGluZWxwZGY" in colleague  # unchanged copy
+        for sentinel in (b"sentinelsubject", b"sentinelname", b"sentinelpdf", b"c2VudGluZWxwZGY"):
+            assert sentinel not in notice and sentinel not in receipt
+        assert b"/l/" in notice
+        links = app.app.vault.links()
+        assert len(links) == 1 and links[0].id.encode() in receipt
     finally:
         app.stop()
         provider.stop()
+
+
+def test_a_message_that_cannot_be_queued_leaves_no_vault_link_behind(
+        loop: LoopThread, default_gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = RunningApp(loop, default_gw).start()
+    try:
+        def disk_full(*_args: object) -> None:
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(app.app.spool, "enqueue", disk_full)
+        code, text = send(default_gw, mail("patient@gmail.com"))
+        assert code == 451 and text.startswith(b"4.3.0")
+        assert app.app.vault.links() == []
+    finally:
+        app.stop()
 
 
 def test_a_consumer_webmail_sender_is_refused_with_the_policy_sentence(
@@ -193,3 +215,12 @@ def test_lists_import_loads_a_whitelist_into_the_named_list(tmp_path: Path) -> N
     assert "ch-exemple.mssante.fr" in (gw.folder / "lists" / "health-secure.txt").read_text()
     unknown = run_pli("lists", "import", str(download), "--into", "nope", "-c", str(gw.config))
     assert unknown.returncode == 1 and "health-secure" in unknown.stderr
+
+
+def test_check_reports_a_protect_rule_whose_templates_are_missing(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    policy = gw.folder / "policy.toml"
+    policy.write_text(policy.read_text().replace('template = "default"', 'template = "cabinet"'))
+    result = run_pli("check", "-c", str(gw.config))
+    assert result.returncode == 1
+    assert "everyone-else" in result.stderr and "fr/cabinet" in result.stderr

@@ -1,0 +1,136 @@
+"""Protect: the original goes into the vault, the recipients get a notice with a link.
+
+One link per protected recipient group, holding the original body and every attachment.
+The access code comes from the sender's ``[code:NNNN]`` tag, or is made here and sent to
+the sender alone in a receipt, or there is none, as the policy says.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.errors import SenderNotAllowed
+from gateway.inspect.mime import parse
+from gateway.policy import access_code_tag, remove_subject_tags
+from gateway.transform import compose
+from gateway.transform.extract import Extracted, extract
+from gateway.transform.templates import (CODE_SENTENCE, CONTACT_SENTENCE, format_date,
+                                         load_templates)
+from gateway.types import Outgoing, ProtectSettings
+from gateway.vault import Manifest, SealFile, Vault
+
+GENERATED_CODE_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Protected:
+    outgoing: tuple[Outgoing, ...]
+    link_id: str
+    access_code: str  # "none", "sender-tag" or "generated": how, never the code itself
+
+
+def generate_code() -> str:
+    return f"{secrets.randbelow(10**GENERATED_CODE_DIGITS):0{GENERATED_CODE_DIGITS}d}"
+
+
+class Protector:
+    def __init__(self, vault: Vault, settings: Settings, template_dirs: Sequence[Path],
+                 tag_names: Callable[[], frozenset[str]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.vault = vault
+        self.settings = settings
+        self.template_dirs = list(template_dirs)
+        self.tag_names = tag_names
+        self.clock = clock
+
+    def protect(self, content: bytes, mail_from: str, recipients: tuple[str, ...],
+                how: ProtectSettings) -> Protected:
+        """Blocking (the vault writes and fsyncs): run it in a worker thread."""
+        original = parse(content)
+        parts = extract(content)
+        code, mode = self._access_code(parts, how)
+        templates = load_templates(self.template_dirs, how.language, how.template)
+        subject = remove_subject_tags(parts.subject, self.tag_names())
+        expires = self.clock() + how.expiry_days * 86400
+        sealed = self.vault.seal(
+            _manifest(parts, subject),
+            [SealFile(f.name, f.declared_type, f.true_type, f.data) for f in parts.files],
+            sender=mail_from, recipient=", ".join(recipients), expires_at=expires,
+            download_limit=how.download_limit, access_code=code,
+        )
+        try:
+            practice = self.settings.practice
+            contact = practice.contact
+            values = {
+                "practice": practice.name,
+                "link": sealed.fragment_url(self.settings.portal.url),
+                "expiry": format_date(expires, how.language),
+                "downloads": str(how.download_limit),
+                "code_sentence": CODE_SENTENCE[how.language] if code else "",
+                "contact_sentence":
+                    CONTACT_SENTENCE[how.language].format(contact=contact) if contact else "",
+            }
+            new_subject = (templates.line("subject.txt", values) if how.subject == "neutral"
+                           else subject)
+            notice = compose.notice(
+                original, subject=new_subject,
+                text=templates.render("notice.txt", values),
+                html=templates.render("notice.html", values),
+                hostname=self.settings.hostname, kept=_kept(parts, how),
+            )
+            outgoing = [Outgoing(mail_from, recipients, notice)]
+            if mode == "generated" and code:
+                receipt_values = {**values, "code": code, "link_id": sealed.id,
+                                  "recipients": ", ".join(recipients)}
+                outgoing.append(Outgoing(mail_from, (mail_from,), compose.receipt(
+                    sender=mail_from,
+                    subject=templates.line("receipt-subject.txt", receipt_values),
+                    text=templates.render("receipt.txt", receipt_values),
+                    hostname=self.settings.hostname,
+                )))
+        except BaseException:
+            self.vault.discard(sealed.id)
+            raise
+        return Protected(tuple(outgoing), sealed.id, mode)
+
+    def _access_code(self, parts: Extracted, how: ProtectSettings) -> tuple[str | None, str]:
+        tagged = access_code_tag(parts.subject)
+        mode = how.access_code
+        if mode == "sender-tag-or-generated":
+            mode = "sender-tag" if tagged else "generated"
+        if mode == "sender-tag":
+            if not tagged:
+                raise SenderNotAllowed(
+                    "This message must carry the access code the recipient will need: add it "
+                    "to the subject as [code:1234] (4 to 12 letters or digits), then send "
+                    "again. / Add the access code to the subject as [code:1234] and send again."
+                )
+            return tagged, mode
+        if mode == "generated":
+            return generate_code(), mode
+        return None, "none"
+
+
+def _manifest(parts: Extracted, subject: str) -> Manifest:
+    return Manifest(
+        sender=parts.sender,
+        subject=subject,
+        date=parts.date,
+        text=parts.text or None,
+        html=parts.html or None,
+    )  # the vault lists the files itself as it seals them
+
+
+def _kept(parts: Extracted, how: ProtectSettings) -> compose.KeptContent:
+    body = how.body == "keep"
+    inline = tuple(parts.inline_images()) if body and how.keep_inline_images else ()
+    files: tuple[compose.File, ...] = ()
+    if how.attachments == "keep":
+        files = tuple(f for f in parts.files if f not in inline)
+    return compose.KeptContent(text=parts.text if body else "", html=parts.html if body else "",
+                               files=files, inline_images=inline)

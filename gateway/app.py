@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+from gateway import logs
+from gateway.audit import AuditTrail, Retention
 from gateway.checks import load_checked_policy, policy_path, template_dirs
 from gateway.config import Settings
 from gateway.errors import ConfigError
@@ -29,9 +31,16 @@ PID_FILE = "pli.pid"
 PURGE_INTERVAL = 3600.0
 
 
+def open_audit(settings: Settings) -> AuditTrail:
+    return AuditTrail(settings.audit_dir, Retention(
+        days=settings.audit.retention_days,
+        max_file_bytes=int(settings.audit.max_file_mb * 1024 * 1024)))
+
+
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.audit = open_audit(settings)
         self.spool = Spool(settings.spool_dir)
         self.vault = Vault(settings.vault_dir)
         self.users = UserStore(settings.users_file)
@@ -76,12 +85,16 @@ class App:
         log.info("pli.stopped")
 
     async def _purge_expired_links(self) -> None:
-        """Delete the vault objects of expired and revoked links for good, every hour."""
+        """Every hour: delete the vault objects of expired and revoked links for good, and
+        audit files older than the retention period."""
         while True:
             try:
                 purged = await asyncio.to_thread(self.vault.purge, time.time())
                 log.info("vault.purged", links=purged.links, objects=purged.objects,
                          bytes=purged.bytes)
+                expired = await asyncio.to_thread(self.audit.expire_old_files)
+                if expired:
+                    log.info("audit.files_expired", files=expired)
             except Exception as exc:
                 log.error("vault.purge_failed", error=type(exc).__name__)
             await asyncio.sleep(PURGE_INTERVAL)
@@ -129,4 +142,6 @@ class App:
 
 
 def run(settings: Settings) -> None:
-    asyncio.run(App(settings).run_until_stopped())
+    app = App(settings)
+    logs.configure(audit=app.audit)
+    asyncio.run(app.run_until_stopped())

@@ -118,6 +118,18 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(purge)
     purge.set_defaults(func=cmd_links_purge)
 
+    audit = sub.add_parser("audit", help="the decision log: verify it, tell a story from it")
+    audit_sub = audit.add_subparsers(metavar="ACTION", required=True)
+    averify = audit_sub.add_parser("verify", help="check the hash chain of every record")
+    config_arg(averify)
+    averify.set_defaults(func=cmd_audit_verify)
+    ashow = audit_sub.add_parser("show", help="records about one message or one link")
+    config_arg(ashow)
+    which = ashow.add_mutually_exclusive_group(required=True)
+    which.add_argument("--message", metavar="ID", help="a queue id (as in 250 Queued as ID)")
+    which.add_argument("--link", metavar="ID", help="a vault link id")
+    ashow.set_defaults(func=cmd_audit_show)
+
     queue = sub.add_parser("queue", help="look at and act on the delivery queue")
     queue_sub = queue.add_subparsers(metavar="ACTION", required=True)
     qlist = queue_sub.add_parser("list", help="messages waiting for delivery")
@@ -135,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(resolve_config_path(getattr(args, "config", None)))
+
+
+def _audit(settings: Settings, event: str, **fields: object) -> None:
+    """Admin commands leave their mark in the audit trail, typed fields only."""
+    from gateway.app import open_audit
+
+    open_audit(settings).record(event, **fields)
 
 
 # -- init / run / demo / check -------------------------------------------------------
@@ -167,21 +186,16 @@ Next steps:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway import logs
     from gateway.app import run
 
-    settings = _settings(args)
-    logs.configure()
-    run(settings)
+    run(_settings(args))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway import logs
     from gateway.demo import run_demo
 
     folder = args.dir or Path(tempfile.mkdtemp(prefix="pli-demo-"))
-    logs.configure()
     asyncio.run(run_demo(folder.resolve(), args.submission_port, args.submissions_port,
                          args.provider_port))
     return 0
@@ -201,7 +215,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                  if x.enabled]
     print(f"OK: {settings.config_path}: listeners {', '.join(listeners)}, "
           f"{len(settings.upstream)} upstream account(s), {counts['users']} user(s), "
-          f"policy with {counts['rules']} rule(s)")
+          f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
+          f"days in files of at most {settings.audit.max_file_mb:g} MB")
     return 0
 
 
@@ -270,6 +285,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         raise PliError("the password must have at least 10 characters")
     users[args.name] = User(args.name, hash_password(password), addresses)
     save_users(settings.users_file, users)
+    _audit(settings, "admin.user_added", user=args.name, addresses=list(addresses))
     print(f"{'updated' if existing else 'added'} {args.name}: may send as {', '.join(addresses)}")
     return 0
 
@@ -282,6 +298,7 @@ def cmd_user_del(args: argparse.Namespace) -> int:
     if users.pop(args.name, None) is None:
         raise PliError(f"no user named {args.name!r}")
     save_users(settings.users_file, users)
+    _audit(settings, "admin.user_removed", user=args.name)
     print(f"removed {args.name}")
     return 0
 
@@ -299,14 +316,14 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 # -- links ---------------------------------------------------------------------------
 
-def _vault(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _vault(settings: Settings):  # type: ignore[no-untyped-def]
     from gateway.vault import Vault
 
-    return Vault(_settings(args).vault_dir)
+    return Vault(settings.vault_dir)
 
 
 def cmd_links_list(args: argparse.Namespace) -> int:
-    vault = _vault(args)
+    vault = _vault(_settings(args))
     now = time.time()
     rows = vault.links()
     for link in rows:
@@ -323,18 +340,54 @@ def cmd_links_list(args: argparse.Namespace) -> int:
 
 
 def cmd_links_revoke(args: argparse.Namespace) -> int:
-    from gateway.logs import get_logger
-
-    if not _vault(args).revoke(args.id):
+    settings = _settings(args)
+    if not _vault(settings).revoke(args.id):
         raise PliError(f"no link {args.id} (or it was already revoked)")
-    get_logger("pli.admin").info("vault.revoked", link=args.id)
+    _audit(settings, "admin.link_revoked", link=args.id)
     print(f"revoked {args.id}: the patient now sees that the link is no longer valid")
     return 0
 
 
 def cmd_links_purge(args: argparse.Namespace) -> int:
-    purged = _vault(args).purge(time.time())
+    settings = _settings(args)
+    purged = _vault(settings).purge(time.time())
+    _audit(settings, "admin.links_purged", links=purged.links, objects=purged.objects)
     print(f"purged {purged.links} link(s), {purged.objects} object(s), {purged.bytes} B")
+    return 0
+
+
+# -- audit ---------------------------------------------------------------------------
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.app import open_audit
+    from gateway.audit import verify
+
+    trail = open_audit(_settings(args))
+    count, findings = verify(trail)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if findings:
+        print(f"{len(findings)} problem(s) in {count} record(s)", file=sys.stderr)
+        return 1
+    print(f"OK: {count} record(s) in {len(trail.files())} file(s), chain intact")
+    return 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.app import open_audit
+    from gateway.audit import story
+
+    records = story(open_audit(_settings(args)), message=args.message, link=args.link)
+    for record in records:
+        details = {k: v for k, v in record.items()
+                   if k not in ("seq", "ts", "event", "prev", "hash")}
+        print(f"{record.get('ts')}  {record.get('event'):<22} "
+              f"{json.dumps(details, ensure_ascii=False)}")
+    if not records:
+        print("no records about it", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -369,6 +422,7 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
     spool = Spool(settings.spool_dir)
     spool.create()
     (spool.root / FLUSH_MARKER).touch()
+    _audit(settings, "admin.queue_flushed")
     try:
         pid = int((settings.data_dir / PID_FILE).read_text().strip())
         os.kill(pid, signal.SIGUSR1)
@@ -381,12 +435,14 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
 def cmd_queue_delete(args: argparse.Namespace) -> int:
     from gateway.spool.store import Busy, Spool
 
-    spool = Spool(_settings(args).spool_dir)
+    settings = _settings(args)
+    spool = Spool(settings.spool_dir)
     try:
         with spool.locked(args.id) as message:
             if message is None:
                 raise PliError(f"no queued message {args.id}")
             spool.remove(args.id)
+            _audit(settings, "admin.queue_deleted", queue_id=args.id)
     except Busy:
         raise PliError(f"{args.id} is being delivered right now; try again in a moment") from None
     print(f"deleted {args.id} ({len(message.pending)} recipient(s) will not receive it)")

@@ -156,6 +156,13 @@ class Portal(_Strict):
         return value
 
 
+class Audit(_Strict):
+    """The hash-chained audit trail in ``data_dir/audit``."""
+
+    retention_days: Annotated[float, Field(gt=0)] = 365.0
+    max_file_mb: Annotated[float, Field(gt=0)] = 16.0
+
+
 class Settings(_Strict):
     hostname: str = "pli.localdomain"
     data_dir: Path = Path("data")
@@ -171,6 +178,7 @@ class Settings(_Strict):
     auth: AuthLimits = AuthLimits()
     practice: Practice = Practice()
     portal: Portal = Portal()
+    audit: Audit = Audit()
     config_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -189,6 +197,10 @@ class Settings(_Strict):
     @property
     def vault_dir(self) -> Path:
         return self.data_dir / "vault"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
 
     def upstream_for(self, sender: str) -> Upstream | None:
         """The first upstream account whose ``senders`` covers this address."""

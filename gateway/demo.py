@@ -11,6 +11,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway import logs
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.initdir import InitOptions, init_dir
@@ -111,6 +112,7 @@ async def run_demo(folder: Path, submission_port: int, submissions_port: int,
     tls = server_context(settings.tls.cert, settings.tls.key)
     provider = await start_outbox("127.0.0.1", provider_port, folder / "outbox", tls)
     app = App(settings)
+    logs.configure(audit=app.audit)
     try:
         print(instructions(folder, password, submission_port, submissions_port), flush=True)
         await app.run_until_stopped()

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
+
+from gateway.audit import AuditTrail
 
 
-def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
+def configure(*, json: bool | None = None, level: int = logging.INFO,
+              audit: AuditTrail | None = None,
+              observers: Sequence[Processor] = ()) -> None:
+    """``audit`` receives the events its schema names (see ``gateway.audit``);
+    ``observers`` see every event (metrics) and must return it unchanged."""
     if json is None:
         json = not sys.stdout.isatty()
     renderer: Any = (
@@ -24,6 +32,8 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     )
     structlog.configure(
         processors=[
+            *([_to_audit(audit)] if audit is not None else []),
+            *observers,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _event_first,
@@ -36,6 +46,16 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     # Libraries log through stdlib logging; keep their chatter out unless it is a warning.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+def _to_audit(trail: AuditTrail) -> Processor:
+    def processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        try:
+            trail.record(str(event_dict.get("event")), **event_dict)
+        except OSError as exc:  # the audit file must not take the gateway down
+            print(f"pli: cannot write the audit trail: {exc.strerror}", file=sys.stderr)
+        return event_dict
+    return processor
 
 
 def _event_first(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

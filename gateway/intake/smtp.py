@@ -188,8 +188,8 @@ class SubmissionSMTP(SMTP):
         user = await asyncio.to_thread(self.users.authenticate, name, secret)
         if user is None:
             delay = self.throttle.failed(client)
-            log.warning("session.auth_failed", client=client, user=name[:64],
-                        mechanism=mechanism)
+            # No user name: a password typed into the name field must not reach the logs.
+            log.warning("session.auth_failed", client=client, mechanism=mechanism)
             if delay:
                 await asyncio.sleep(delay)
             return AuthResult(

@@ -1,0 +1,334 @@
+"""The audit trail: what Pli decided and did, kept as hash-chained JSON lines.
+
+Redaction by construction: only the events named in ``SCHEMA`` reach the trail, each
+with only the fields its schema names, and every value must pass its field's type
+check (an address, an id, a number, a MIME type, a name...), or it is written as
+``"<redacted>"``. There is no free-text field, so a subject, a body, a file name, an
+access code or a link secret has no way in, whatever a caller passes.
+
+Every record carries ``seq``, the ``prev`` hash of the record before it (across file
+rotations) and its own ``hash`` (SHA-256 of the record without it), so `pli audit verify`
+finds an edited, removed, inserted or reordered record. ``audit.head`` holds the last
+sequence number and hash, so records cut from the end are found too. Appends from the
+server and from admin commands (other processes) are serialised with ``flock``.
+
+Files rotate by size or by day (``audit-<first seq>-<YYYYMMDD>.jsonl``, so names sort in
+record order) and are deleted once older than the retention period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+HEAD = "audit.head"
+LOCK = "audit.lock"
+REDACTED = "<redacted>"
+
+_ADDRESS = re.compile(r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.\-\[\]:_]{1,255}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^[\w.@+-]{1,64}$")
+_MIME = re.compile(r"^[a-z0-9.+-]{1,64}/[a-z0-9.+-]{1,128}$")
+_REPLY_CODE = re.compile(r"^\s*([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
+
+
+def _address(v: Any) -> Any:
+    if isinstance(v, str) and (v == "" or _ADDRESS.match(v)):
+        return v.lower()
+    return REDACTED
+
+
+def _addresses(v: Any) -> Any:
+    return [_address(a) for a in v] if isinstance(v, (list, tuple)) else REDACTED
+
+
+def _id(v: Any) -> Any:
+    return v if isinstance(v, str) and _ID.match(v) else (None if v is None else REDACTED)
+
+
+def _name(v: Any) -> Any:
+    return v if isinstance(v, str) and _NAME.match(v) else REDACTED
+
+
+def _int(v: Any) -> Any:
+    return v if isinstance(v, int) and not isinstance(v, bool) else REDACTED
+
+
+def _ints(v: Any) -> Any:
+    return [_int(i) for i in v] if isinstance(v, (list, tuple)) else REDACTED
+
+
+def _mimes(v: Any) -> Any:
+    if not isinstance(v, (list, tuple)):
+        return REDACTED
+    return [t if isinstance(t, str) and _MIME.match(t) else REDACTED for t in v]
+
+
+def _ip(v: Any) -> Any:
+    try:
+        return str(ipaddress.ip_address(str(v)))
+    except ValueError:
+        return REDACTED
+
+
+def _reply(v: Any) -> Any:
+    """A provider's reply is kept as its codes only: its text is the provider's words."""
+    match = _REPLY_CODE.match(v) if isinstance(v, str) else None
+    return " ".join(g for g in match.groups() if g) if match else REDACTED
+
+
+def _enum(*allowed: str) -> Callable[[Any], Any]:
+    return lambda v: v if v in allowed else REDACTED
+
+
+_ACTION = _enum("pass", "protect", "block")
+
+# Which events go to the trail, and the only fields each may carry.
+SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "policy.decided": {"queue_id": _id, "sender": _address, "recipients": _addresses,
+                       "rule": _name, "action": _ACTION, "attachments": _int,
+                       "types": _mimes, "sizes": _ints, "size": _int, "link": _id},
+    "policy.reloaded": {"rules": _int},
+    "policy.reload_failed": {},
+    "spool.queued": {"queue_id": _id, "sender": _address, "recipients": _int, "size": _int,
+                     "user": _name, "client": _ip},
+    "delivery.sent": {"queue_id": _id, "recipient": _address, "reply": _reply},
+    "delivery.deferred": {"queue_id": _id, "recipient": _address, "reply": _reply,
+                          "attempts": _int},
+    "delivery.bounced": {"queue_id": _id, "recipient": _address, "reply": _reply},
+    "delivery.expired": {"queue_id": _id, "recipient": _address},
+    "dsn.queued": {"queue_id": _id, "about": _id, "recipient": _address, "failed": _int},
+    "portal.page": {"link": _id, "outcome": _name, "client": _ip},
+    "portal.code_accepted": {"link": _id, "client": _ip},
+    "portal.code_rejected": {"link": _id, "client": _ip, "remaining": _int},
+    "portal.download": {"link": _id, "object": _id, "outcome": _name, "client": _ip},
+    "portal.unavailable": {"link": _id, "outcome": _name, "client": _ip},
+    "admin.user_added": {"user": _name, "addresses": _addresses},
+    "admin.user_removed": {"user": _name},
+    "admin.link_revoked": {"link": _id},
+    "admin.links_purged": {"links": _int, "objects": _int},
+    "admin.queue_deleted": {"queue_id": _id},
+    "admin.queue_flushed": {},
+    "vault.purged": {"links": _int, "objects": _int},
+}
+
+
+def redact(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The record for ``event``, or None when the event is not an audit event."""
+    schema = SCHEMA.get(event)
+    if schema is None:
+        return None
+    record: dict[str, Any] = {"event": event}
+    for key, check in schema.items():
+        if key in fields:
+            record[key] = check(fields[key])
+    return record
+
+
+def _digest(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Retention:
+    days: float = 365.0
+    max_file_bytes: int = 16 * 1024 * 1024
+
+
+class AuditTrail:
+    def __init__(self, folder: Path, retention: Retention = Retention(),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.folder = folder
+        self.retention = retention
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def record(self, event: str, /, **fields: Any) -> None:
+        record = redact(event, fields)
+        if record is not None:
+            self.append(record)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._lock, _flocked(self.folder / LOCK):
+            seq, prev = self._head()
+            now = self.clock()
+            record = {"seq": seq + 1, "ts": _iso(now), **record, "prev": prev}
+            record["hash"] = _digest(record)
+            path = self._current_file(now, record["seq"])
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8"))
+            finally:
+                os.close(fd)
+            self._write_head(record["seq"], record["hash"])
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("audit-*.jsonl"))
+
+    def records(self) -> Iterator[tuple[Path, int, str]]:
+        for path in self.files():
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, 1):
+                    yield path, number, line
+
+    def expire_old_files(self) -> int:
+        """Delete files whose newest record is older than the retention period."""
+        if not self.folder.is_dir():
+            return 0
+        limit = self.clock() - self.retention.days * 86400
+        removed = 0
+        with self._lock, _flocked(self.folder / LOCK):
+            files = self.files()
+            for path in files[:-1]:  # the current file is never deleted
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    # -- internals ------------------------------------------------------------------
+
+    def _head(self) -> tuple[int, str]:
+        try:
+            seq, digest = (self.folder / HEAD).read_text().split()
+            return int(seq), digest
+        except (FileNotFoundError, ValueError):
+            pass
+        last = None
+        for _path, _n, line in self.records():  # no head yet: rebuild it from the files
+            last = line
+        if last:
+            try:
+                data = json.loads(last)
+                return int(data["seq"]), str(data["hash"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        return 0, GENESIS
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        tmp = self.folder / f".{HEAD}.tmp"
+        tmp.write_text(f"{seq} {digest}\n")
+        os.replace(tmp, self.folder / HEAD)
+
+    def _current_file(self, now: float, seq: int) -> Path:
+        files = self.files()
+        day = time.strftime("%Y%m%d", time.gmtime(now))
+        if files:
+            latest = files[-1]
+            if (latest.stem.rsplit("-", 1)[-1] == day
+                    and latest.stat().st_size < self.retention.max_file_bytes):
+                return latest
+        return self.folder / f"audit-{seq:012d}-{day}.jsonl"
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+# -- verification and reading ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    seq: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" + (f" (record {self.seq})" if self.seq else "")
+        return f"{where}: {self.problem}"
+
+
+def verify(trail: AuditTrail) -> tuple[int, list[Finding]]:
+    """Check every record; return how many were read and what is wrong, in order."""
+    findings: list[Finding] = []
+    prev, expected_seq, count = GENESIS, 1, 0
+    for path, number, line in trail.records():
+        count += 1
+        try:
+            record = json.loads(line)
+            seq, digest, claimed_prev = int(record["seq"]), record["hash"], record["prev"]
+        except (ValueError, KeyError, TypeError):
+            findings.append(Finding(path.name, number, None, "not a valid audit record"))
+            continue
+        if _digest(record) != digest:
+            findings.append(Finding(path.name, number, seq,
+                                    "edited: its content does not match its hash"))
+        if claimed_prev != prev:
+            findings.append(Finding(path.name, number, seq,
+                                    "the chain is broken before this record: a record was "
+                                    "removed, inserted or moved here"))
+        if seq != expected_seq:
+            what = "removed" if seq > expected_seq else "inserted or moved"
+            findings.append(Finding(path.name, number, seq,
+                                    f"expected record {expected_seq}: records {what}"))
+        prev, expected_seq = digest, seq + 1
+    head_seq, head_hash = _read_head(trail.folder)
+    if head_seq is not None:
+        if head_seq >= expected_seq:
+            findings.append(Finding(HEAD, 1, head_seq,
+                                    f"records {expected_seq} to {head_seq} were removed "
+                                    "from the end"))
+        elif head_seq == expected_seq - 1 and head_hash != prev:
+            findings.append(Finding(HEAD, 1, head_seq,
+                                    "the last record does not match the head"))
+    return count, findings
+
+
+def _read_head(folder: Path) -> tuple[int | None, str | None]:
+    try:
+        seq, digest = (folder / HEAD).read_text().split()
+        return int(seq), digest
+    except (FileNotFoundError, ValueError):
+        return None, None
+
+
+def story(trail: AuditTrail, *, message: str | None = None,
+          link: str | None = None) -> list[dict[str, Any]]:
+    """The records about one message (its copies, DSNs and links) or one link, in order."""
+    records = []
+    for _path, _n, line in trail.records():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    links = {link} if link else set()
+    ids: set[str] = set()
+    if message:
+        for r in records:
+            qid = str(r.get("queue_id", ""))
+            if qid == message or qid.startswith(message + "-"):
+                ids.add(qid)
+                if r.get("link"):
+                    links.add(r["link"])
+        for r in records:
+            if r.get("about") in ids:
+                ids.add(str(r.get("queue_id")))
+    return [r for r in records
+            if r.get("queue_id") in ids or r.get("about") in ids or r.get("link") in links]

@@ -1,0 +1,222 @@
+"""The audit trail: typed records only, a hash chain that shows any tampering, and a
+whole-gateway check that no health data lands anywhere outside the vault's ciphertext."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import REDACTED, AuditTrail, Retention, story, verify
+from gateway.users import User, hash_password, load_users, save_users
+from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, PliProcess, Provider,
+                           make_gateway, wait_until)
+
+
+def filled(tmp_path: Path, n: int = 6, **kw: object) -> AuditTrail:
+    trail = AuditTrail(tmp_path / "audit", **kw)  # type: ignore[arg-type]
+    for i in range(n):
+        trail.record("delivery.sent", queue_id=f"Q{i}", recipient=f"p{i}@example.org",
+                     reply="250 2.0.0 Ok: queued as ABC")
+    return trail
+
+
+def lines(trail: AuditTrail) -> tuple[Path, list[str]]:
+    path = trail.files()[-1]
+    return path, path.read_text().splitlines(keepends=True)
+
+
+def test_an_untouched_trail_verifies(tmp_path: Path) -> None:
+    count, findings = verify(filled(tmp_path))
+    assert count == 6 and findings == []
+
+
+def test_an_edited_record_is_found_by_its_number(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    path, rows = lines(trail)
+    rows[2] = rows[2].replace("p2@example.org", "someone@else.org")
+    path.write_text("".join(rows))
+    findings = verify(trail)[1]
+    assert [f.seq for f in findings] == [3] and "edited" in findings[0].problem
+
+
+@pytest.mark.parametrize("tamper", ["remove", "insert", "reorder"])
+def test_removed_inserted_or_reordered_records_break_the_chain(tmp_path: Path,
+                                                               tamper: str) -> None:
+    trail = filled(tmp_path)
+    path, rows = lines(trail)
+    if tamper == "remove":
+        del rows[2]
+    elif tamper == "insert":
+        rows.insert(3, rows[1])
+    else:
+        rows[2], rows[3] = rows[3], rows[2]
+    path.write_text("".join(rows))
+    findings = verify(trail)[1]
+    assert findings, tamper
+    assert any("chain is broken" in f.problem for f in findings)
+
+
+def test_records_cut_from_the_end_are_found_through_the_head(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    path, rows = lines(trail)
+    path.write_text("".join(rows[:-2]))
+    findings = verify(trail)[1]
+    assert any("5 to 6 were removed from the end" in f.problem for f in findings)
+
+
+def test_the_chain_runs_across_rotated_files(tmp_path: Path) -> None:
+    trail = filled(tmp_path, 40, retention=Retention(max_file_bytes=2000))
+    assert len(trail.files()) > 2
+    assert verify(trail) == (40, [])
+
+
+def test_only_typed_fields_of_known_events_are_written(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("policy.decided", queue_id="Q1", sender="Dr X <dr@cab.fr>",
+                 recipients=["p@gmail.com", "Résultats biopsie"], rule="everyone-else",
+                 action="protect", subject="Résultats biopsie", filename="scan.pdf",
+                 types=["application/pdf", "résultats"], sizes=[10], link="abc_DEF-1")
+    trail.record("portal.code_rejected", link="L1", client="192.0.2.1", code="4821")
+    trail.record("some.free_text", text="Résultats biopsie")
+    trail.record("delivery.deferred", queue_id="Q1", recipient="p@gmail.com",
+                 reply="452 4.2.2 Mailbox of p@gmail.com full, biopsie not stored")
+    written = "".join(p.read_text() for p in trail.files())
+    assert "biopsie" not in written and "scan.pdf" not in written and "4821" not in written
+    records = [json.loads(line) for line in written.splitlines()]
+    assert [r["event"] for r in records] == ["policy.decided", "portal.code_rejected",
+                                             "delivery.deferred"]
+    decided = records[0]
+    assert decided["sender"] == REDACTED and decided["recipients"] == ["p@gmail.com", REDACTED]
+    assert decided["types"] == ["application/pdf", REDACTED] and "subject" not in decided
+    assert records[2]["reply"] == "452 4.2.2"
+
+
+def test_files_past_the_retention_are_deleted_but_never_the_current_one(tmp_path: Path) -> None:
+    trail = filled(tmp_path, 30, retention=Retention(days=1, max_file_bytes=2000))
+    files = trail.files()
+    old = time.time() - 3 * 86400
+    for path in files:
+        os.utime(path, (old, old))
+    assert trail.expire_old_files() == len(files) - 1
+    assert trail.files() == [files[-1]]
+
+
+def test_the_story_of_a_message_includes_its_copies_dsn_and_link(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("policy.decided", queue_id="Q1", action="protect", link="L1")
+    trail.record("spool.queued", queue_id="Q1")
+    trail.record("spool.queued", queue_id="Q1-1")
+    trail.record("spool.queued", queue_id="Q2")
+    trail.record("delivery.bounced", queue_id="Q1-1", recipient="a@b.fr", reply="550 5.1.1")
+    trail.record("dsn.queued", queue_id="D1", about="Q1-1", recipient="dr@cab.fr", failed=1)
+    trail.record("delivery.sent", queue_id="D1", recipient="dr@cab.fr", reply="250 ok")
+    trail.record("portal.code_accepted", link="L1", client="192.0.2.1")
+    told = [(r["event"], r.get("queue_id") or r.get("link")) for r in story(trail, message="Q1")]
+    assert told == [("policy.decided", "Q1"), ("spool.queued", "Q1"), ("spool.queued", "Q1-1"),
+                    ("delivery.bounced", "Q1-1"), ("dsn.queued", "D1"), ("delivery.sent", "D1"),
+                    ("portal.code_accepted", "L1")]
+    assert [r["event"] for r in story(trail, link="L1")] == ["policy.decided",
+                                                              "portal.code_accepted"]
+
+
+def pli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_no_health_data_is_written_outside_the_vault_ciphertext(
+        tmp_path: Path, loop: LoopThread) -> None:
+    """Pass, protect and block messages full of sentinels go through a real `pli run`; then
+    every byte Pli wrote outside the vault's encrypted objects is searched for them."""
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    users = load_users(gw.folder / "users.toml")
+    users["perso"] = User("perso", hash_password("a long password"), ("cabinet@gmail.com",))
+    save_users(gw.folder / "users.toml", users)
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    log_path = tmp_path / "pli-output.log"
+    proc = PliProcess(gw, log_path).start()
+    sentinels = ["SentinelSubjectQ7", "SentinelBodyK4", "SentinelFileZ9", "Sntl7788Qz"]
+
+    def message(to: str, tag: str = "") -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = ADDRESS
+        msg["To"] = to
+        msg["Subject"] = f"Résultats SentinelSubjectQ7 {tag}".strip()
+        msg.set_content("Le bilan SentinelBodyK4 est normal.")
+        msg.add_attachment(b"%PDF-1.4\nSentinelBodyK4\n%%EOF\n", maintype="application",
+                           subtype="pdf", filename="SentinelFileZ9.pdf")
+        return msg
+
+    try:
+        with smtplib.SMTP(HOST, gw.submission_port, timeout=10) as client:
+            client.starttls(context=gw.client_context())
+            client.login(USER, PASSWORD)
+            client.send_message(message("dr.durand@cabinet-martin.fr"))   # pass
+            client.send_message(message("patient@gmail.com"))             # protect, generated
+            client.send_message(message("patient2@gmail.com", "[code:Sntl7788Qz]"))
+        with smtplib.SMTP(HOST, gw.submission_port, timeout=10) as client:
+            client.starttls(context=gw.client_context())
+            client.login("perso", "a long password")
+            with pytest.raises(smtplib.SMTPDataError):                     # block
+                gmail = message("patient@gmail.com")
+                gmail.replace_header("From", "cabinet@gmail.com")
+                client.send_message(gmail)
+        got = wait_until(lambda: len(provider.received) == 4 and provider.received)
+        receipt = next(r for r in got if r.rcpt_tos == [ADDRESS]).content
+        code = re.search(rb"^\s+(\d{6})\s*$", receipt.replace(b"=\r\n", b""), re.M)
+        assert code
+        sentinels.append(code.group(1).decode())
+        spool = gw.folder / "data" / "spool"
+        wait_until(lambda: not list((spool / "meta").iterdir()))
+    finally:
+        proc.kill(15)
+        provider.stop()
+    # Each sentinel did reach the provider where it should (the colleague's copy)...
+    colleague = next(r for r in got if r.rcpt_tos == ["dr.durand@cabinet-martin.fr"]).content
+    assert b"SentinelSubjectQ7" in colleague
+    # ...and appears nowhere Pli wrote, the vault's ciphertext aside.
+    written = [log_path] + [p for p in (gw.folder / "data").rglob("*")
+                            if p.is_file() and "objects" not in p.parts]
+    assert any(p.name.startswith("audit-") for p in written)
+    assert any(p.name.startswith("index.sqlite3") for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for sentinel in sentinels:
+            assert sentinel.encode() not in data, (path, sentinel)
+            assert sentinel.lower().encode() not in data.lower(), (path, sentinel)
+    verified = pli("audit", "verify", "-c", str(gw.config))
+    assert verified.returncode == 0, verified.stderr
+    decided = [json.loads(line) for p in (gw.folder / "data" / "audit").glob("audit-*.jsonl")
+               for line in p.read_text().splitlines()]
+    actions = sorted(r["action"] for r in decided if r["event"] == "policy.decided")
+    assert actions == ["block", "pass", "protect", "protect"]
+
+
+def test_admin_commands_are_audited_and_verify_catches_an_edit(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    config = str(gw.config)
+    assert pli("user", "add", "-c", config, "bernard", "--address", "b@cabinet-martin.fr",
+               ).returncode == 1  # no password given on stdin: refused, nothing audited
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "user", "add", "-c", config,
+                             "bernard", "--address", "b@cabinet-martin.fr"],
+                            input="a long password indeed\n", capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    assert pli("user", "del", "-c", config, "bernard").returncode == 0
+    files = sorted((gw.folder / "data" / "audit").glob("audit-*.jsonl"))
+    events = [json.loads(line)["event"] for line in files[0].read_text().splitlines()]
+    assert events == ["admin.user_added", "admin.user_removed"]
+    assert "a long password" not in files[0].read_text()
+    assert pli("audit", "verify", "-c", config).returncode == 0
+    files[0].write_text(files[0].read_text().replace("bernard", "bernadette", 1))
+    tampered = pli("audit", "verify", "-c", config)
+    assert tampered.returncode == 1 and "record 1" in tampered.stderr

@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_HOST = "127.0.0.1"
@@ -346,6 +347,7 @@ def gateway_health(listeners: Callable[[], Sequence[asyncio.AbstractServer]],
 
 def build_metrics_app(metrics: Metrics, health: Health) -> web.Application:
     """GET /healthz: 200 "ok" or 503 with the reason. GET /metrics: the exposition."""
+    from aiohttp import web  # the HTTP side only; the registry and observer need nothing
 
     async def healthz(_: web.Request) -> web.Response:
         try:
@@ -372,6 +374,7 @@ def build_metrics_app(metrics: Metrics, health: Health) -> web.Application:
 async def start_metrics(host: str, port: int, app: web.Application) -> web.AppRunner:
     """Listen on ``host:port``; stop with ``await runner.cleanup()``. The bound addresses
     are in ``runner.addresses`` (port 0 picks a free one)."""
+    from aiohttp import web
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

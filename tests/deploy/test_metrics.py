@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import time
@@ -251,6 +252,9 @@ def test_check_writable(tmp_path: Path) -> None:
 
 # -- over HTTP, on loopback ---------------------------------------------------------------
 
+needs_aiohttp = pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None,
+                                   reason="aiohttp is not installed (pip install -e .)")
+
 
 def _get(url: str) -> tuple[int, str, str]:
     try:
@@ -285,6 +289,7 @@ def serve(loop: LoopThread) -> Iterator[Any]:
         s.close()
 
 
+@needs_aiohttp
 def test_metrics_page_over_http(serve: Any, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.create()
@@ -300,6 +305,7 @@ def test_metrics_page_over_http(serve: Any, tmp_path: Path) -> None:
     assert sample(families, "pli_deliveries_total", outcome="sent") == 1
 
 
+@needs_aiohttp
 def test_healthz_ok_and_unhealthy(serve: Any) -> None:
     state = {"ok": True, "reason": "ok"}
     server = serve(Metrics(), lambda: (state["ok"], state["reason"]))
@@ -309,6 +315,7 @@ def test_healthz_ok_and_unhealthy(serve: Any) -> None:
         503, "spool not writable: No space left on device\n")
 
 
+@needs_aiohttp
 def test_healthz_when_the_check_itself_fails(serve: Any) -> None:
     def broken() -> tuple[bool, str]:
         raise RuntimeError("boom")

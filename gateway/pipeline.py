@@ -14,15 +14,17 @@ import email.policy
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
 from gateway.errors import MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure
-from gateway.inspect import inspect_message
+from gateway.inspect import inspect_parsed, parse
 from gateway.logs import get_logger
 from gateway.policy import Policy, block_reply, decide
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
 from gateway.transform import Protector
+from gateway.transform.extract import Extracted, extract_parsed
 from gateway.types import Decisions, MessageFacts, Outgoing, Submission
 
 log = get_logger("pli.pipeline")
@@ -140,7 +142,7 @@ class ApplyPolicy:
     async def __call__(self, job: Job) -> None:
         sub = job.submission
         env = sub.envelope
-        facts = await asyncio.to_thread(inspect_message, sub.content)
+        parsed, facts = await asyncio.to_thread(_parse_and_inspect, sub.content)
         decisions = decide(self.current(), env, facts)
         reply = block_reply(decisions, utf8=env.smtputf8)
         if reply:
@@ -152,6 +154,7 @@ class ApplyPolicy:
         if passed:
             outgoing.append(Outgoing(env.mail_from, passed, sub.content))
         links: dict[int, str] = {}
+        parts: Extracted | None = None
         for n, group in enumerate(decisions.groups):
             how = group.decision.protect
             if group.decision.action != "protect" or how is None:
@@ -159,14 +162,22 @@ class ApplyPolicy:
             if self.protector is None:
                 raise TemporaryFailure("Protection is not available on this server, so this "
                                        "message was not sent", code=451, status="4.7.0")
+            if parts is None:  # taken apart once, whatever the number of groups
+                parts = await asyncio.to_thread(extract_parsed, parsed, sub.content)
             protected = await asyncio.to_thread(
-                self.protector.protect, sub.content, env.mail_from, group.recipients, how)
+                self.protector.protect, sub.content, env.mail_from, group.recipients, how,
+                original=parsed, parts=parts)
             vault = self.protector.vault
             job.undo.append(lambda link=protected.link_id: vault.discard(link))
             links[n] = protected.link_id
             outgoing.extend(protected.outgoing)
         job.outgoing = outgoing
         _log_decisions(job, facts, decisions, links)
+
+
+def _parse_and_inspect(content: bytes) -> tuple[Message | None, MessageFacts]:
+    parsed = parse(content)
+    return parsed, inspect_parsed(parsed, len(content))
 
 
 def _log_decisions(job: Job, facts: MessageFacts, decisions: Decisions,

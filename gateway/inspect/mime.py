@@ -42,9 +42,15 @@ def parse(content: bytes) -> Message | None:
 
 def inspect_message(content: bytes) -> MessageFacts:
     """Parse ``content`` (a whole RFC 5322 message) into :class:`MessageFacts`; never raises."""
-    message = parse(content)
+    return inspect_parsed(parse(content), len(content))
+
+
+def inspect_parsed(message: Message | None, size: int) -> MessageFacts:
+    """The facts of a message already parsed by :func:`parse` (parsing a large message
+    costs more than everything else, so the pipeline parses once for inspection and
+    for the transform)."""
     if message is None:
-        return MessageFacts(size=len(content))
+        return MessageFacts(size=size)
     walk = PartWalk()
     attachments: list[AttachmentFacts] = []
     texts = _TextBudget()
@@ -65,7 +71,7 @@ def inspect_message(content: bytes) -> MessageFacts:
     return MessageFacts(
         header_from=_from_addresses(message),
         subject=_subject(message),
-        size=len(content),
+        size=size,
         attachments=tuple(attachments),
         text=texts.joined(),
         defects=walk.defects,

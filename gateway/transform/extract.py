@@ -55,7 +55,11 @@ class Extracted:
 
 
 def extract(content: bytes) -> Extracted:
-    message = parse(content)
+    return extract_parsed(parse(content), content)
+
+
+def extract_parsed(message: Message | None, content: bytes) -> Extracted:
+    """Like :func:`extract`, for a message already parsed with ``inspect.parse``."""
     if message is None:
         return Extracted(text=content.decode("utf-8", "replace"))
     out = Extracted(subject=_header(message, "subject"), sender=_header(message, "from"),

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 from gateway.config import Settings
@@ -18,7 +19,7 @@ from gateway.errors import SenderNotAllowed
 from gateway.inspect.mime import parse
 from gateway.policy import access_code_tag, remove_subject_tags
 from gateway.transform import compose
-from gateway.transform.extract import Extracted, extract
+from gateway.transform.extract import Extracted, extract_parsed
 from gateway.transform.templates import (CODE_SENTENCE, CONTACT_SENTENCE, format_date,
                                          load_templates)
 from gateway.types import Outgoing, ProtectSettings
@@ -49,10 +50,16 @@ class Protector:
         self.clock = clock
 
     def protect(self, content: bytes, mail_from: str, recipients: tuple[str, ...],
-                how: ProtectSettings) -> Protected:
-        """Blocking (the vault writes and fsyncs): run it in a worker thread."""
-        original = parse(content)
-        parts = extract(content)
+                how: ProtectSettings, *, original: Message | None = None,
+                parts: Extracted | None = None) -> Protected:
+        """Blocking (the vault writes and fsyncs): run it in a worker thread.
+
+        ``original`` and ``parts`` are ``content`` parsed and taken apart, when the caller
+        already has them (the pipeline does it once for every group of a message)."""
+        if original is None:
+            original = parse(content)
+        if parts is None:
+            parts = extract_parsed(original, content)
         code, mode = self._access_code(parts, how)
         templates = load_templates(self.template_dirs, how.language, how.template)
         subject = remove_subject_tags(parts.subject, self.tag_names())

@@ -94,7 +94,7 @@ def build_dsn(
         "",
     ])
     parts = [
-        head.encode("ascii"),
+        head.encode("utf-8"),  # the sender's address may be internationalised (SMTPUTF8)
         body_b64.replace(b"\n", b"\r\n"),
         f"\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n".encode(),
         (per_message + per_recipient).encode("utf-8"),

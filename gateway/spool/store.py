@@ -111,17 +111,18 @@ class Spool:
         tmp = self.tmp_dir / f"{path.name}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
         except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # a failed rename must not leave it behind either
             raise
-        os.close(fd)
-        os.replace(tmp, path)
         _fsync_dir(path.parent)
 
     # -- reading --------------------------------------------------------------------

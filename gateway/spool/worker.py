@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,32 +94,35 @@ class DeliveryWorker:
 
     async def _schedule(self) -> None:
         while True:
-            soonest = await asyncio.to_thread(self._scan)
+            # Cleared before the scan, so a wake-up (pli queue flush) during it is not lost.
+            self._wake.clear()
+            due, soonest = await asyncio.to_thread(self._scan)
+            # Back in the loop: the queue and the claimed set are not thread-safe.
+            for queue_id in due:
+                self.submit(queue_id)
             wait = self.settings.delivery.scan_interval
             if soonest is not None:
                 wait = max(0.05, min(wait, soonest - self.clock()))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _scan(self) -> float | None:
-        """Find due messages; return when the next deferred one falls due."""
+    def _scan(self) -> tuple[list[str], float | None]:
+        """Find due messages (in a worker thread: reads the spool, changes nothing else
+        shared); return them and when the next deferred one falls due."""
         marker = self.spool.root / FLUSH_MARKER
         flush = marker.exists()
         if flush:
             marker.unlink(missing_ok=True)
             log.info("queue.flushed")
         now = self.clock()
+        due: list[str] = []
         soonest: float | None = None
         for message in self.spool.messages():
-            if message.id in self._claimed:
-                continue
             if flush or message.next_attempt <= now:
-                self._claimed.add(message.id)
-                self._queue.put_nowait(message.id)
+                due.append(message.id)
             elif soonest is None or message.next_attempt < soonest:
                 soonest = message.next_attempt
-        return soonest
+        return due, soonest
 
     # -- sending ----------------------------------------------------------------------
 
@@ -203,7 +207,13 @@ class DeliveryWorker:
         content: bytes,
     ) -> None:
         options = []
-        if message.smtputf8:
+        if _needs_smtputf8(message, pending, content):
+            if not smtp.supports_extension("smtputf8"):
+                for r in pending:  # no later attempt can do better: tell the sender now
+                    r.state, r.reply = "failed", (
+                        "550 5.6.7 The provider does not accept internationalised addresses "
+                        "(SMTPUTF8), which this message needs")
+                return
             options.append("SMTPUTF8")
         if smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
@@ -228,8 +238,8 @@ class DeliveryWorker:
             raise TemporaryError(f"451 4.4.2 Delivery interrupted: {type(exc).__name__}") from None
         for r in pending:
             if r.address in refused:
-                err = refused[r.address]
-                _record(pending, r.address, err.code, err.message)
+                answer = refused[r.address]
+                _record(pending, r.address, answer.code, answer.message)
             else:
                 r.state, r.reply = "sent", f"250 {reply}"
 
@@ -244,7 +254,7 @@ class DeliveryWorker:
             hostname=account.host,
             port=account.port,
             use_tls=account.security == "tls",
-            start_tls=account.security == "starttls",
+            start_tls=False,  # done below, so that a provider without it can be named
             validate_certs=account.verify_certificate,
             cert_bundle=str(account.ca_file) if account.ca_file else None,
             timeout=delivery.command_timeout,
@@ -253,6 +263,15 @@ class DeliveryWorker:
         where = f"{account.host}:{account.port}"
         try:
             await smtp.connect(timeout=delivery.connect_timeout)
+            if account.security == "starttls":
+                await smtp.ehlo()
+                if not smtp.supports_extension("starttls"):
+                    smtp.close()
+                    raise TemporaryError(
+                        f"451 4.7.4 The provider {where} does not offer STARTTLS, which account "
+                        f"{account.name!r} requires: Pli does not send mail in clear"
+                    )
+                await smtp.starttls()
             if account.username:
                 await smtp.login(account.username, account.password() or "")
             else:
@@ -268,6 +287,13 @@ class DeliveryWorker:
             raise TemporaryError(f"451 4.4.1 {where} answered {exc.code} {exc.message}") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             smtp.close()
+            untrusted = _certificate_error(exc)
+            if untrusted is not None:
+                raise TemporaryError(
+                    f"451 4.7.5 The provider {where} presented a certificate Pli does not "
+                    f"trust ({untrusted.verify_message}); check ca_file for account "
+                    f"{account.name!r}"
+                ) from None
             raise TemporaryError(
                 f"451 4.4.1 Cannot reach the provider {where} ({type(exc).__name__})"
             ) from None
@@ -315,7 +341,12 @@ class DeliveryWorker:
                              attempts=message.attempts)
                     self.counts["deferred"] += 1
         if failed_now:
-            await self._bounce(message, failed_now)
+            try:
+                await self._bounce(message, failed_now)
+            except Exception as exc:
+                # The outcome must still be saved below: otherwise the recipients who got
+                # the message would get it again at every scan.
+                log.error("dsn.failed", queue_id=message.id, error=type(exc).__name__)
         if message.pending:
             await asyncio.to_thread(self.spool.save, message)
         else:
@@ -335,6 +366,7 @@ class DeliveryWorker:
             created=self.clock(),
             size=len(dsn),
             route_sender=message.route_sender,
+            smtputf8=not message.mail_from.isascii(),
             kind="dsn",
             extra={"about": message.id},
         )
@@ -342,6 +374,27 @@ class DeliveryWorker:
         log.info("dsn.queued", queue_id=notice.id, about=message.id, recipient=message.mail_from,
                  failed=len(failed))
         self.submit(notice.id)
+
+
+def _needs_smtputf8(message: QueuedMessage, pending: list[Recipient], content: bytes) -> bool:
+    """As Postfix decides: only an address or a header that is not ASCII needs SMTPUTF8. A
+    client that asked for it out of habit must not make plain mail undeliverable through a
+    provider that does not offer it."""
+    if not message.smtputf8:
+        return False
+    addresses = [message.mail_from, *(r.address for r in pending)]
+    headers = content.split(b"\r\n\r\n", 1)[0]
+    return not (all(a.isascii() for a in addresses) and headers.isascii())
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind a connection error (aiosmtplib wraps it for TLS)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain; never loop on a cyclic one
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _record(pending: list[Recipient], address: str, code: int, text: str) -> None:

@@ -1,0 +1,150 @@
+"""The delivery worker against a scriptable provider over loopback: temporary failures,
+outages, per-recipient outcomes and connection reuse."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
+from tests.spool.helpers import (OTHER_PATIENT, PATIENT, message, named, null_sender, queued,
+                                 spool_of, stays, submit, wait_deferred, wait_queue_empty)
+from tests.support import (ADDRESS, Gateway, LoopThread, Provider, RunningApp, make_gateway,
+                           wait_until)
+
+Events = list[dict[str, Any]]
+
+
+@pytest.mark.parametrize("where, reply, times", [
+    ("mail", "451 4.3.2 Try again later", 2),
+    ("mail", "421 4.3.2 Service shutting down", 1),
+    ("rcpt", "451 4.7.1 Greylisted, come back in a moment", 1),
+    ("data", "451 4.3.0 Queue file write error", 1),
+    ("data", "421 4.4.2 Closing connection", 1),
+])
+def test_a_temporary_refusal_is_retried_and_the_message_delivered_once(
+        gw: Gateway, provider: Provider, pli: RunningApp, events: Events,
+        where: str, reply: str, times: int) -> None:
+    handler = provider.handler
+    if where == "mail":
+        handler.mail_replies.extend([reply] * times)
+    elif where == "data":
+        handler.data_replies.extend([reply] * times)
+    else:
+        handler.rcpt_replies[PATIENT] = reply
+    queue_id = submit(gw)
+    meta = wait_deferred(gw, queue_id)
+    assert meta.pending[0].reply.startswith(reply[:3])
+    if where == "rcpt":
+        handler.rcpt_replies.clear()
+    wait_until(lambda: provider.received, timeout=10)
+    wait_queue_empty(gw)
+    stays(lambda: len(provider.received) == 1, 0.8)
+    assert provider.received[0].rcpt_tos == [PATIENT]
+    deferred = named(events, "delivery.deferred", queue_id=queue_id)
+    assert len(deferred) >= times
+    assert str(deferred[0]["reply"]).startswith(reply[:3])
+    assert len(named(events, "delivery.sent", queue_id=queue_id)) == 1
+
+
+def test_a_provider_that_is_down_gets_the_message_once_it_is_back(
+        loop: LoopThread, gw: Gateway, pli: RunningApp, events: Events) -> None:
+    started = time.monotonic()
+    queue_id = submit(gw)  # nothing listens on the provider's port yet
+    assert time.monotonic() - started < 5  # the client got its 250 without waiting
+    meta = wait_deferred(gw, queue_id)
+    assert "Cannot reach the provider" in meta.last_error
+    assert meta.pending[0].reply == meta.last_error
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    try:
+        got = wait_until(lambda: provider.received, timeout=10)
+        wait_queue_empty(gw)
+        stays(lambda: len(provider.received) == 1, 0.8)
+        assert got[0].mail_from == ADDRESS and got[0].rcpt_tos == [PATIENT]
+        assert named(events, "delivery.deferred", queue_id=queue_id)
+    finally:
+        provider.stop()
+
+
+def test_a_recipient_refused_for_good_is_not_tried_again_and_the_other_is_sent_once(
+        gw: Gateway, provider: Provider, pli: RunningApp, events: Events) -> None:
+    provider.handler.rcpt_replies[OTHER_PATIENT] = "550 5.1.1 No such mailbox here"
+    queue_id = submit(gw, (PATIENT, OTHER_PATIENT))
+    wait_until(lambda: len(provider.received) == 2, timeout=10)  # the message, then the DSN
+    wait_queue_empty(gw)
+    time.sleep(2.0)  # retries would come after 0.3, 0.9 and 1.9 seconds
+    to_patients = [r for r in provider.received if r.mail_from == ADDRESS]
+    assert [r.rcpt_tos for r in to_patients] == [[PATIENT]]
+    dsns = [r for r in provider.received if null_sender(r.mail_from)]
+    assert [r.rcpt_tos for r in dsns] == [[ADDRESS]]
+    assert len(named(events, "delivery.bounced", queue_id=queue_id)) == 1
+    assert named(events, "delivery.deferred", queue_id=queue_id) == []
+
+
+def test_a_partly_deferred_message_is_not_sent_again_to_whom_already_has_it(
+        gw: Gateway, provider: Provider, pli: RunningApp) -> None:
+    provider.handler.rcpt_replies[OTHER_PATIENT] = "452 4.2.2 Mailbox full"
+    queue_id = submit(gw, (PATIENT, OTHER_PATIENT))
+    wait_until(lambda: provider.received, timeout=10)
+    meta = wait_deferred(gw, queue_id)
+    states = {r.address: r.state for r in meta.recipients}
+    assert states == {PATIENT: "sent", OTHER_PATIENT: "pending"}
+    provider.handler.rcpt_replies.clear()
+    wait_queue_empty(gw)
+    stays(lambda: len(provider.received) == 2, 0.8)
+    assert [r.rcpt_tos for r in provider.received] == [[PATIENT], [OTHER_PATIENT]]
+
+
+def _enqueue_directly(spool: Spool, count: int) -> list[str]:
+    spool.create()
+    ids = []
+    for n in range(count):
+        queue_id = new_queue_id()
+        data = message(to=f"patient{n}@example.org", body=f"message {n}")
+        spool.enqueue(QueuedMessage(id=queue_id, mail_from=ADDRESS,
+                                    recipients=[Recipient(f"patient{n}@example.org")],
+                                    created=time.time(), size=len(data), route_sender=ADDRESS),
+                      data)
+        ids.append(queue_id)
+    return ids
+
+
+def test_messages_queued_together_share_connections_to_the_provider(
+        tmp_path: Path, loop: LoopThread) -> None:
+    gw = make_gateway(tmp_path / "pli", delivery="concurrency = 2\n")
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    _enqueue_directly(spool_of(gw), 8)  # as after an outage: all due at start
+    app = RunningApp(loop, gw).start()
+    try:
+        wait_until(lambda: len(provider.received) == 8, timeout=15)
+        wait_queue_empty(gw)
+    finally:
+        app.stop()
+        provider.stop()
+    assert sorted(r.rcpt_tos[0] for r in provider.received) == \
+        sorted(f"patient{n}@example.org" for n in range(8))
+    assert 1 <= provider.handler.sessions <= 2
+
+
+def test_deferred_messages_are_retried_when_the_loop_checks_threads(
+        tmp_path: Path, loop: LoopThread) -> None:
+    """asyncio's debug mode refuses loop calls from other threads: the scheduler must hand
+    due messages to the senders from the loop itself, or deferred mail is never retried."""
+    loop.loop.set_debug(True)
+    loop.loop.slow_callback_duration = 10.0
+    gw = make_gateway(tmp_path / "pli")
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    provider.handler.mail_replies.extend(["451 4.3.2 Try again later"] * 3)
+    app = RunningApp(loop, gw).start()
+    try:
+        queue_id = submit(gw)
+        wait_deferred(gw, queue_id)
+        wait_until(lambda: provider.received, timeout=10)
+        wait_queue_empty(gw)
+    finally:
+        app.stop()
+        provider.stop()
+    assert queued(gw) == []

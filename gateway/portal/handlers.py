@@ -1,0 +1,281 @@
+"""The portal's requests: the link page, its JSON API, and the ciphertext.
+
+What each request may use up:
+- GET or HEAD of the page, GET of the state: nothing. Link scanners and chat previewers
+  fetch links before the patient does; they must not cost a download or a code try.
+- POST of a code: one try of the link (the vault counts them, 5 by default, then locks)
+  and, when wrong, one strike against the client address (:class:`CodeThrottle`).
+- GET of a file object, whole (no Range): one download, counted just before its last
+  chunk leaves, so the limit holds even for downloads racing each other. The manifest,
+  HEAD and range requests never count.
+
+Unknown, expired, revoked, exhausted and locked links all get the same answer, page or
+JSON, with the same status (404), so ids cannot be probed for their state. Every request
+is logged (link id, outcome, client address); never a code, a secret or a file name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.logs import get_logger
+from gateway.portal.clients import ClientAddresses, CodeThrottle
+from gateway.portal.pages import Language, link_page, negotiate, practice_sentence, unavailable_page
+from gateway.portal.ranges import RangeNotSatisfiable, parse_range
+from gateway.portal.tokens import AccessTokens
+from gateway.vault import CiphertextReader, LinkInfo, LinkUnavailable, UnknownLink, Vault
+from gateway.vault.format import MANIFEST_OBJECT_ID, is_link_id, is_object_id
+
+log = get_logger("pli.portal")
+
+MAX_CODE_LENGTH = 64
+
+
+class Handlers:
+    def __init__(
+        self,
+        vault: Vault,
+        settings: Settings,
+        *,
+        clients: ClientAddresses,
+        throttle: CodeThrottle,
+        tokens: AccessTokens,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.vault = vault
+        self.settings = settings
+        self.clients = clients
+        self.throttle = throttle
+        self.tokens = tokens
+        self.clock = clock
+        self.secure_cookie = settings.portal.url.startswith("https://")
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def client(self, request: web.Request) -> str:
+        return self.clients.client(request.remote, request.headers.getall("X-Forwarded-For", []))
+
+    async def link(self, link_id: str) -> tuple[LinkInfo | None, str]:
+        """The link's row and its status ("unknown" for text that cannot be a link id)."""
+        if not is_link_id(link_id):
+            return None, "unknown"
+        info = await asyncio.to_thread(self.vault.get, link_id)
+        return info, "unknown" if info is None else info.status(self.clock())
+
+    def has_access(self, request: web.Request, info: LinkInfo) -> bool:
+        if not info.has_code:
+            return True
+        return self.tokens.valid(info.id, request.cookies.get(self.tokens.cookie_name(info.id)))
+
+    def unavailable_json(self, request: web.Request) -> web.Response:
+        language = negotiate(request.headers.get("Accept-Language"))
+        return web.json_response(
+            {"state": "unavailable",
+             "contact": practice_sentence(self.settings.practice, language, "contact")},
+            status=404,
+        )
+
+    # -- the page ---------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        """GET and HEAD /l/<id>: the page, or the page saying the link no longer works."""
+        link_id = request.match_info["link_id"]
+        client = self.client(request)
+        language = negotiate(request.headers.get("Accept-Language"))
+        _, status = await self.link(link_id)
+        practice = self.settings.practice
+        if status != "ok":
+            log.info("portal.unavailable", link=_loggable(link_id), reason=status, at="page",
+                     method=request.method, client=client)
+            return _html(unavailable_page(language, practice), 404, language)
+        log.info("portal.page", link=link_id, outcome="ok", method=request.method,
+                 client=client)
+        return _html(link_page(language, practice), 200, language)
+
+    # -- the API ----------------------------------------------------------------------
+
+    async def state(self, request: web.Request) -> web.Response:
+        """GET /api/l/<id>: what the page needs to know before it asks for anything."""
+        link_id = request.match_info["link_id"]
+        client = self.client(request)
+        info, status = await self.link(link_id)
+        if info is None or status != "ok":
+            log.info("portal.unavailable", link=_loggable(link_id), reason=status, at="state",
+                     client=client)
+            return self.unavailable_json(request)
+        access = self.has_access(request, info)
+        log.info("portal.state", link=link_id, outcome="ok", access=access, client=client)
+        return web.json_response({
+            "state": "ok",
+            "has_code": info.has_code,
+            "needs_code": not access,
+            "tries_left": max(0, self.vault.index.max_code_attempts - info.failed_attempts),
+            "expires": info.expires,
+            "downloads_left": max(0, info.download_limit - info.downloads),
+        })
+
+    async def code(self, request: web.Request) -> web.Response:
+        """POST /api/l/<id>/code with {"code": "..."}: the token cookie, or tries left."""
+        link_id = request.match_info["link_id"]
+        client = self.client(request)
+        wait = self.throttle.retry_after(client)
+        if wait > 0:
+            log.warning("portal.code_throttled", link=_loggable(link_id), outcome="throttled",
+                        client=client, retry_after=math.ceil(wait))
+            return web.json_response({"ok": False, "error": "throttled",
+                                      "retry_after": math.ceil(wait)},
+                                     status=429, headers={"Retry-After": str(math.ceil(wait))})
+        code = await _code_from(request)
+        if code is None:
+            log.info("portal.bad_request", link=_loggable(link_id), outcome="malformed_code",
+                     client=client)
+            return web.json_response({"ok": False, "error": "bad_request"}, status=400)
+        info, status = await self.link(link_id)
+        if info is None or status != "ok":
+            log.info("portal.unavailable", link=_loggable(link_id), reason=status, at="code",
+                     client=client)
+            return self.unavailable_json(request)
+        try:
+            check = await asyncio.to_thread(self.vault.check_code, link_id, code)
+        except UnknownLink:
+            log.info("portal.unavailable", link=link_id, reason="unknown", at="code",
+                     client=client)
+            return self.unavailable_json(request)
+        if not check.ok:
+            self.throttle.failed(client)
+            log.warning("portal.code_rejected", link=link_id, outcome="wrong",
+                        remaining=check.remaining, locked=check.locked, client=client)
+            return web.json_response(
+                {"ok": False, "error": "wrong_code", "remaining": check.remaining,
+                 "locked": check.locked},
+                status=403,
+            )
+        log.info("portal.code_accepted", link=link_id, outcome="ok", client=client)
+        response = web.json_response({"ok": True})
+        response.set_cookie(
+            self.tokens.cookie_name(link_id), self.tokens.issue(link_id),
+            max_age=int(self.tokens.lifetime), path="/", secure=self.secure_cookie,
+            httponly=True, samesite="Strict",
+        )
+        return response
+
+    async def object(self, request: web.Request) -> web.StreamResponse:
+        """GET and HEAD /api/l/<id>/o/<object id>: ciphertext as stored, with ranges."""
+        link_id = request.match_info["link_id"]
+        object_id = request.match_info["object_id"]
+        client = self.client(request)
+        kind = "manifest" if object_id == MANIFEST_OBJECT_ID else "file"
+        info, status = await self.link(link_id)
+        if info is None or status != "ok" or not (kind == "manifest" or is_object_id(object_id)):
+            log.info("portal.unavailable", link=_loggable(link_id), reason=status, at=kind,
+                     method=request.method, client=client)
+            return self.unavailable_json(request)
+        if not self.has_access(request, info):
+            log.warning("portal.download", link=link_id, object=kind, outcome="code_required",
+                        method=request.method, client=client)
+            return web.json_response({"error": "code_required"}, status=401)
+        try:
+            reader = await asyncio.to_thread(self.vault.open_object, link_id, object_id,
+                                             self.clock())
+        except (LinkUnavailable, FileNotFoundError) as exc:
+            reason = exc.status if isinstance(exc, LinkUnavailable) else "missing"
+            log.info("portal.unavailable", link=link_id, reason=reason, at=kind,
+                     method=request.method, client=client)
+            return self.unavailable_json(request)
+        try:
+            return await self._serve(request, reader, link_id, kind, client)
+        finally:
+            reader.close()
+
+    async def _serve(self, request: web.Request, reader: CiphertextReader, link_id: str,
+                     kind: str, client: str) -> web.StreamResponse:
+        size = reader.size
+        try:
+            wanted = parse_range(request.headers.get("Range"), size)
+        except RangeNotSatisfiable:
+            log.info("portal.download", link=link_id, object=kind, outcome="bad_range",
+                     method=request.method, client=client)
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        start, end = (0, size) if wanted is None else (wanted.start, wanted.end)
+        response = web.StreamResponse(status=200 if wanted is None else 206)
+        response.content_type = "application/octet-stream"
+        response.content_length = end - start
+        response.headers["Accept-Ranges"] = "bytes"
+        if wanted is not None:
+            response.headers["Content-Range"] = wanted.content_range(size)
+        if request.method == "HEAD":
+            await response.prepare(request)
+            await response.write_eof()
+            log.info("portal.download", link=link_id, object=kind, outcome="head",
+                     method="HEAD", client=client)
+            return response
+        # A download counts only when a file's whole ciphertext is asked for and served.
+        counts = wanted is None and kind == "file"
+        chunks: Iterator[bytes] = reader.iter_range(start, end)
+        await response.prepare(request)
+        try:
+            pending = await asyncio.to_thread(next, chunks, None)
+            while pending is not None:
+                following = await asyncio.to_thread(next, chunks, None)
+                if following is None and counts:
+                    # The last chunk is held back until the download is counted: two
+                    # downloads racing for the last one cannot both complete.
+                    counted = await asyncio.to_thread(self.vault.count_download, link_id,
+                                                      self.clock())
+                    if not counted:
+                        log.warning("portal.download", link=link_id, object=kind,
+                                    outcome="limit_reached", client=client)
+                        _abort(request)
+                        return response
+                await response.write(pending)
+                pending = following
+            await response.write_eof()
+        except (ConnectionError, OSError) as exc:
+            log.info("portal.download", link=link_id, object=kind, outcome="interrupted",
+                     error=type(exc).__name__, client=client)
+            _abort(request)
+            return response
+        outcome = "counted" if counts else ("partial" if wanted is not None else "complete")
+        log.info("portal.download", link=link_id, object=kind, outcome=outcome,
+                 bytes=end - start, client=client)
+        return response
+
+
+async def _code_from(request: web.Request) -> str | None:
+    """The code from a small JSON body; None when the request is not what the page sends
+    (also keeps other sites' plain form posts out: they cannot send JSON)."""
+    if request.content_type != "application/json":
+        return None
+    try:
+        data = json.loads(await request.read())  # the app caps bodies at a few KiB
+    except ValueError:
+        return None
+    code = data.get("code") if isinstance(data, dict) else None
+    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_LENGTH:
+        return None
+    return code
+
+
+def _abort(request: web.Request) -> None:
+    """Close the connection under a response whose length was announced, so the browser
+    sees an incomplete object rather than a complete one."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _html(body: str, status: int, language: Language) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
+                        headers={"Content-Language": language, "Vary": "Accept-Language"})
+
+
+def _loggable(link_id: str) -> str:
+    """Link ids go into the log; whatever else was in the address does not."""
+    return link_id if is_link_id(link_id) else "invalid"

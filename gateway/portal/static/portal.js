@@ -1,0 +1,330 @@
+// The link page: reads the key from the address, asks for the access code when the link
+// has one, then fetches, decrypts and shows the message, and saves each document.
+//
+// Everything from the message is put on the page as text (textContent), never as HTML;
+// the page's Content-Security-Policy (Trusted Types with no policy) enforces it. A message
+// with an HTML body is shown by its plain-text part, or, when it has none, as the text of
+// its HTML with the tags dropped: nothing of the sender's markup is ever rendered.
+
+import { concat, deriveKeys, isLinkId, isSecret, openStream, VaultError } from "./vault.js";
+import { texts } from "./texts.js";
+
+const T = document.documentElement.lang === "en" ? texts.en : texts.fr;
+const $ = (id) => document.getElementById(id);
+
+// The secret travels in the fragment, which browsers never send; take it, then remove it
+// from the address bar and the history entry, so it is not left on screen.
+const linkId = location.pathname.split("/").pop() || "";
+const secret = location.hash.slice(1);
+if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+const api = `/api/l/${encodeURIComponent(linkId)}`;
+
+let keys = null;
+let state = null;
+let manifest = null;
+
+class Unavailable extends Error {}
+class CodeRequired extends Error {}
+class NetworkError extends Error {}
+
+async function main() {
+  if (!window.crypto?.subtle || !window.ReadableStream || !window.TextDecoder) {
+    return showProblem(T.oldBrowser);
+  }
+  if (!isLinkId(linkId) || !isSecret(secret)) return showProblem(T.incomplete);
+  keys = await deriveKeys(linkId, secret);
+  state = await getState();
+  if (state.needs_code) return showCodeStep();
+  await openMessage();
+}
+
+// -- talking to the server ------------------------------------------------------------
+
+async function request(url, options = {}) {
+  let response;
+  try {
+    response = await fetch(url, { credentials: "same-origin", cache: "no-store", ...options });
+  } catch {
+    throw new NetworkError();
+  }
+  if (response.status === 404) throw new Unavailable();
+  if (response.status === 401) throw new CodeRequired();
+  return response;
+}
+
+async function getState() {
+  const response = await request(api);
+  if (!response.ok) throw new NetworkError();
+  return response.json();
+}
+
+async function fetchObject(objectId, onProgress) {
+  const response = await request(`${api}/o/${encodeURIComponent(objectId)}`);
+  if (!response.ok || !response.body) throw new NetworkError();
+  const key = objectId === "manifest" ? keys.manifest : keys.content;
+  const total = Number(response.headers.get("Content-Length")) || 0;
+  try {
+    return await openStream(key, objectId, response.body, (n) => onProgress?.(n, total));
+  } catch (error) {
+    if (error instanceof VaultError) throw error;
+    throw new VaultError("truncated"); // the connection broke: the object is incomplete
+  }
+}
+
+// -- the access code ------------------------------------------------------------------
+
+function showCodeStep(message = "") {
+  setStatus("");
+  $("message").hidden = true;
+  $("code-step").hidden = false;
+  $("code-error").textContent = message;
+  const input = $("code");
+  input.setAttribute("aria-invalid", message ? "true" : "false");
+  input.focus();
+}
+
+$("code-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("code");
+  const button = $("code-submit");
+  const code = input.value.trim();
+  if (!code) return codeError(T.codeEmpty);
+  button.disabled = true;
+  setStatus(T.codeChecking);
+  try {
+    const response = await request(`${api}/code`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code }),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (response.ok && answer.ok) {
+      $("code-step").hidden = true;
+      input.value = "";
+      await openMessage();
+    } else if (response.status === 429) {
+      codeError(T.throttled(Math.max(1, Math.ceil((answer.retry_after || 60) / 60))));
+    } else if (answer.locked) {
+      $("code-step").hidden = true;
+      showProblem(T.codeLocked);
+    } else if (response.status === 403) {
+      codeError(T.codeWrong(answer.remaining));
+    } else {
+      throw new NetworkError();
+    }
+  } catch (error) {
+    if (error instanceof NetworkError) codeError(T.network);
+    else fail(error);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function codeError(message) {
+  setStatus("");
+  const input = $("code");
+  $("code-error").textContent = message;
+  input.setAttribute("aria-invalid", "true");
+  input.focus();
+  input.select();
+}
+
+// -- the message ----------------------------------------------------------------------
+
+async function openMessage() {
+  setStatus(T.decrypting);
+  const parts = await fetchObject("manifest");
+  try {
+    manifest = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(concat(parts)));
+  } catch {
+    throw new VaultError("manifest");
+  }
+  if (!manifest || manifest.version !== 1 || !Array.isArray(manifest.files)) {
+    throw new VaultError("manifest");
+  }
+  showMessage();
+}
+
+function showMessage() {
+  $("subject").textContent = text(manifest.subject) || T.noSubject;
+  $("sender").textContent = text(manifest.sender);
+  $("date").textContent = formatMessageDate(text(manifest.date));
+  $("body").textContent = lines(text(manifest.text)).trim() ||
+    htmlToText(lines(text(manifest.html))) || T.noText;
+  const list = $("documents");
+  list.replaceChildren();
+  manifest.files.forEach((file, index) => list.append(documentItem(file, index)));
+  if (!manifest.files.length) {
+    const empty = document.createElement("li");
+    empty.className = "empty";
+    empty.textContent = T.noDocuments;
+    list.append(empty);
+  }
+  showLimits();
+  $("code-step").hidden = true;
+  $("problem").hidden = true;
+  $("message").hidden = false;
+  setStatus("");
+  $("subject").focus(); // announces the subject; the message follows in reading order
+}
+
+function documentItem(file, index) {
+  const item = document.createElement("li");
+  const name = document.createElement("p");
+  name.className = "name";
+  name.id = `document-${index}`;
+  name.textContent = text(file.name);
+  const info = document.createElement("p");
+  info.className = "info";
+  info.textContent = `${typeLabel(file)} · ${formatSize(Number(file.size) || 0)}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "download";
+  button.textContent = T.download;
+  button.setAttribute("aria-label", T.downloadNamed(text(file.name)));
+  const status = document.createElement("p");
+  status.className = "progress";
+  status.setAttribute("role", "status");
+  button.addEventListener("click", () => download(file, button, status));
+  item.append(name, info, button, status);
+  return item;
+}
+
+async function download(file, button, status) {
+  button.disabled = true;
+  status.classList.remove("error");
+  status.textContent = T.downloading(0);
+  try {
+    const parts = await fetchObject(file.object, (received, total) => {
+      if (total) status.textContent = T.downloading(Math.floor((100 * received) / total));
+    });
+    const blob = new Blob(parts, { type: blobType(file) });
+    if (blob.size !== Number(file.size)) throw new VaultError("size");
+    save(blob, text(file.name) || "document");
+    status.textContent = T.downloaded;
+    if (state && state.downloads_left > 0) state.downloads_left -= 1;
+    showLimits();
+  } catch (error) {
+    status.classList.add("error");
+    if (error instanceof VaultError) status.textContent = T.damagedFile;
+    else if (error instanceof Unavailable) return showProblem(T.unavailable);
+    else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
+    else if (error instanceof NetworkError) status.textContent = T.network;
+    else status.textContent = T.unexpected;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function save(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  link.hidden = true;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function showLimits() {
+  if (!state) return;
+  const date = new Intl.DateTimeFormat(T.locale, { dateStyle: "long", timeStyle: "short" })
+    .format(new Date(state.expires * 1000));
+  $("limits").textContent = T.limits(date, state.downloads_left);
+}
+
+// -- problems -------------------------------------------------------------------------
+
+function showProblem(message) {
+  setStatus("");
+  for (const id of ["code-step", "message"]) $(id).hidden = true;
+  $("problem-text").textContent = `${message} ${$("contact").textContent}`;
+  $("problem").hidden = false;
+  $("problem-heading").focus();
+}
+
+function fail(error) {
+  if (error instanceof Unavailable) showProblem(T.unavailable);
+  else if (error instanceof CodeRequired) showCodeStep(T.codeExpired);
+  else if (error instanceof VaultError) showProblem(T.damagedMessage);
+  else if (error instanceof NetworkError) showProblem(T.network);
+  else showProblem(T.unexpected);
+}
+
+function setStatus(message) {
+  const status = $("status");
+  status.textContent = message;
+  status.hidden = !message;
+}
+
+// -- formatting -----------------------------------------------------------------------
+
+function text(value) {
+  return typeof value === "string" ? value : "";
+}
+
+function lines(value) {
+  return value.replace(/\r\n?/g, "\n");  // mail bodies end their lines with CRLF
+}
+
+function formatSize(bytes) {
+  if (bytes < 1024) return T.bytes(bytes);
+  const number = new Intl.NumberFormat(T.locale, { maximumFractionDigits: 1 });
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < T.units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${number.format(value)} ${T.units[unit]}`;
+}
+
+function typeLabel(file) {
+  const type = text(file.true_type) || text(file.declared_type);
+  if (type === "application/pdf") return T.types.pdf;
+  if (type.startsWith("image/")) return `${T.types.image} ${type.slice(6).toUpperCase()}`;
+  if (type.startsWith("text/")) return T.types.text;
+  return T.types.other;
+}
+
+function blobType(file) {
+  const declared = text(file.declared_type);
+  const type = declared && declared !== "application/octet-stream" ? declared
+    : text(file.true_type) || "application/octet-stream";
+  return /^[a-z0-9.+-]+\/[a-z0-9.+-]+$/i.test(type) ? type : "application/octet-stream";
+}
+
+function formatMessageDate(value) {
+  const date = new Date(value);
+  if (!value || Number.isNaN(date.getTime())) return value;
+  return new Intl.DateTimeFormat(T.locale, { dateStyle: "full", timeStyle: "short" })
+    .format(date);
+}
+
+// A message with only an HTML body is shown as its text: tags dropped, a few entities
+// decoded. The result goes to textContent, so nothing in it can run or load.
+const ENTITIES = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'", nbsp: "\u00a0" };
+
+export function htmlToText(html) {
+  return html
+    .replace(/<(script|style|head|title)\b[\s\S]*?<\/\1\s*>/gi, "")
+    .replace(/<br\s*\/?>/gi, "\n")
+    .replace(/<\/(p|div|li|tr|h[1-6]|blockquote|table)\s*>/gi, "\n")
+    .replace(/<li\b[^>]*>/gi, "• ")
+    .replace(/<[^>]*>/g, "")
+    .replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (whole, name) => {
+      if (name[0] === "#") {
+        const code = name[1] === "x" || name[1] === "X"
+          ? parseInt(name.slice(2), 16) : parseInt(name.slice(1), 10);
+        return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+      }
+      return ENTITIES[name.toLowerCase()] ?? whole;
+    })
+    .replace(/[ \t]+\n/g, "\n")
+    .replace(/\n{3,}/g, "\n\n")
+    .trim();
+}
+
+main().catch(fail);

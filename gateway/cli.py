@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -414,7 +415,6 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_flush(args: argparse.Namespace) -> int:
-    from gateway.app import PID_FILE
     from gateway.spool.store import Spool
     from gateway.spool.worker import FLUSH_MARKER
 
@@ -423,19 +423,41 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
     spool.create()
     (spool.root / FLUSH_MARKER).touch()
     _audit(settings, "admin.queue_flushed")
+    pid = _running_pid(settings)
+    if pid is None:
+        print("Pli is not running: the queue will be retried when it starts")
+        return 0
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except PermissionError:
+        raise PliError(f"not allowed to signal Pli (pid {pid}): run this as the pli user "
+                       "or root") from None
+    except ProcessLookupError:
+        print("Pli is not running: the queue will be retried when it starts")
+        return 0
+    print("every queued message will be retried now")
+    return 0
+
+
+def _running_pid(settings: Settings) -> int | None:
+    """The pid of the running `pli run`, if the pid file names a live Pli process (a pid
+    file left by a crash may name some other process by now)."""
+    from gateway.app import PID_FILE
+
     try:
         pid = int((settings.data_dir / PID_FILE).read_text().strip())
-        os.kill(pid, signal.SIGUSR1)
-        print("every queued message will be retried now")
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        print("Pli is not running: the queue will be retried when it starts")
-    return 0
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError, PermissionError):
+        return None
+    return pid if b"pli" in cmdline or b"gateway.cli" in cmdline else None
 
 
 def cmd_queue_delete(args: argparse.Namespace) -> int:
     from gateway.spool.store import Busy, Spool
 
     settings = _settings(args)
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", args.id):
+        raise PliError(f"{args.id!r} is not a queue id (pli queue list shows them)")
     spool = Spool(settings.spool_dir)
     try:
         with spool.locked(args.id) as message:

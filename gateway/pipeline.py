@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.utils import getaddresses
 
 from gateway.errors import MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure
@@ -110,7 +110,9 @@ def _run_undo(job: Job) -> None:
 async def check_header_from(job: Job) -> None:
     """The From: header must name only addresses the logged-in user may send as."""
     sub = job.submission
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(sub.content)
+    # Headers may be raw UTF-8 (SMTPUTF8): decode them as such, not as ASCII.
+    head = sub.content.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    headers = HeaderParser(policy=email.policy.compat32).parsestr(head + "\r\n\r\n")
     values = headers.get_all("From") or []
     if not values:
         raise MessageRejected("The message has no From: header; check your mail client settings",

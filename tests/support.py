@@ -149,7 +149,7 @@ class Provider:
         from aiosmtpd.smtp import AuthResult, LoginPassword
         ok = (isinstance(auth_data, LoginPassword)
               and self.handler.users.get(auth_data.login.decode()) == auth_data.password.decode())
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # unhandled: aiosmtpd sends the 535
 
     def start(self) -> Provider:
         handler = self.handler
@@ -205,10 +205,12 @@ class SmtpSink:
         binary = self.binary()
         assert binary, "smtp-sink is missing: run `make test`, which installs postfix"
         cmd = [binary, "-c"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
         if self.dump_dir is not None:
             self.dump_dir.mkdir(parents=True, exist_ok=True)
             self.dump_dir.chmod(0o777)
-            cmd += ["-u", "nobody", "-d", f"{self.dump_dir}/%M."]
+            cmd += ["-d", f"{self.dump_dir}/%M."]
         cmd += [*self.options, f"{HOST}:{self.port}", "20"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)

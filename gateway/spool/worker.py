@@ -324,11 +324,10 @@ class DeliveryWorker:
         if still:
             message.attempts += 1
             if expired(message.created, now, delivery.lifetime):
-                days = delivery.lifetime / 86400
                 for r in still:
                     r.state = "failed"
                     r.reply = (f"{r.reply or message.last_error} (Pli gave up after "
-                               f"{days:g} days of retries)")
+                               f"{_span(delivery.lifetime)} of retries)")
                     log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
                     self.counts["failed"] += 1
                 failed_now += still
@@ -395,6 +394,13 @@ def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | Non
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} seconds"
 
 
 def _record(pending: list[Recipient], address: str, code: int, text: str) -> None:

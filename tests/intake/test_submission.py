@@ -7,6 +7,7 @@ import smtplib
 import socket
 import ssl
 from email.message import EmailMessage
+from email.policy import SMTPUTF8
 
 import pytest
 
@@ -20,7 +21,7 @@ def message(sender: str = ADDRESS, to: str = "patient@example.org", body: str = 
     msg["To"] = to
     msg["Subject"] = "Rendez-vous"
     msg.set_content(body)
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    return msg.as_bytes(policy=SMTPUTF8)
 
 
 def starttls_client(gw: Gateway) -> smtplib.SMTP:
@@ -251,3 +252,22 @@ def test_every_reply_after_the_greeting_carries_an_enhanced_status_code(
         code, status = line[:3], line[4:].split(b" ")[0]
         assert status[:1] == code[:1] and status.count(b".") == 2, line
     conn.close()
+
+
+def test_an_internationalised_sender_address_is_accepted_in_the_header_too(
+        gw: Gateway, provider: Provider, loop) -> None:  # type: ignore[no-untyped-def]
+    from gateway.users import User, hash_password, load_users, save_users
+    users = load_users(gw.folder / "users.toml")
+    users["elodie"] = User("elodie", hash_password("un long mot de passe"),
+                           ("élodie@cabinet-martin.fr",))
+    save_users(gw.folder / "users.toml", users)
+    app = RunningApp(loop, gw).start()
+    try:
+        data = message(sender="Élodie <élodie@cabinet-martin.fr>")
+        with starttls_client(gw) as client:
+            client.login("elodie", "un long mot de passe")
+            client.sendmail("élodie@cabinet-martin.fr", ["patient@example.org"], data,
+                            mail_options=["SMTPUTF8"])
+        assert wait_until(lambda: provider.received)[0].mail_from == "élodie@cabinet-martin.fr"
+    finally:
+        app.stop()

@@ -106,3 +106,24 @@ def test_queue_flush_without_a_running_pli_says_it_will_happen_at_start(
     done = pli(gw, "queue", "flush")
     assert done.returncode == 0
     assert "not running" in done.stdout
+
+
+def test_queue_delete_refuses_a_path_instead_of_an_id(gw: Gateway, deferred_id: str) -> None:
+    outside = gw.folder / "data" / "spool" / "msg"
+    done = pli(gw, "queue", "delete", f"../../{outside.name}/{deferred_id}")
+    assert done.returncode == 1 and "not a queue id" in done.stderr
+    assert [m.id for m in queued(gw)] == [deferred_id]
+
+
+def test_queue_flush_does_not_signal_a_process_that_is_not_pli(gw: Gateway) -> None:
+    import subprocess as sp
+    bystander = sp.Popen(["sleep", "30"])
+    try:
+        (gw.folder / "data").mkdir(exist_ok=True)
+        (gw.folder / "data" / "pli.pid").write_text(f"{bystander.pid}\n")  # left by a crash
+        done = pli(gw, "queue", "flush")
+        assert done.returncode == 0 and "not running" in done.stdout
+        assert bystander.poll() is None  # SIGUSR1 would have killed it
+    finally:
+        bystander.kill()
+        bystander.wait()

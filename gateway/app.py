@@ -8,8 +8,9 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
-from gateway import logs
+from gateway import logs, metrics, sdnotify
 from gateway.audit import AuditTrail, Retention
 from gateway.checks import load_checked_policy, policy_path, template_dirs
 from gateway.config import Settings
@@ -18,6 +19,7 @@ from gateway.intake.server import Intake, start_intake
 from gateway.logs import get_logger
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
+from gateway.portal import start_portal
 from gateway.spool.store import Spool
 from gateway.spool.worker import DeliveryWorker
 from gateway.tls import server_context
@@ -49,6 +51,9 @@ class App:
         self.policy: Policy | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = metrics.Metrics(queue=metrics.spool_queue_stats(settings.spool_dir))
+        self._metrics_runner: Any = None
+        self._portal_runner: Any = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -67,19 +72,55 @@ class App:
         self.worker.start()
         self._tasks.append(asyncio.create_task(self._purge_expired_links()))
         self.intake = await start_intake(settings, self.users, pipeline.process, tls)
+        if settings.portal.enabled:
+            self._portal_runner = await start_portal(
+                settings, self.vault, trusted_proxies=settings.portal.trusted_proxies,
+                incoming_mail_host=settings.portal.imap_host)
+        await self._start_metrics()
         self._write_pid()
         log.info("pli.ready", ports=self.intake.ports, queued=queued)
+        sdnotify.ready(f"accepting on ports {', '.join(map(str, self.intake.ports))}; "
+                       f"{queued} queued")
+        self._tasks.append(asyncio.create_task(sdnotify.watchdog_loop(self._listening)))
+
+    def _servers(self) -> list[asyncio.Server]:
+        return list(self.intake.servers) if self.intake is not None else []
+
+    def _listening(self) -> bool:
+        servers = self._servers()
+        return bool(servers) and all(s.is_serving() for s in servers)
+
+    async def _start_metrics(self) -> None:
+        listener = self.settings.metrics
+        if not listener.enabled:
+            return
+        app = metrics.build_metrics_app(
+            self.metrics, metrics.gateway_health(self._servers, self.spool.tmp_dir))
+        try:
+            self._metrics_runner = await metrics.start_metrics(listener.host, listener.port, app)
+        except OSError as exc:  # monitoring must not keep mail from flowing
+            log.error("metrics.unavailable", host=listener.host, port=listener.port,
+                      error=exc.strerror or type(exc).__name__)
+            return
+        log.info("metrics.listening", host=listener.host, port=listener.port)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let sessions and deliveries under way finish within ``grace``."""
         if self.intake is not None:
             self.intake.close()
             await self.intake.drain(grace)
+        if self._portal_runner is not None:  # downloads under way get the grace period
+            await self._portal_runner.cleanup()
+            self._portal_runner = None
         if self.worker is not None:
             await self.worker.stop(grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._metrics_runner is not None:  # last: /healthz says 503 while draining
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()
         log.info("pli.stopped")
@@ -105,6 +146,13 @@ class App:
 
     def reload(self) -> bool:
         """SIGHUP: read the policy and its lists again; on any error keep the one in force."""
+        sdnotify.reloading()
+        try:
+            return self._reload()
+        finally:
+            sdnotify.ready()
+
+    def _reload(self) -> bool:
         try:
             policy = load_checked_policy(self.settings)
         except ConfigError as exc:
@@ -130,6 +178,7 @@ class App:
             await self._stop.wait()
         finally:
             log.info("pli.stopping")
+            sdnotify.stopping()
             await self.stop()
 
     def _flush(self) -> None:
@@ -143,5 +192,5 @@ class App:
 
 def run(settings: Settings) -> None:
     app = App(settings)
-    logs.configure(audit=app.audit)
+    logs.configure(audit=app.audit, observers=[metrics.observer(app.metrics)])
     asyncio.run(app.run_until_stopped())

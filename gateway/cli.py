@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="local port of the portal, behind the reverse proxy")
     init.add_argument("--portal-url", help="the portal's public address (https://...)")
     init.add_argument("--name", help="the practice's name, as patients know it")
+    init.add_argument("--data-dir", default="data",
+                      help="spool, vault and audit folder (default: DIR/data; the systemd "
+                           "unit expects /var/lib/pli)")
     init.set_defaults(func=cmd_init)
 
     run = sub.add_parser("run", help="run the gateway")
@@ -171,7 +174,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
         listen_host=args.listen, submission_port=args.submission_port,
         submissions_port=args.submissions_port, portal_port=args.portal_port,
-        portal_url=args.portal_url, practice_name=args.name,
+        portal_url=args.portal_url, practice_name=args.name, data_dir=args.data_dir,
     ))
     for path in created:
         print(f"created {path}")

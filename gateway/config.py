@@ -146,6 +146,19 @@ class Portal(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Port = 8080
+    # Addresses (or networks) of the reverse proxy: only they may say, in
+    # X-Forwarded-For, which patient address a request comes from.
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # The practice's incoming (IMAP) server, for Thunderbird's autoconfig; by default
+    # the first upstream's host.
+    imap_host: str | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
 
     @field_validator("url")
     @classmethod
@@ -154,6 +167,14 @@ class Portal(_Strict):
         if not value.startswith(("https://", "http://")) or any(c in value for c in " #?\r\n"):
             raise ValueError("must be the portal's address, such as https://pli.cabinet.fr")
         return value
+
+
+class MetricsListener(_Strict):
+    """/healthz and Prometheus /metrics, on a listener of their own (localhost by default)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9925
 
 
 class Audit(_Strict):
@@ -179,6 +200,7 @@ class Settings(_Strict):
     practice: Practice = Practice()
     portal: Portal = Portal()
     audit: Audit = Audit()
+    metrics: MetricsListener = MetricsListener()
     config_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ class InitOptions:
     portal_port: int = 8080
     portal_url: str | None = None
     practice_name: str | None = None
+    data_dir: str = "data"
     scan_interval: float | None = None
 
 
@@ -46,7 +47,7 @@ def render_config(opts: InitOptions) -> str:
 # Check a change with `pli check -c this-file` before restarting or reloading.
 
 hostname = {_q(hostname)}       # name in the SMTP greeting and in Message-IDs
-data_dir = "data"               # spool, vault and audit files (keep it backed up)
+data_dir = {_q(opts.data_dir)}               # spool, vault and audit files (keep it backed up)
 users_file = "users.toml"       # managed by `pli user add|del|list`
 policy = "policy.toml"          # what Pli does with each message
 max_message_size = 157286400    # bytes: a 100 MB attachment, once base64-encoded, fits
@@ -76,6 +77,12 @@ contact = ""                    # e.g. "01 23 45 67 89": whom to call when a lin
 url = {_q(opts.portal_url or f"https://{hostname}")}   # public address, behind the reverse proxy
 host = "127.0.0.1"              # the reverse proxy forwards to this address and port
 port = {opts.portal_port}
+trusted_proxies = ["127.0.0.1", "::1"]   # the reverse proxy's address(es), for X-Forwarded-For
+
+[metrics]                       # /healthz and Prometheus /metrics; keep it on localhost
+enabled = true
+host = "127.0.0.1"
+port = 9925
 
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
@@ -101,8 +108,9 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     target.mkdir(parents=True, exist_ok=True)
     created = [str(config)]
     config.write_text(render_config(opts), encoding="utf-8")
-    (target / "data").mkdir(mode=0o700, exist_ok=True)
-    (target / "data").chmod(0o700)
+    data = target / opts.data_dir  # an absolute data_dir stays as it is
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data.chmod(0o700)
     cert, key = target / "tls" / "cert.pem", target / "tls" / "key.pem"
     if not cert.exists():
         hostname = opts.hostname or (f"pli.{opts.domain}" if opts.domain else "localhost")

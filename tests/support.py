@@ -291,6 +291,9 @@ def make_gateway(folder: Path, *, provider_port: int | None = None,
     # Fast retries so tests exercise the schedule in seconds, not minutes.
     config += "\n[delivery]\nretry_min = 0.3\nretry_max = 1.0\nscan_interval = 0.2\n" \
               "idle_close = 0.5\nconnect_timeout = 3\ncommand_timeout = 10\n" + delivery
+    # Each test gateway gets its own metrics port, so parallel servers never compete.
+    config = config.replace("port = 9925", f"port = {free_port()}")
+    config = config.replace("port = 8080", f"port = {free_port()}")  # the portal's
     config += extra
     gw.config.write_text(config)
     if policy is not None:

@@ -64,12 +64,9 @@ def notify(tmp_path: Path) -> Iterator[Notifications]:
 def _gateway(tmp_path: Path) -> tuple[Gateway, int | None]:
     gw = make_gateway(tmp_path / "pli")
     text = gw.config.read_text().replace("port = 8080", f"port = {free_port()}")
-    metrics_port = None
-    if HAS_METRICS:
-        metrics_port = free_port()
-        text += f'\n[metrics]\nenabled = true\nhost = "{HOST}"\nport = {metrics_port}\n'
     gw.config.write_text(text)
-    return gw, metrics_port
+    # make_gateway gives each test gateway a metrics listener on a free port of its own.
+    return gw, gw.settings().metrics.port if HAS_METRICS else None
 
 
 def _get(url: str) -> tuple[int, str]:

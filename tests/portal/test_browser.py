@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from gateway.portal import start_portal
 from gateway.vault import Manifest, SealedLink, SealFile, Vault
 from tests.support import (
     ADDRESS,
@@ -72,7 +71,6 @@ class Stack:
     provider: Provider
     app: RunningApp
     base: str
-    runner: Any = None
     links: list[str] = field(default_factory=list)
 
     @property
@@ -105,12 +103,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(gw, loop, provider, app, f"http://{HOST}:{port}")
     try:
         settings = gw.settings()
-        assert settings.portal.url == stack.base
-        stack.runner = loop.run(start_portal(settings, app.app.vault, shutdown_timeout=2.0))
+        assert settings.portal.url == stack.base  # pli run serves the portal there itself
         yield stack
     finally:
-        if stack.runner is not None:
-            loop.run(stack.runner.cleanup())
         app.stop()
         provider.stop()
         loop.close()

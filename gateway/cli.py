@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--submission-port", type=int, default=2587)
     demo.add_argument("--submissions-port", type=int, default=2465)
     demo.add_argument("--provider-port", type=int, default=2525)
+    demo.add_argument("--portal-port", type=int, default=8080)
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check", help="validate the configuration")
@@ -201,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     folder = args.dir or Path(tempfile.mkdtemp(prefix="pli-demo-"))
     asyncio.run(run_demo(folder.resolve(), args.submission_port, args.submissions_port,
-                         args.provider_port))
+                         args.provider_port, args.portal_port))
     return 0
 
 

@@ -52,7 +52,7 @@ async def start_outbox(host: str, port: int, outbox: Path, tls: ssl.SSLContext) 
 
 
 def prepare(folder: Path, submission_port: int, submissions_port: int,
-            provider_port: int) -> tuple[Path, str]:
+            provider_port: int, portal_port: int) -> tuple[Path, str]:
     """Write the demo configuration once; return its path and the demo password."""
     config = folder / "pli.toml"
     password_file = folder / "demo-password.txt"
@@ -62,7 +62,8 @@ def prepare(folder: Path, submission_port: int, submissions_port: int,
             upstream_host="127.0.0.1", upstream_port=provider_port,
             upstream_security="starttls", upstream_ca_file="tls/cert.pem",
             listen_host="127.0.0.1", submission_port=submission_port,
-            submissions_port=submissions_port,
+            submissions_port=submissions_port, portal_port=portal_port,
+            portal_url=f"http://127.0.0.1:{portal_port}", practice_name="Cabinet Démo",
         ))
         password = secrets.token_urlsafe(12)
         users = load_users(folder / "users.toml")
@@ -74,13 +75,14 @@ def prepare(folder: Path, submission_port: int, submissions_port: int,
 
 
 def instructions(folder: Path, password: str, submission_port: int,
-                 submissions_port: int) -> str:
+                 submissions_port: int, portal_port: int) -> str:
     cert = folder / "tls" / "cert.pem"
     return f"""
 Pli demo is running. Everything stays on this machine.
 
   Folder:            {folder}
   Delivered mail:    {folder / 'outbox'}   (one .eml file per message the "provider" got)
+  Patient portal:    http://127.0.0.1:{portal_port}   (the links in the notices open here)
 
 Thunderbird, Account Settings > Outgoing Server (SMTP) > Add:
   Server name:           localhost
@@ -98,23 +100,27 @@ Send a test message with swaks:
         --from {DEMO_ADDRESS} --to {COLLEAGUE}
 
 The policy is {folder / 'policy.toml'}. A colleague at cabinet-demo.fr receives the
-message as it is; try --to patient@gmail.com to see what the policy does for a patient,
-and `pli explain -c {folder / 'pli.toml'} MESSAGE.eml --from ... --to ...` to see why.
+message as it is. Send the same command with --to patient@gmail.com: the patient gets a
+notice with a link (open it in a browser) and you get a receipt with the access code,
+both in the outbox. `pli explain -c {folder / 'pli.toml'} MESSAGE.eml --from ... --to ...`
+shows which rule decided and why.
 
 Stop with Ctrl-C.
 """
 
 
 async def run_demo(folder: Path, submission_port: int, submissions_port: int,
-                   provider_port: int) -> None:
-    config, password = prepare(folder, submission_port, submissions_port, provider_port)
+                   provider_port: int, portal_port: int) -> None:
+    config, password = prepare(folder, submission_port, submissions_port, provider_port,
+                               portal_port)
     settings = load_settings(config)
     tls = server_context(settings.tls.cert, settings.tls.key)
     provider = await start_outbox("127.0.0.1", provider_port, folder / "outbox", tls)
     app = App(settings)
     logs.configure(audit=app.audit)
     try:
-        print(instructions(folder, password, submission_port, submissions_port), flush=True)
+        print(instructions(folder, password, submission_port, submissions_port, portal_port),
+              flush=True)
         await app.run_until_stopped()
     finally:
         provider.close()

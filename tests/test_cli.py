@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import urllib.request
 import signal
 import subprocess
 import sys
@@ -69,13 +71,13 @@ def test_check_reports_a_broken_configuration_with_exit_status_1(tmp_path: Path)
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks comes with `make test`")
 def test_demo_prints_a_swaks_command_that_relays_into_its_outbox(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     out = tmp_path / "demo.out"
     with out.open("w") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--dir", str(folder),
              "--submission-port", str(ports[0]), "--submissions-port", str(ports[1]),
-             "--provider-port", str(ports[2])],
+             "--provider-port", str(ports[2]), "--portal-port", str(ports[3])],
             stdout=handle, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_port(ports[0], timeout=20)
@@ -86,6 +88,19 @@ def test_demo_prints_a_swaks_command_that_relays_into_its_outbox(tmp_path: Path)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         delivered = wait_until(lambda: list((folder / "outbox").glob("*.eml")))
         assert b"This is a test mailing" in delivered[0].read_bytes()
+        # To a patient: a notice whose link the demo's own portal serves.
+        patient = command.strip().replace("dr.martin@cabinet-demo.fr", "patient@gmail.com")
+        sent = subprocess.run(["bash", "-c", patient], capture_output=True, text=True,
+                              timeout=30)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        outbox = wait_until(lambda: len(list((folder / "outbox").glob("*.eml"))) == 3 and
+                            sorted((folder / "outbox").glob("*.eml")))
+        notices = [p.read_bytes().replace(b"=\r\n", b"") for p in outbox]
+        link = next(re.search(rb"(http://127\.0\.0\.1:\d+/l/[\w-]+)#", n) for n in notices
+                    if b"/l/" in n)
+        assert link is not None
+        with urllib.request.urlopen(link.group(1).decode(), timeout=10) as page:
+            assert page.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(20)

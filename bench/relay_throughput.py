@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""Relay throughput: Pli against the same load sent straight into the same provider.
+
+Each client connection does what a mail client does: connect, STARTTLS, AUTH, one 4 KB
+message, QUIT; ``--clients`` of them run at once until ``--messages`` are sent. The load
+goes once straight to the provider, once through a fresh `pli run` whose upstream is
+that same provider process; rounds repeat (straight, pli, straight, pli, ...) because a
+shared machine is noisy, and the ratio reported is the median of the rounds' ratios.
+
+The provider is aiosmtpd in its own process with STARTTLS and AUTH (Postfix's smtp-sink
+does neither), answering 250 to every message and telling this script when each one came
+in. Pli relays to it as it would in production: STARTTLS, the provider's certificate
+checked against a CA file, AUTH with a password file, its shipped delivery settings and
+the policy `pli init` installs.
+
+Figures per run:
+  msg/s     Straight: messages accepted by the provider per second. Pli: messages
+            accepted by Pli AND received by the provider, per second from the start of
+            the load to the last one in: the figure the ratio uses. acc/s is Pli's 250s.
+  p50, p99  time from the end of DATA (the final "." written) to the 250, in the client.
+  MB        peak resident memory (VmHWM) of the `pli run` process and of the provider.
+  CPU       CPU time of the `pli run` process per message, warm-up included.
+
+Run from the repository root:  .venv/bin/python bench/relay_throughput.py [--help]
+Loopback only; every run is bounded by --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+PROVIDER_USER = "cabinet@cabinet-martin.fr"
+PROVIDER_PASSWORD = "provider account password"
+
+
+# -- the provider: a child process of this script, which imports nothing from Pli --------
+
+def serve_provider(port: int, cert: str, key: str) -> None:
+    """aiosmtpd with STARTTLS and AUTH; writes the monotonic time of each 250 to stdout."""
+    import warnings
+
+    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load_cert_chain(cert, key)
+    out = sys.stdout.fileno()
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            os.write(out, f"{time.monotonic():.6f}\n".encode())
+            return "250 2.0.0 Stored"
+
+    def authenticator(server: object, session: object, envelope: object, mechanism: str,
+                      data: object) -> AuthResult:
+        ok = (isinstance(data, LoginPassword) and data.login == PROVIDER_USER.encode()
+              and data.password == PROVIDER_PASSWORD.encode())
+        return AuthResult(success=ok)
+
+    handler = Handler()
+
+    def factory() -> SMTP:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return SMTP(handler, hostname="provider.test", decode_data=False,
+                        enable_SMTPUTF8=True, tls_context=tls, require_starttls=True,
+                        authenticator=authenticator, auth_required=True,
+                        auth_require_tls=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        server = await loop.create_server(factory, HOST, port, reuse_address=True)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-provider":
+    serve_provider(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    sys.exit(0)
+
+sys.path.insert(0, str(ROOT))
+
+import aiosmtplib  # noqa: E402
+
+from gateway.tls import write_self_signed  # noqa: E402
+from tests.support import (  # noqa: E402
+    ADDRESS,
+    PASSWORD,
+    USER,
+    PliProcess,
+    free_port,
+    make_gateway,
+    wait_for_port,
+)
+
+TARGET_RATIO = 0.8
+MESSAGE_SIZE = 4096
+# A colleague in the MSSanté trust space: the policy `pli init` installs passes it as it
+# is (anyone else would get a protected copy).
+RECIPIENT = "dr.durand@medecin.mssante.fr"
+# Pli's shipped delivery settings (4 senders, idle connections kept 5 s), except that a
+# deferred message is retried within seconds, so a hiccup cannot outlast a run.
+DELIVERY = "\n[delivery]\nretry_min = 1\nretry_max = 5\n"
+
+
+class ProviderProcess:
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.cert = folder / "provider-cert.pem"
+        self.key = folder / "provider-key.pem"
+        write_self_signed(self.cert, self.key, "localhost")
+        self.log_path = folder / "provider.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.arrivals: list[float] = []
+
+    def start(self) -> ProviderProcess:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--serve-provider",
+                 str(self.port), str(self.cert), str(self.key)],
+                stdout=subprocess.PIPE, stderr=log)
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_for_port(self.port)
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.arrivals.append(float(line))
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+# -- /proc -----------------------------------------------------------------------------
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM of a live process, in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the load generator ----------------------------------------------------------------
+
+def make_message(seq: int) -> bytes:
+    head = (
+        f"From: Dr Martin <{ADDRESS}>\r\n"
+        f"To: <{RECIPIENT}>\r\n"
+        f"Subject: Benchmark message {seq}\r\n"
+        "Date: Mon, 02 Jun 2025 09:00:00 +0200\r\n"
+        f"Message-ID: <bench-{seq}-{os.getpid()}@cabinet-martin.fr>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n"
+        "\r\n"
+    ).encode()
+    line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\r\n"
+    body = bytearray()
+    while len(head) + len(body) + len(line) <= MESSAGE_SIZE - 2:
+        body += line
+    body += b"x" * (MESSAGE_SIZE - 2 - len(head) - len(body)) + b"\r\n"
+    message = head + bytes(body)
+    assert len(message) == MESSAGE_SIZE
+    return message
+
+
+@dataclass
+class Load:
+    sent: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # seconds, end of DATA to 250
+    timed_out: bool = False
+
+
+async def send_one(port: int, tls: ssl.SSLContext, login: tuple[str, str], seq: int,
+                   load: Load, timeout: float) -> None:
+    smtp = aiosmtplib.SMTP(hostname=HOST, port=port, start_tls=True, tls_context=tls,
+                           timeout=timeout, local_hostname="poste-accueil.cabinet-martin.fr")
+    try:
+        await smtp.connect()  # greeting, EHLO, STARTTLS, EHLO
+        await smtp.login(*login)
+        await smtp.mail(ADDRESS)
+        await smtp.rcpt(RECIPIENT)
+        # The last write before DATA's final reply is the message with its ".": the
+        # latency runs from that write to the reply.
+        protocol = smtp.protocol
+        assert protocol is not None
+        write = protocol.write
+        last_write = 0.0
+
+        def timed_write(data: bytes) -> None:
+            nonlocal last_write
+            write(data)
+            last_write = time.monotonic()
+
+        protocol.write = timed_write  # type: ignore[method-assign]
+        await smtp.data(make_message(seq))
+        load.latencies.append(time.monotonic() - last_write)
+        protocol.write = write  # type: ignore[method-assign]
+        load.sent += 1
+        await smtp.quit()
+    except Exception as exc:  # counted and reported; the run goes on
+        name = f"{type(exc).__name__}: {str(exc)[:80]}"
+        load.errors[name] = load.errors.get(name, 0) + 1
+    finally:
+        smtp.close()
+
+
+async def generate(port: int, tls: ssl.SSLContext, login: tuple[str, str], messages: int,
+                   clients: int, deadline: float) -> Load:
+    """Send ``messages``, ``clients`` connections at a time, until ``deadline`` at most."""
+    load = Load()
+    counter = iter(range(messages))
+    timeout = max(1.0, min(30.0, deadline - time.monotonic()))
+
+    async def client() -> None:
+        for seq in counter:
+            if time.monotonic() >= deadline:
+                load.timed_out = True
+                return
+            await send_one(port, tls, login, seq, load, timeout)
+
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    _done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+    for task in pending:
+        load.timed_out = True
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return load
+
+
+# -- one run ---------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    round: int
+    path: str  # "straight" or "pli"
+    messages: int
+    sent: int = 0
+    received: int = 0  # by the provider
+    errors: dict[str, int] = field(default_factory=dict)
+    timed_out: bool = False
+    accepted_seconds: float = 0.0  # start of the load to the last client's QUIT
+    received_seconds: float = 0.0  # start of the load to the provider's last 250
+    msgs_per_second: float = 0.0   # the throughput the ratio uses (see the docstring)
+    accepted_per_second: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    pli_peak_mb: float | None = None
+    pli_cpu_ms_per_msg: float | None = None
+    provider_peak_mb: float | None = None
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.received_seconds if self.path == "pli" else self.accepted_seconds
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+async def wait_arrivals(provider: ProviderProcess, count: int, deadline: float) -> None:
+    while len(provider.arrivals) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
+            login: tuple[str, str], args: argparse.Namespace) -> None:
+    async def go() -> None:
+        if args.warmup:
+            before = len(provider.arrivals)
+            warm = await generate(port, tls, login, args.warmup,
+                                  min(args.clients, args.warmup), time.monotonic() + 30)
+            await wait_arrivals(provider, before + warm.sent, time.monotonic() + 30)
+        if provider.proc is not None:
+            reset_peak_rss(provider.proc.pid)
+        before = len(provider.arrivals)
+        start = time.monotonic()
+        deadline = start + args.timeout
+        load = await generate(port, tls, login, run.messages, args.clients, deadline)
+        accepted = time.monotonic()
+        await wait_arrivals(provider, before + load.sent, deadline)
+        arrivals = provider.arrivals[before:]
+        run.sent, run.received, run.errors = load.sent, len(arrivals), load.errors
+        run.timed_out = load.timed_out or run.received < run.sent
+        run.accepted_seconds = accepted - start
+        if run.received < run.sent:  # stopped by the deadline
+            run.received_seconds = time.monotonic() - start
+        else:
+            run.received_seconds = (max(arrivals) if arrivals else accepted) - start
+        done = min(run.sent, run.received)
+        run.msgs_per_second = done / run.wall_seconds if run.wall_seconds > 0 else 0.0
+        run.accepted_per_second = run.sent / run.accepted_seconds
+        if load.latencies:
+            run.latency_p50_ms = statistics.median(load.latencies) * 1000
+            run.latency_p99_ms = percentile(load.latencies, 99) * 1000
+            run.latency_max_ms = max(load.latencies) * 1000
+
+    asyncio.run(go())
+    if provider.proc is not None:
+        run.provider_peak_mb = peak_rss_mb(provider.proc.pid)
+
+
+def run_straight(provider: ProviderProcess, rnd: int, args: argparse.Namespace) -> Run:
+    run = Run(rnd, "straight", args.messages)
+    measure(provider, run, provider.port, provider.client_context(),
+            (PROVIDER_USER, PROVIDER_PASSWORD), args)
+    return run
+
+
+def run_pli(provider: ProviderProcess, rnd: int, args: argparse.Namespace, work: Path) -> Run:
+    folder = work / f"pli-{rnd}"
+    gw = make_gateway(folder, provider_port=provider.port, upstream_security="starttls",
+                      policy=None)  # keep the policy `pli init` installs
+    password_file = folder / "upstream-password"
+    password_file.write_text(PROVIDER_PASSWORD + "\n")
+    password_file.chmod(0o600)
+    config = gw.config.read_text()
+    for old, new in (
+        ('ca_file = "tls/cert.pem"', f"ca_file = {json.dumps(str(provider.cert))}"),
+        ('# username = "cabinet@example.fr"', f"username = {json.dumps(PROVIDER_USER)}"),
+        ('# password_file = "upstream-password"', 'password_file = "upstream-password"'),
+    ):
+        assert old in config, f"the pli.toml `pli init` writes no longer has {old!r}"
+        config = config.replace(old, new)
+    # make_gateway ends the file with the test suite's fast [delivery] settings (idle
+    # provider connections closed after 0.5 s); measure the shipped ones instead.
+    config = config[:config.index("\n[delivery]\n")] + DELIVERY
+    gw.config.write_text(config)
+    pli = PliProcess(gw, folder / "pli.log")
+    try:
+        pli.start()
+    except AssertionError:
+        tail = pli.log()[-2000:]
+        raise SystemExit(f"`pli run` did not open its port; the end of its log:\n{tail}")
+    run = Run(rnd, "pli", args.messages)
+    try:
+        assert pli.proc is not None
+        cpu_before = cpu_seconds(pli.proc.pid)
+        measure(provider, run, gw.submission_port, gw.client_context(), (USER, PASSWORD), args)
+        run.pli_peak_mb = peak_rss_mb(pli.proc.pid)
+        used = cpu_seconds(pli.proc.pid) - cpu_before
+        run.pli_cpu_ms_per_msg = used * 1000 / max(1, run.sent + args.warmup)
+    finally:
+        pli.kill(signal.SIGTERM)
+    return run
+
+
+# -- report ----------------------------------------------------------------------------
+
+def ratios(runs: list[Run]) -> list[float]:
+    rounds: dict[int, dict[str, Run]] = {}
+    for run in runs:
+        rounds.setdefault(run.round, {})[run.path] = run
+    return [r["pli"].msgs_per_second / r["straight"].msgs_per_second
+            for r in rounds.values()
+            if "pli" in r and "straight" in r and r["straight"].msgs_per_second]
+
+
+def summary(runs: list[Run]) -> dict[str, object]:
+    each = ratios(runs)
+    ratio = statistics.median(each) if each else 0.0
+    pli = [r for r in runs if r.path == "pli"]
+    straight = [r for r in runs if r.path == "straight"]
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    return {
+        "ratio": ratio,
+        "ratios": each,
+        "target": TARGET_RATIO,
+        "met": ratio >= TARGET_RATIO,
+        "pli_msgs_per_second": med([r.msgs_per_second for r in pli]),
+        "straight_msgs_per_second": med([r.msgs_per_second for r in straight]),
+        "pli_p50_ms": med([r.latency_p50_ms for r in pli]),
+        "pli_p99_ms": med([r.latency_p99_ms for r in pli]),
+        "straight_p50_ms": med([r.latency_p50_ms for r in straight]),
+        "straight_p99_ms": med([r.latency_p99_ms for r in straight]),
+        "pli_peak_mb": max((r.pli_peak_mb or 0.0 for r in pli), default=0.0),
+        "provider_peak_mb": max((r.provider_peak_mb or 0.0 for r in runs), default=0.0),
+        "lost": sum(max(0, r.sent - r.received) for r in runs),
+        "errors": sum(sum(r.errors.values()) for r in runs),
+        "timed_out": sum(r.timed_out for r in runs),
+    }
+
+
+def mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def print_report(runs: list[Run], result: dict[str, object],
+                 args: argparse.Namespace) -> None:
+    print(f"\n{args.messages} messages of {MESSAGE_SIZE} bytes per run, {args.clients} "
+          f"clients at once (STARTTLS + AUTH + 1 message each), {os.cpu_count()} CPUs")
+    header = (f"{'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} {'wall s':>7} "
+              f"{'msg/s':>7} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'Pli MB':>7} "
+              f"{'CPU ms':>7} {'prov MB':>7}")
+    print(header)
+    print("-" * len(header))
+    for r in runs:
+        pli = r.path == "pli"
+        print(f"{r.round:>5}  {r.path:<8} {r.sent:>5} {r.received:>5} "
+              f"{sum(r.errors.values()):>4} {r.wall_seconds:>7.2f} {r.msgs_per_second:>7.1f} "
+              f"{(f'{r.accepted_per_second:.1f}' if pli else '-'):>7} "
+              f"{r.latency_p50_ms:>7.1f} {r.latency_p99_ms:>7.1f} {mb(r.pli_peak_mb):>7} "
+              f"{(f'{r.pli_cpu_ms_per_msg:.1f}' if r.pli_cpu_ms_per_msg else '-'):>7} "
+              f"{mb(r.provider_peak_mb):>7}")
+    for r in runs:
+        if r.timed_out:
+            print(f"  round {r.round} {r.path}: stopped by --timeout {args.timeout:g} s "
+                  f"({r.sent} of {r.messages} accepted, {r.received} received by the provider)")
+        for name, count in r.errors.items():
+            print(f"  round {r.round} {r.path}: {count} x {name}")
+    verdict = "met" if result["met"] else "NOT met"
+    print(f"\nPli {result['pli_msgs_per_second']:.1f} msg/s relayed, straight "
+          f"{result['straight_msgs_per_second']:.1f} msg/s: ratio {result['ratio']:.2f} "
+          f"(median of {len(result['ratios'])} rounds, target {TARGET_RATIO}: {verdict}); "
+          f"end of DATA to 250 via Pli p50 {result['pli_p50_ms']:.0f} ms, "
+          f"p99 {result['pli_p99_ms']:.0f} ms (straight {result['straight_p50_ms']:.0f}/"
+          f"{result['straight_p99_ms']:.0f} ms); peak memory Pli "
+          f"{result['pli_peak_mb']:.0f} MB, provider {result['provider_peak_mb']:.0f} MB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=400, help="messages per run (400)")
+    parser.add_argument("--clients", type=int, default=20, help="clients at once (20)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of (straight, pli); the ratio is their median (2)")
+    parser.add_argument("--warmup", type=int, default=20,
+                        help="messages sent before each measured run, not counted (20)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds allowed per run, delivery included (60)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="folder for the work files (Pli's spool: put it on the disk "
+                             "to measure); a temporary folder by default")
+    parser.add_argument("--keep", action="store_true", help="keep the work files and logs")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    if args.messages < 1 or args.clients < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--messages, --clients and --rounds must be at least 1, --warmup at least 0")
+
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pli-bench-", dir=args.dir))
+    runs: list[Run] = []
+    provider = ProviderProcess(work)
+    try:
+        provider.start()
+        for rnd in range(1, args.rounds + 1):
+            runs.append(run_straight(provider, rnd, args))
+            runs.append(run_pli(provider, rnd, args, work))
+            if not args.json:
+                print(f"round {rnd}: straight {runs[-2].msgs_per_second:.1f} msg/s, "
+                      f"pli {runs[-1].msgs_per_second:.1f} msg/s", flush=True)
+    finally:
+        provider.stop()
+        if args.keep:
+            print(f"work files and logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    result = summary(runs)
+    if args.json:
+        print(json.dumps({"messages": args.messages, "clients": args.clients,
+                          "message_size": MESSAGE_SIZE, "cpus": os.cpu_count(),
+                          "runs": [asdict(r) for r in runs], "summary": result}, indent=1))
+    else:
+        print_report(runs, result, args)
+    return 1 if result["lost"] or result["errors"] or result["timed_out"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,10 @@ import hmac
 import json
 import os
 import secrets
+import threading
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +67,25 @@ class User:
 
 
 class UserStore:
-    """Reads the users file, reloading it when it changes on disk."""
+    """Reads the users file, reloading it when it changes on disk.
 
-    def __init__(self, path: Path) -> None:
+    A successful login is remembered for ``CACHE_TTL`` seconds as an HMAC of the password
+    under a key made at start and never written anywhere, so a mail client that opens a
+    connection per message does not pay scrypt each time (Dovecot's auth cache works the
+    same way). A wrong password, or a password changed in the file, always gets the full
+    scrypt check."""
+
+    CACHE_TTL = 900.0
+    CACHE_MAX = 256
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._stamp: tuple[int, int] | None = None
         self._users: dict[str, User] = {}
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[str, bytes, float]] = {}
+        self._lock = threading.Lock()
 
     def users(self) -> dict[str, User]:
         try:
@@ -88,8 +104,24 @@ class UserStore:
     def authenticate(self, name: str, password: str) -> User | None:
         """Blocking (scrypt takes tens of milliseconds): call it from a worker thread."""
         user = self.get(name)
+        mac = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
+        now = self._clock()
+        if user is not None:
+            with self._lock:
+                entry = self._verified.get(name)
+            if (entry is not None and entry[0] == user.password_hash and entry[2] > now
+                    and hmac.compare_digest(entry[1], mac)):
+                return user
         ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
-        return user if (user and ok) else None
+        if not (user and ok):
+            return None
+        with self._lock:
+            if len(self._verified) >= self.CACHE_MAX:
+                self._verified = {k: v for k, v in self._verified.items() if v[2] > now}
+                if len(self._verified) >= self.CACHE_MAX:
+                    self._verified.pop(next(iter(self._verified)))
+            self._verified[name] = (user.password_hash, mac, now + self.CACHE_TTL)
+        return user
 
 
 def load_users(path: Path) -> dict[str, User]:

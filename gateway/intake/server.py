@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 import warnings
 from dataclasses import dataclass
 
@@ -23,6 +25,7 @@ log = get_logger("pli.intake")
 class Intake:
     servers: list[asyncio.Server]
     sessions: set[SubmissionSMTP]
+    auth_pool: ThreadPoolExecutor
 
     def close(self) -> None:
         """Stop accepting connections; sessions already open go on."""
@@ -41,6 +44,7 @@ class Intake:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.close()
+        self.auth_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ports(self) -> list[int]:
@@ -52,6 +56,8 @@ async def start_intake(
 ) -> Intake:
     handler = SubmissionHandler(users, process)
     sessions: set[SubmissionSMTP] = set()
+    auth_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                   thread_name_prefix="pli-auth")
     limits = settings.auth
     throttle = AuthThrottle(delay_after=limits.delay_after, max_failures=limits.max_failures,
                             window=limits.window, lockout=limits.lockout)
@@ -67,6 +73,7 @@ async def start_intake(
                 throttle=throttle,
                 implicit_tls=implicit_tls,
                 sessions=sessions,
+                auth_pool=auth_pool,
                 hostname=settings.hostname,
                 ident="ESMTP Pli",
                 data_size_limit=settings.max_message_size,
@@ -102,5 +109,6 @@ async def start_intake(
     except OSError:
         for server in servers:
             server.close()
+        auth_pool.shutdown(wait=False)
         raise
-    return Intake(servers, sessions)
+    return Intake(servers, sessions, auth_pool)

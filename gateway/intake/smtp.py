@@ -16,6 +16,7 @@ import asyncio
 import binascii
 import re
 from base64 import b64decode
+from concurrent.futures import Executor
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult
@@ -78,10 +79,12 @@ class SubmissionSMTP(SMTP):
         throttle: AuthThrottle,
         implicit_tls: bool,
         sessions: set[SubmissionSMTP],
+        auth_pool: Executor,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.sessions = sessions
+        self.auth_pool = auth_pool
         self.users = users
         self.throttle = throttle
         self.implicit_tls = implicit_tls
@@ -185,7 +188,9 @@ class SubmissionSMTP(SMTP):
             )
         name = login.decode("utf-8", "replace")
         secret = password.decode("utf-8", "replace")
-        user = await asyncio.to_thread(self.users.authenticate, name, secret)
+        # Its own threads: a burst of logins must not hold up messages waiting for theirs.
+        user = await asyncio.get_running_loop().run_in_executor(
+            self.auth_pool, self.users.authenticate, name, secret)
         if user is None:
             delay = self.throttle.failed(client)
             # No user name: a password typed into the name field must not reach the logs.

@@ -56,6 +56,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
+        self._tls_contexts: dict[str, ssl.SSLContext] = {}
         self.counts = {"sent": 0, "failed": 0, "deferred": 0}
 
     # -- life cycle -------------------------------------------------------------------
@@ -243,6 +244,19 @@ class DeliveryWorker:
             else:
                 r.state, r.reply = "sent", f"250 {reply}"
 
+    def _tls_context(self, account: Upstream) -> ssl.SSLContext:
+        """One context per account, made once: loading the CA store for every connection
+        costs more than the rest of the TLS set-up."""
+        context = self._tls_contexts.get(account.name)
+        if context is None:
+            context = ssl.create_default_context(
+                cafile=str(account.ca_file) if account.ca_file else None)
+            if not account.verify_certificate:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls_contexts[account.name] = context
+        return context
+
     async def _connection(
         self, account: Upstream, connections: dict[str, aiosmtplib.SMTP]
     ) -> tuple[aiosmtplib.SMTP, bool]:
@@ -255,8 +269,7 @@ class DeliveryWorker:
             port=account.port,
             use_tls=account.security == "tls",
             start_tls=False,  # done below, so that a provider without it can be named
-            validate_certs=account.verify_certificate,
-            cert_bundle=str(account.ca_file) if account.ca_file else None,
+            tls_context=self._tls_context(account),
             timeout=delivery.command_timeout,
             local_hostname=self.settings.hostname,
         )

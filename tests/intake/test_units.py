@@ -52,3 +52,27 @@ def test_the_store_sees_a_user_added_while_running(tmp_path: Path) -> None:
     assert store.authenticate("martin", "wrong") is None
     assert store.authenticate("nobody", "abcdefghijk") is None
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_remembered_login_skips_scrypt_but_never_a_wrong_or_changed_password(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gateway.users as users_module
+
+    path = tmp_path / "users.toml"
+    save_users(path, {"martin": User("martin", hash_password("abcdefghijk"), ("a@b.fr",))})
+    now = [0.0]
+    store = UserStore(path, clock=lambda: now[0])
+    calls = []
+    real = users_module.verify_password
+    monkeypatch.setattr(users_module, "verify_password",
+                        lambda p, h: calls.append(p) or real(p, h))
+    assert store.authenticate("martin", "abcdefghijk") is not None
+    assert store.authenticate("martin", "abcdefghijk") is not None
+    assert calls == ["abcdefghijk"]  # the second login came from the cache
+    assert store.authenticate("martin", "wrong one") is None
+    assert calls[-1] == "wrong one"  # a wrong password always gets the full check
+    now[0] += UserStore.CACHE_TTL + 1
+    assert store.authenticate("martin", "abcdefghijk") is not None
+    assert len(calls) == 3  # expired: checked again
+    save_users(path, {"martin": User("martin", hash_password("new password!"), ("a@b.fr",))})
+    assert store.authenticate("martin", "abcdefghijk") is None  # changed in the file

@@ -58,6 +58,7 @@ class App:
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.audit.start_writer()
         removed = await asyncio.to_thread(self.spool.recover)
         queued = len(self.spool.ids())
         log.info("spool.recovered", queued=queued, removed_partial=removed)
@@ -121,6 +122,7 @@ class App:
         if self._metrics_runner is not None:  # last: /healthz says 503 while draining
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
+        await asyncio.to_thread(self.audit.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()
         log.info("pli.stopped")

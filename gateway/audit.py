@@ -10,7 +10,10 @@ Every record carries ``seq``, the ``prev`` hash of the record before it (across 
 rotations) and its own ``hash`` (SHA-256 of the record without it), so `pli audit verify`
 finds an edited, removed, inserted or reordered record. ``audit.head`` holds the last
 sequence number and hash, so records cut from the end are found too. Appends from the
-server and from admin commands (other processes) are serialised with ``flock``.
+server and from admin commands (other processes) are serialised with ``flock``. The server
+writes from a thread of its own, in batches, so the event loop never waits on the file;
+what is still queued when it stops is written before it exits (a crash may lose the
+records of its last moments, never the chain).
 
 Files rotate by size or by day (``audit-<first seq>-<YYYYMMDD>.jsonl``, so names sort in
 record order) and are deleted once older than the retention period.
@@ -24,7 +27,9 @@ import hashlib
 import ipaddress
 import json
 import os
+import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,27 +161,73 @@ class AuditTrail:
         self.retention = retention
         self.clock = clock
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[float, dict[str, Any]] | None] | None = None
+        self._thread: threading.Thread | None = None
 
     def record(self, event: str, /, **fields: Any) -> None:
         record = redact(event, fields)
-        if record is not None:
-            self.append(record)
+        if record is None:
+            return
+        stamped = (self.clock(), record)
+        if self._queue is not None:
+            self._queue.put(stamped)  # the writer thread chains and writes it
+        else:
+            self.append([stamped])
 
-    def append(self, record: dict[str, Any]) -> None:
+    def start_writer(self) -> None:
+        """Write from a thread of its own, so the event loop never waits on the file:
+        records are chained and written in batches, in the order they were made."""
+        if self._thread is None:
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._write_batches, name="pli-audit",
+                                            daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join(10)
+            self._thread = None
+            self._queue = None
+
+    def _write_batches(self) -> None:
+        assert self._queue is not None
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            records = [item for item in batch if item is not None]
+            if records:
+                try:
+                    self.append(records)
+                except OSError as exc:
+                    print(f"pli: cannot write the audit trail: {exc.strerror}", file=sys.stderr)
+
+    def append(self, stamped: list[tuple[float, dict[str, Any]]]) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._lock, _flocked(self.folder / LOCK):
             seq, prev = self._head()
-            now = self.clock()
-            record = {"seq": seq + 1, "ts": _iso(now), **record, "prev": prev}
-            record["hash"] = _digest(record)
-            path = self._current_file(now, record["seq"])
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode("utf-8"))
-            finally:
-                os.close(fd)
-            self._write_head(record["seq"], record["hash"])
+            by_file: dict[Path, list[str]] = {}
+            for when, record in stamped:
+                seq += 1
+                record = {"seq": seq, "ts": _iso(when), **record, "prev": prev}
+                record["hash"] = prev = _digest(record)
+                path = self._current_file(when, seq, by_file)
+                by_file.setdefault(path, []).append(
+                    json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            for path, lines in by_file.items():
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, "".join(lines).encode("utf-8"))
+                finally:
+                    os.close(fd)
+            self._write_head(seq, prev)
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("audit-*.jsonl"))
@@ -225,13 +276,16 @@ class AuditTrail:
         tmp.write_text(f"{seq} {digest}\n")
         os.replace(tmp, self.folder / HEAD)
 
-    def _current_file(self, now: float, seq: int) -> Path:
-        files = self.files()
+    def _current_file(self, now: float, seq: int, pending: dict[Path, list[str]]) -> Path:
+        """The file for record ``seq``; ``pending`` holds the lines of this batch not yet
+        written, which count towards a file's size."""
+        files = sorted({*self.files(), *pending})
         day = time.strftime("%Y%m%d", time.gmtime(now))
         if files:
             latest = files[-1]
-            if (latest.stem.rsplit("-", 1)[-1] == day
-                    and latest.stat().st_size < self.retention.max_file_bytes):
+            size = latest.stat().st_size if latest.exists() else 0
+            size += sum(len(line) for line in pending.get(latest, ()))
+            if latest.stem.rsplit("-", 1)[-1] == day and size < self.retention.max_file_bytes:
                 return latest
         return self.folder / f"audit-{seq:012d}-{day}.jsonl"
 

@@ -220,3 +220,22 @@ def test_admin_commands_are_audited_and_verify_catches_an_edit(tmp_path: Path) -
     files[0].write_text(files[0].read_text().replace("bernard", "bernadette", 1))
     tampered = pli("audit", "verify", "-c", config)
     assert tampered.returncode == 1 and "record 1" in tampered.stderr
+
+
+def test_the_writer_thread_keeps_every_record_in_one_chain(tmp_path: Path) -> None:
+    import threading
+
+    trail = AuditTrail(tmp_path / "audit", retention=Retention(max_file_bytes=4000))
+    trail.start_writer()
+
+    def burst(n: int) -> None:
+        for i in range(50):
+            trail.record("spool.queued", queue_id=f"T{n}-{i}", size=i)
+    threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trail.close()
+    assert verify(trail) == (200, [])
+    assert len(trail.files()) > 1  # rotated by size within batches too

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-
-@dataclass
-class _Record:
-    failures: list[float] = field(default_factory=list)
-    locked_until: float = 0.0
+from gateway.throttle import RecentFailures
 
 
 class AuthThrottle:
@@ -26,33 +21,30 @@ class AuthThrottle:
     ) -> None:
         self.delay_after = delay_after
         self.max_failures = max_failures
-        self.window = window
         self.lockout = lockout
         self._clock = clock
-        self._records: dict[str, _Record] = {}
+        self._failures = RecentFailures(window, keep=max_failures, clock=clock)
+        self._locked: dict[str, float] = {}
 
     def locked(self, client: str) -> bool:
-        record = self._records.get(client)
-        return bool(record and record.locked_until > self._clock())
+        until = self._locked.get(client)
+        if until is None:
+            return False
+        if until > self._clock():
+            return True
+        del self._locked[client]
+        return False
 
     def failed(self, client: str) -> float:
         """Record a failure; return how many seconds to wait before answering it."""
-        now = self._clock()
-        record = self._records.setdefault(client, _Record())
-        record.failures = [t for t in record.failures if now - t < self.window] + [now]
-        count = len(record.failures)
+        count = self._failures.add(client)
         if count >= self.max_failures:
-            record.locked_until = now + self.lockout
-            record.failures.clear()
-        self._forget_old(now)
+            now = self._clock()
+            if len(self._locked) >= 10_000:
+                self._locked = {c: t for c, t in self._locked.items() if t > now}
+            self._locked[client] = now + self.lockout
+            self._failures.clear(client)
         return float(min(max(0, count - self.delay_after), 5))
 
     def succeeded(self, client: str) -> None:
-        self._records.pop(client, None)
-
-    def _forget_old(self, now: float) -> None:
-        if len(self._records) < 1024:
-            return
-        for key in [k for k, r in self._records.items()
-                    if r.locked_until <= now and not r.failures]:
-            del self._records[key]
+        self._failures.clear(client)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
+
+from gateway.throttle import RecentFailures
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,41 +81,16 @@ class CodeThrottle:
     ) -> None:
         self.limit = limit
         self.window = window
-        self.max_clients = max_clients
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._failures = RecentFailures(window, keep=limit, max_clients=max_clients,
+                                        clock=clock)
 
     def retry_after(self, client: str) -> float:
         """Seconds this client must wait before trying a code again; 0 when it may."""
-        failures = self._recent(client)
-        if failures is None or len(failures) < self.limit:
+        oldest = self._failures.oldest(client)
+        if oldest is None or self._failures.count(client) < self.limit:
             return 0.0
-        return max(0.0, failures[0] + self.window - self.clock())
+        return max(0.0, oldest + self.window - self.clock())
 
     def failed(self, client: str) -> None:
-        failures = self._recent(client)
-        if failures is None:
-            self._make_room()
-            failures = self._failures[client] = deque(maxlen=self.limit)
-        failures.append(self.clock())
-
-    def _recent(self, client: str) -> deque[float] | None:
-        failures = self._failures.get(client)
-        if failures is None:
-            return None
-        horizon = self.clock() - self.window
-        while failures and failures[0] <= horizon:
-            failures.popleft()
-        if not failures:
-            del self._failures[client]
-            return None
-        return failures
-
-    def _make_room(self) -> None:
-        if len(self._failures) < self.max_clients:
-            return
-        horizon = self.clock() - self.window
-        for client in [c for c, f in self._failures.items() if not f or f[-1] <= horizon]:
-            del self._failures[client]
-        while len(self._failures) >= self.max_clients:
-            del self._failures[next(iter(self._failures))]  # the longest-known client
+        self._failures.add(client)

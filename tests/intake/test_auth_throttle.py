@@ -86,3 +86,11 @@ def test_malformed_auth_data_gets_a_501(gw, pli, blob: str) -> None:  # type: ig
         client.ehlo()
         code, text = client.docmd("AUTH", f"PLAIN {blob}")
     assert code == 501 and text.startswith(b"5.5.2")
+
+
+def test_the_login_throttle_remembers_a_bounded_number_of_addresses() -> None:
+    throttle = AuthThrottle(delay_after=0, max_failures=3, window=60, lockout=300,
+                            clock=lambda: 0.0)
+    for i in range(20_000):
+        throttle.failed(f"198.51.{i // 256}.{i % 256}")
+    assert len(throttle._failures) <= 10_000

@@ -175,6 +175,12 @@ def test_no_health_data_is_written_outside_the_vault_ciphertext(
         code = re.search(rb"^\s+(\d{6})\s*$", receipt.replace(b"=\r\n", b""), re.M)
         assert code
         sentinels.append(code.group(1).decode())
+        # The link secrets too: they live only in the notices' fragments.
+        for r in got:
+            for secret in re.findall(rb"/l/[\w-]+#([\w-]+)", r.content.replace(b"=\r\n", b"")):
+                if secret.decode() not in sentinels:
+                    sentinels.append(secret.decode())
+        assert len(sentinels) == 7  # two protected groups: two link secrets
         spool = gw.folder / "data" / "spool"
         wait_until(lambda: not list((spool / "meta").iterdir()))
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import structlog
@@ -49,7 +49,7 @@ def configure(*, json: bool | None = None, level: int = logging.INFO,
 
 
 def _to_audit(trail: AuditTrail) -> Processor:
-    def processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         try:
             trail.record(str(event_dict.get("event")), **event_dict)
         except OSError as exc:  # the audit file must not take the gateway down
@@ -58,7 +58,7 @@ def _to_audit(trail: AuditTrail) -> Processor:
     return processor
 
 
-def _event_first(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _event_first(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """Put ``event`` first so lines read well and log filters (fail2ban) match simply."""
     event = event_dict.pop("event", None)
     return {"event": event, **event_dict}

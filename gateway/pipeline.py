@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ class Job:
     outgoing: list[Outgoing] = field(default_factory=list)
     # Blocking clean-ups for what a step made durable (a sealed vault link) before the
     # message was queued: run, in reverse order, if a later step or the spool fails.
-    undo: list[Callable[[], None]] = field(default_factory=list)
+    undo: list[Callable[[], object]] = field(default_factory=list)
 
 
 Step = Callable[[Job], Awaitable[None]]
@@ -170,7 +171,7 @@ class ApplyPolicy:
                 self.protector.protect, sub.content, env.mail_from, group.recipients, how,
                 original=parsed, parts=parts)
             vault = self.protector.vault
-            job.undo.append(lambda link=protected.link_id: vault.discard(link))
+            job.undo.append(functools.partial(vault.discard, protected.link_id))
             links[n] = protected.link_id
             outgoing.extend(protected.outgoing)
         job.outgoing = outgoing

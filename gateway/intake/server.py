@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +97,7 @@ async def start_intake(
             if not listener.enabled:
                 continue
             server = await loop.create_server(
-                lambda implicit=implicit: factory(implicit),  # type: ignore[misc]
+                functools.partial(factory, implicit),
                 host=listener.host,
                 port=listener.port,
                 ssl=tls if implicit else None,

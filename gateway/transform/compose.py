@@ -58,7 +58,8 @@ def notice(original: Message | None, *, subject: str, text: str, html: str,
     message.set_content(text, charset="utf-8", cte="quoted-printable")
     message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     if kept.inline_images:
-        html_part = message.get_payload()[1]
+        html_part = message.get_body(("html",))
+        assert isinstance(html_part, EmailMessage)
         for image in kept.inline_images:
             maintype, _, subtype = image.true_type.partition("/")
             html_part.add_related(image.data, maintype=maintype, subtype=subtype,

@@ -19,7 +19,7 @@ from gateway.errors import SenderNotAllowed
 from gateway.inspect.mime import parse
 from gateway.policy import access_code_tag, remove_subject_tags
 from gateway.transform import compose
-from gateway.transform.extract import Extracted, extract_parsed
+from gateway.transform.extract import Extracted, File, extract_parsed
 from gateway.transform.templates import (CODE_SENTENCE, CONTACT_SENTENCE, format_date,
                                          load_templates)
 from gateway.types import Outgoing, ProtectSettings
@@ -136,7 +136,7 @@ def _manifest(parts: Extracted, subject: str) -> Manifest:
 def _kept(parts: Extracted, how: ProtectSettings) -> compose.KeptContent:
     body = how.body == "keep"
     inline = tuple(parts.inline_images()) if body and how.keep_inline_images else ()
-    files: tuple[compose.File, ...] = ()
+    files: tuple[File, ...] = ()
     if how.attachments == "keep":
         files = tuple(f for f in parts.files if f not in inline)
     return compose.KeptContent(text=parts.text if body else "", html=parts.html if body else "",

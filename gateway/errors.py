@@ -6,6 +6,25 @@ The intake turns any of these into a reply in one place (its ``handle_exception`
 
 from __future__ import annotations
 
+import unicodedata
+
+
+def ascii_fold(text: str) -> str:
+    """SMTP replies are read by clients that may not have asked for UTF-8: keep the
+    letters, drop the accents ("refusé" becomes "refuse")."""
+    text = text.replace("\u2019", "'").replace("\u00a0", " ").replace("\u202f", " ")
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if c.isascii() and (c.isprintable() or c == " "))
+
+
+def bilingual(french: str, english: str) -> str:
+    """The text of a reply a person reads: French first, as everywhere in Pli."""
+    return f"{french} / {english}"
+
+
+def smtp_reply(code: int, status: str, french: str, english: str) -> str:
+    return f"{code} {status} {ascii_fold(' '.join(bilingual(french, english).split()))}"
+
 
 class PliError(Exception):
     """Base of every error Pli reports to a person (CLI or SMTP client)."""
@@ -27,8 +46,8 @@ class SmtpReplyError(PliError):
 
     @property
     def reply(self) -> str:
-        # A reply is one line: anything that could break the protocol is flattened.
-        text = " ".join(self.text.split())
+        # A reply is one ASCII line: anything that could break the protocol is flattened.
+        text = ascii_fold(" ".join(self.text.split()))
         return f"{self.code} {self.status} {text}"
 
 

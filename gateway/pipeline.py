@@ -19,7 +19,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
 
-from gateway.errors import MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure
+from gateway.errors import (MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure,
+                            bilingual)
 from gateway.inspect import inspect_parsed, parse
 from gateway.logs import get_logger
 from gateway.policy import Policy, block_reply, decide
@@ -116,18 +117,22 @@ async def check_header_from(job: Job) -> None:
     headers = HeaderParser(policy=email.policy.compat32).parsestr(head + "\r\n\r\n")
     values = headers.get_all("From") or []
     if not values:
-        raise MessageRejected("The message has no From: header; check your mail client settings",
-                              code=550, status="5.6.0")
+        raise MessageRejected(bilingual(
+            "Le message n'a pas d'en-tête From: ; vérifiez les réglages de votre messagerie",
+            "The message has no From: header; check your mail client settings"))
     addresses = [addr for _name, addr in getaddresses([str(v) for v in values])]
     if not addresses or any(not a for a in addresses):
-        raise MessageRejected("The From: header cannot be read; check your mail client settings",
-                              code=550, status="5.6.0")
+        raise MessageRejected(bilingual(
+            "L'en-tête From: est illisible ; vérifiez les réglages de votre messagerie",
+            "The From: header cannot be read; check your mail client settings"))
     for address in addresses:
         if address.lower() not in sub.allowed_senders:
-            raise SenderNotAllowed(
+            allowed = ", ".join(sorted(sub.allowed_senders))
+            raise SenderNotAllowed(bilingual(
+                f"L'en-tête From: indique {address}, que ce compte ne peut pas utiliser ; "
+                f"utilisez {allowed or 'une de vos adresses'}",
                 f"The From: header says {address}, which this account may not send as; "
-                f"use {', '.join(sorted(sub.allowed_senders)) or 'an address of yours'}"
-            )
+                f"use {allowed or 'an address of yours'}"))
 
 
 class ApplyPolicy:
@@ -163,8 +168,10 @@ class ApplyPolicy:
             if group.decision.action != "protect" or how is None:
                 continue
             if self.protector is None:
-                raise TemporaryFailure("Protection is not available on this server, so this "
-                                       "message was not sent", code=451, status="4.7.0")
+                raise TemporaryFailure(bilingual(
+                    "La protection n'est pas disponible sur ce serveur : message non envoyé",
+                    "Protection is not available on this server, so this message was not "
+                    "sent"), code=451, status="4.7.0")
             if parts is None:  # taken apart once, whatever the number of groups
                 parts = await asyncio.to_thread(extract_parsed, parsed, sub.content)
             protected = await asyncio.to_thread(

@@ -13,7 +13,7 @@ from typing import Any
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session
 
-from gateway.errors import SmtpReplyError
+from gateway.errors import SmtpReplyError, smtp_reply
 from gateway.logs import get_logger
 from gateway.types import Envelope, Submission
 from gateway.users import UserStore
@@ -52,14 +52,21 @@ class SubmissionHandler:
     ) -> str:
         user = self.users.get(str(session.auth_data))
         if user is None:  # the account was removed since this session logged in
-            return "530 5.7.0 Your account is no longer valid on this server"
+            return smtp_reply(530, "5.7.0", "Votre compte n'existe plus sur ce serveur",
+                              "Your account is no longer valid on this server")
         if not address:
-            return "550 5.7.1 An empty sender (<>) cannot be used to submit mail"
+            return smtp_reply(550, "5.7.1", "Un expéditeur vide (<>) ne peut pas envoyer",
+                              "An empty sender (<>) cannot be used to submit mail")
         if not user.may_send_as(address):
             log.info("session.sender_refused", client=_client(session), user=user.name,
                      sender=address)
-            return (f"550 5.7.1 You may not send as {address}: this account may send only "
-                    f"as {', '.join(user.addresses) or 'no address yet'}")
+            allowed = ", ".join(user.addresses)
+            return smtp_reply(
+                550, "5.7.1",
+                f"Ce compte ne peut pas envoyer en tant que {address} ; "
+                f"adresses permises : {allowed or 'aucune pour le moment'}",
+                f"You may not send as {address}: this account may send only as "
+                f"{allowed or 'no address yet'}")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -69,9 +76,12 @@ class SubmissionHandler:
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return f"452 4.5.3 Too many recipients: send to at most {MAX_RECIPIENTS} at a time"
+            return smtp_reply(452, "4.5.3",
+                              f"Trop de destinataires : {MAX_RECIPIENTS} au plus par envoi",
+                              f"Too many recipients: send to at most {MAX_RECIPIENTS} at a time")
         if "@" not in address:
-            return "553 5.1.3 A recipient must be a full address (name@domain)"
+            return smtp_reply(553, "5.1.3", "Un destinataire doit être une adresse complète "
+                              "(nom@domaine)", "A recipient must be a full address (name@domain)")
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
@@ -106,8 +116,10 @@ def _reply_for(exc: BaseException, session: Session | None) -> str:
         return exc.reply
     # The exception text may quote message content: log its type only.
     log.error("session.internal_error", client=_client(session), error=type(exc).__name__)
-    return "451 4.3.0 Pli could not take this message because of an internal error; "\
-        "try again in a few minutes"
+    return smtp_reply(451, "4.3.0", "Pli n'a pas pu prendre ce message à cause d'une erreur "
+                      "interne ; réessayez dans quelques minutes",
+                      "Pli could not take this message because of an internal error; "
+                      "try again in a few minutes")
 
 
 def _client(session: Session | None) -> str:

@@ -21,6 +21,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult
 
+from gateway.errors import smtp_reply
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
 from gateway.users import UserStore
@@ -40,25 +41,31 @@ _STATUS_FOR_CODE = {
 }
 
 # aiosmtpd replies whose wording a practice secretary would not understand.
+_TOO_BIG = smtp_reply(552, "5.3.4", "Le message est trop gros pour ce serveur",
+                      "The message is too big for this server")
 _REWORDED = {
-    "530 Authentication required": "530 5.7.0 Authentication required: "
-    "set your mail client to log in to this outgoing server",
-    "530 Must issue a STARTTLS command first": "530 5.7.0 Use STARTTLS first: "
-    "set the connection security to STARTTLS",
-    "552 Error: Too much mail data": "552 5.3.4 The message is too big for this server",
-    "552 Error: message size exceeds fixed maximum message size":
-        "552 5.3.4 The message is too big for this server",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 A line of the message is too long",
+    "530 5.7.0 Authentication required": smtp_reply(
+        530, "5.7.0", "Identification requise : réglez votre logiciel de messagerie pour "
+        "qu'il se connecte à ce serveur d'envoi", "Authentication required: set your mail "
+        "client to log in to this outgoing server"),
+    "530 Must issue a STARTTLS command first": smtp_reply(
+        530, "5.7.0", "Commencez par STARTTLS : réglez la sécurité de la connexion sur "
+        "STARTTLS", "Use STARTTLS first: set the connection security to STARTTLS"),
+    "552 Error: Too much mail data": _TOO_BIG,
+    "552 Error: message size exceeds fixed maximum message size": _TOO_BIG,
+    "500 Line too long (see RFC5321 4.5.3.1.6)": smtp_reply(
+        500, "5.5.2", "Une ligne du message est trop longue",
+        "A line of the message is too long"),
     "503 Error: need MAIL command": "503 5.5.1 Give MAIL FROM first",
     "503 Error: need RCPT command": "503 5.5.1 Give RCPT TO first",
 }
 
 
 def with_enhanced_status(reply: str) -> str:
-    if _HAS_STATUS.match(reply):
-        return reply
     if reply in _REWORDED:
         return _REWORDED[reply]
+    if _HAS_STATUS.match(reply):
+        return reply
     match = _REPLY.match(reply)
     if not match:
         return reply
@@ -184,7 +191,9 @@ class SubmissionSMTP(SMTP):
             log.warning("session.auth_locked", client=client)
             return AuthResult(
                 success=False, handled=False,
-                message="454 4.7.0 Too many failed logins from your address; try again later",
+                message=smtp_reply(454, "4.7.0", "Trop d'échecs d'identification depuis "
+                                   "votre adresse ; réessayez plus tard",
+                                   "Too many failed logins from your address; try again later"),
             )
         name = login.decode("utf-8", "replace")
         secret = password.decode("utf-8", "replace")
@@ -199,7 +208,8 @@ class SubmissionSMTP(SMTP):
                 await asyncio.sleep(delay)
             return AuthResult(
                 success=False, handled=False,
-                message="535 5.7.8 Wrong user name or password",
+                message=smtp_reply(535, "5.7.8", "Nom d'utilisateur ou mot de passe incorrect",
+                                   "Wrong user name or password"),
             )
         self.throttle.succeeded(client)
         log.info("session.authenticated", client=client, user=user.name, mechanism=mechanism)

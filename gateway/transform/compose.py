@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.utils import formatdate, make_msgid
 
-from gateway.errors import MessageRejected
+from gateway.errors import MessageRejected, bilingual
 from gateway.transform.extract import File
 
 KEPT_HEADERS = ("From", "To", "Cc", "Reply-To", "Date", "In-Reply-To", "References")
@@ -23,8 +23,10 @@ POLICY = email.policy.SMTP.clone(max_line_length=78)
 
 def safe(value: str) -> str:
     if "\r" in value or "\n" in value or "\0" in value:
-        raise MessageRejected("A header of the message contains a line break; it cannot be "
-                              "protected as it is", code=550, status="5.6.0")
+        raise MessageRejected(bilingual(
+            "Un en-tête du message contient un saut de ligne : il ne peut pas être protégé "
+            "tel quel", "A header of the message contains a line break; it cannot be "
+            "protected as it is"))
     return value
 
 

@@ -15,7 +15,7 @@ from email.message import Message
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.errors import SenderNotAllowed
+from gateway.errors import SenderNotAllowed, bilingual
 from gateway.inspect.mime import parse
 from gateway.policy import access_code_tag, remove_subject_tags
 from gateway.transform import compose
@@ -112,11 +112,12 @@ class Protector:
             mode = "sender-tag" if tagged else "generated"
         if mode == "sender-tag":
             if not tagged:
-                raise SenderNotAllowed(
-                    "This message must carry the access code the recipient will need: add it "
-                    "to the subject as [code:1234] (4 to 12 letters or digits), then send "
-                    "again. / Add the access code to the subject as [code:1234] and send again."
-                )
+                raise SenderNotAllowed(bilingual(
+                    "Ce message doit porter le code d'accès que le destinataire saisira : "
+                    "ajoutez-le à l'objet sous la forme [code:1234] (4 à 12 lettres ou "
+                    "chiffres), puis renvoyez-le",
+                    "This message needs the access code the recipient will type: add it to "
+                    "the subject as [code:1234] (4 to 12 letters or digits), then send again"))
             return tagged, mode
         if mode == "generated":
             return generate_code(), mode

@@ -271,3 +271,16 @@ def test_an_internationalised_sender_address_is_accepted_in_the_header_too(
         assert wait_until(lambda: provider.received)[0].mail_from == "élodie@cabinet-martin.fr"
     finally:
         app.stop()
+
+
+def test_refusals_a_secretary_reads_come_in_french_then_english_in_plain_ascii(
+        gw: Gateway, provider: Provider, pli: RunningApp) -> None:
+    with starttls_client(gw) as client:
+        code, text = client.mail(ADDRESS)  # not logged in yet
+        assert code == 530 and text.startswith(b"5.7.0 Identification requise")
+        client.login(USER, PASSWORD)
+        code, text = client.mail(OTHER_ADDRESS)
+    assert code == 550
+    french, _, english = text.decode("ascii").partition(" / ")
+    assert french.startswith("5.7.1 Ce compte ne peut pas envoyer en tant que")
+    assert english.startswith("You may not send as")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
+import string
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,10 @@ def prepare(folder: Path, submission_port: int, submissions_port: int,
             submissions_port=submissions_port, portal_port=portal_port,
             portal_url=f"http://127.0.0.1:{portal_port}", practice_name="Cabinet Démo",
         ))
-        password = secrets.token_urlsafe(12)
+        # Letters and digits only: a password starting with "-" would read as an option
+        # in the swaks line printed below.
+        alphabet = string.ascii_letters + string.digits
+        password = "".join(secrets.choice(alphabet) for _ in range(16))
         users = load_users(folder / "users.toml")
         users[DEMO_USER] = User(DEMO_USER, hash_password(password), (DEMO_ADDRESS,))
         save_users(folder / "users.toml", users)

@@ -13,6 +13,7 @@ import email.policy
 import email.utils
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.feedparser import BytesFeedParser
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -32,12 +33,23 @@ _ALWAYS_ATTACHED = frozenset({"application/ms-tnef", "text/calendar", "message/r
 _TEXT_TYPES = frozenset({"text/plain", "text/html"})
 
 
+FEED_CHUNK = 64 * 1024
+
+
 def parse(content: bytes) -> Message | None:
-    """The message as the email package sees it, or None when it cannot be parsed at all."""
+    """The message as the email package sees it, or None when it cannot be parsed at all.
+
+    Fed in chunks: ``message_from_bytes`` would first make two whole copies of the
+    message as text (about 290 MB more at the peak for a 143 MB message)."""
     try:
-        return email.message_from_bytes(content, policy=email.policy.default)
+        parser = BytesFeedParser(policy=email.policy.default)
+        view = memoryview(content)
+        for start in range(0, len(content), FEED_CHUNK):
+            parser.feed(bytes(view[start:start + FEED_CHUNK]))
+        message = parser.close()
     except Exception:
         return None
+    return message if isinstance(message, Message) else None
 
 
 def inspect_message(content: bytes) -> MessageFacts:

@@ -27,7 +27,7 @@ from gateway.policy import Policy, block_reply, decide
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
 from gateway.transform import Protector
 from gateway.transform.extract import Extracted, extract_parsed
-from gateway.types import Decisions, MessageFacts, Outgoing, Submission
+from gateway.types import Decisions, MessageFacts, Outgoing, ProtectSettings, Submission
 
 log = get_logger("pli.pipeline")
 
@@ -164,9 +164,10 @@ class ApplyPolicy:
         links: dict[int, str] = {}
         parts: Extracted | None = None
         for n, group in enumerate(decisions.groups):
-            how = group.decision.protect
-            if group.decision.action != "protect" or how is None:
+            if group.decision.action != "protect":
                 continue
+            # A protect without settings still protects: skipping it would queue nothing.
+            how = group.decision.protect or ProtectSettings()
             if self.protector is None:
                 raise TemporaryFailure(bilingual(
                     "La protection n'est pas disponible sur ce serveur : message non envoyé",

@@ -19,6 +19,7 @@ from gateway.types import (
     Decisions,
     Envelope,
     MessageFacts,
+    ProtectSettings,
     RecipientGroup,
 )
 
@@ -81,8 +82,9 @@ def _trace_one(policy: Policy, ctx: MessageContext, recipient: str) -> Recipient
     return RecipientTrace(recipient, tuple(tried), FALLBACK_DECISION)
 
 
-FALLBACK_DECISION = Decision(rule="(no rule held)", action="protect")
-"""What a policy without a default rule would do: protect, never pass by accident."""
+FALLBACK_DECISION = Decision(rule="(no rule held)", action="protect", protect=ProtectSettings())
+"""What a policy without a default rule would do: protect with the default settings,
+never pass by accident (and never decide a protect the transform has no settings for)."""
 
 
 def _resolve(decision: Decision, ctx: MessageContext) -> Decision:

@@ -14,6 +14,7 @@ matches ``xn--mdecins-bya.fr`` in an envelope and the other way round.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from encodings import idna
 
@@ -21,7 +22,12 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
 def to_ascii(domain: str) -> str:
-    """Lower-case A-label form of ``domain``; labels that cannot be encoded stay as given."""
+    """Lower-case A-label form of ``domain``; labels that cannot be encoded stay as given.
+
+    The standard library speaks IDNA 2003, which maps some labels to another name than
+    today's resolvers do ("straße" to "strasse" where they use "xn--strae-oqa"; joiners
+    dropped; full-width letters folded). Such a label stays as given too, so it matches
+    no list entry: the decision must be about the domain the provider will deliver to."""
     domain = domain.strip().rstrip(".").lower()
     labels = []
     for label in re.split(r"[.\u3002\uff0e\uff61]", domain):
@@ -29,9 +35,11 @@ def to_ascii(domain: str) -> str:
             labels.append(label)
             continue
         try:
-            labels.append(idna.ToASCII(label).decode("ascii").lower())
+            encoded = idna.ToASCII(label)
+            same = idna.ToUnicode(encoded) == unicodedata.normalize("NFC", label)
         except (UnicodeError, ValueError):
-            labels.append(label)
+            same = False
+        labels.append(encoded.decode("ascii").lower() if same else label)
     return ".".join(labels)
 
 

@@ -65,3 +65,15 @@ def test_list_files_skip_comments_and_report_bad_lines_with_their_number() -> No
     entries, bad = parse_list("# header\n\ngmail.com  # Google\nnot a domain\n")
     assert [e.text for e in entries] == ["gmail.com"]
     assert [(b.line, b.text) for b in bad] == [(4, "not a domain")]
+
+
+@pytest.mark.parametrize("address", [
+    "dr@straße.fr",          # IDNA 2003 says strasse.fr; resolvers today, xn--strae-oqa.fr
+    "dr@cabinet\u200d-martin.fr",  # a joiner IDNA 2003 drops silently
+    "dr@cabinet-martin.ｆｒ",  # full-width letters
+])
+def test_a_label_whose_idna_2003_form_is_another_name_matches_nothing(address: str) -> None:
+    """The provider may deliver to a different domain than the one the list names: such
+    an address must not inherit the list entry's decision (a pass would send in clear)."""
+    assert listed("strasse.fr").match(address) is None
+    assert listed("cabinet-martin.fr").match(address) is None

@@ -26,6 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway.logs import get_logger
+
+log = get_logger("pli.spool")
+
 RecipientState = Literal["pending", "sent", "failed"]
 
 
@@ -144,8 +148,15 @@ class Spool:
         return (self.msg_dir / f"{queue_id}.eml").read_bytes()
 
     def messages(self) -> Iterator[QueuedMessage]:
+        """Every queued message whose envelope can be read. One that cannot (edited by
+        hand, restored half-way) is logged and left where it is: it must not stop the
+        scan that finds every other message due for delivery."""
         for queue_id in self.ids():
-            message = self.load(queue_id)
+            try:
+                message = self.load(queue_id)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.error("spool.unreadable", queue_id=queue_id, error=type(exc).__name__)
+                continue
             if message is not None:
                 yield message
 

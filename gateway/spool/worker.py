@@ -97,7 +97,11 @@ class DeliveryWorker:
         while True:
             # Cleared before the scan, so a wake-up (pli queue flush) during it is not lost.
             self._wake.clear()
-            due, soonest = await asyncio.to_thread(self._scan)
+            try:
+                due, soonest = await asyncio.to_thread(self._scan)
+            except Exception as exc:  # a failed scan must not end every later one
+                log.error("delivery.scan_failed", error=type(exc).__name__)
+                due, soonest = [], None
             # Back in the loop: the queue and the claimed set are not thread-safe.
             for queue_id in due:
                 self.submit(queue_id)

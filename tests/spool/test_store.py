@@ -170,3 +170,14 @@ def test_a_message_removed_while_its_lock_was_awaited_is_not_handed_out(
     monkeypatch.setattr(os, "open", open_then_replace)
     with spool.locked(message.id) as held:
         assert held is None
+
+
+def test_an_unreadable_envelope_does_not_hide_the_other_queued_messages(spool: Spool) -> None:
+    """The delivery scan reads every envelope: one damaged file must not stop it (the
+    scheduler would stop for good, and nothing queued would be retried any more)."""
+    good = queued_message()
+    spool.enqueue(good, CONTENT)
+    for name, data in (("0BAD", b"{not json"), ("0OLD", b'{"id": "0OLD", "unknown": 1}')):
+        spool.enqueue(queued_message(name), CONTENT)
+        (spool.meta_dir / f"{name}.json").write_bytes(data)
+    assert [m.id for m in spool.messages()] == [good.id]

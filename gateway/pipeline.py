@@ -27,6 +27,7 @@ from gateway.policy import Policy, block_reply, decide
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
 from gateway.transform import Protector
 from gateway.transform.extract import Extracted, extract_parsed
+from gateway.transform.passcopy import pass_copy
 from gateway.types import Decisions, MessageFacts, Outgoing, ProtectSettings, Submission
 
 log = get_logger("pli.pipeline")
@@ -151,7 +152,8 @@ class ApplyPolicy:
         sub = job.submission
         env = sub.envelope
         parsed, facts = await asyncio.to_thread(_parse_and_inspect, sub.content)
-        decisions = decide(self.current(), env, facts)
+        policy = self.current()  # one policy for the whole message, even across a reload
+        decisions = decide(policy, env, facts)
         reply = block_reply(decisions, utf8=env.smtputf8)
         if reply:
             _log_decisions(job, facts, decisions, {})
@@ -160,7 +162,8 @@ class ApplyPolicy:
         passed = tuple(r for g in decisions.groups if g.decision.action == "pass"
                        for r in g.recipients)
         if passed:
-            outgoing.append(Outgoing(env.mail_from, passed, sub.content))
+            outgoing.append(Outgoing(env.mail_from, passed,
+                                     pass_copy(sub.content, policy.tag_names)))
         links: dict[int, str] = {}
         parts: Extracted | None = None
         for n, group in enumerate(decisions.groups):
@@ -177,7 +180,7 @@ class ApplyPolicy:
                 parts = await asyncio.to_thread(extract_parsed, parsed, sub.content)
             protected = await asyncio.to_thread(
                 self.protector.protect, sub.content, env.mail_from, group.recipients, how,
-                original=parsed, parts=parts)
+                original=parsed, parts=parts, tag_names=policy.tag_names)
             vault = self.protector.vault
             job.undo.append(functools.partial(vault.discard, protected.link_id))
             links[n] = protected.link_id

@@ -51,7 +51,8 @@ class Protector:
 
     def protect(self, content: bytes, mail_from: str, recipients: tuple[str, ...],
                 how: ProtectSettings, *, original: Message | None = None,
-                parts: Extracted | None = None) -> Protected:
+                parts: Extracted | None = None,
+                tag_names: frozenset[str] | None = None) -> Protected:
         """Blocking (the vault writes and fsyncs): run it in a worker thread.
 
         ``original`` and ``parts`` are ``content`` parsed and taken apart, when the caller
@@ -62,7 +63,8 @@ class Protector:
             parts = extract_parsed(original, content)
         code, mode = self._access_code(parts, how)
         templates = load_templates(self.template_dirs, how.language, how.template)
-        subject = remove_subject_tags(parts.subject, self.tag_names())
+        subject = remove_subject_tags(parts.subject,
+                                      self.tag_names() if tag_names is None else tag_names)
         expires = self.clock() + how.expiry_days * 86400
         sealed = self.vault.seal(
             _manifest(parts, subject),

@@ -38,6 +38,7 @@ class Recipient:
     address: str
     state: RecipientState = "pending"
     reply: str = ""
+    reported: bool = False  # a failure the sender has been told about (DSN queued)
 
 
 @dataclass
@@ -58,6 +59,11 @@ class QueuedMessage:
     @property
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state == "pending"]
+
+    @property
+    def unreported(self) -> list[Recipient]:
+        """Failed recipients whose DSN is still to be queued."""
+        return [r for r in self.recipients if r.state == "failed" and not r.reported]
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False, indent=1).encode("utf-8")

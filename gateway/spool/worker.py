@@ -157,9 +157,12 @@ class DeliveryWorker:
     async def _deliver(self, queue_id: str, connections: dict[str, aiosmtplib.SMTP]) -> None:
         try:
             with self.spool.locked(queue_id) as message:
-                if message is None or not message.pending:
+                if message is None:
                     return
-                await self._attempt(message, connections)
+                if message.pending:
+                    await self._attempt(message, connections)
+                elif message.unreported:  # only its DSN is left to queue
+                    await self._finish(message)
         except Busy:
             log.info("delivery.skipped_busy", queue_id=queue_id)
 
@@ -337,7 +340,6 @@ class DeliveryWorker:
                             reply=r.reply[:200])
                 self.counts["failed"] += 1
         still = message.pending
-        failed_now = [r for r in tried if r.state == "failed"]
         if still:
             message.attempts += 1
             if expired(message.created, now, delivery.lifetime):
@@ -347,7 +349,6 @@ class DeliveryWorker:
                                f"{_span(delivery.lifetime)} of retries)")
                     log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
                     self.counts["failed"] += 1
-                failed_now += still
             else:
                 delay = next_delay(message.attempts, delivery.retry_min, delivery.retry_max)
                 message.next_attempt = now + delay
@@ -356,14 +357,23 @@ class DeliveryWorker:
                              reply=r.reply[:200], retry_in=round(delay, 1),
                              attempts=message.attempts)
                     self.counts["deferred"] += 1
-        if failed_now:
+        await self._finish(message)
+
+    async def _finish(self, message: QueuedMessage) -> None:
+        """Queue the DSN for failures not yet reported, then keep or remove the message.
+
+        If the DSN cannot be queued, the message stays (its outcome saved, so nobody gets
+        it twice) and the DSN is tried again later: a failure is never left untold."""
+        unreported = message.unreported
+        if unreported:
             try:
-                await self._bounce(message, failed_now)
+                await self._bounce(message, unreported)
+                for r in unreported:
+                    r.reported = True
             except Exception as exc:
-                # The outcome must still be saved below: otherwise the recipients who got
-                # the message would get it again at every scan.
                 log.error("dsn.failed", queue_id=message.id, error=type(exc).__name__)
-        if message.pending:
+                message.next_attempt = self.clock() + self.settings.delivery.retry_min
+        if message.pending or message.unreported:
             await asyncio.to_thread(self.spool.save, message)
         else:
             await asyncio.to_thread(self.spool.remove, message.id)

@@ -197,11 +197,13 @@ class SubmissionSMTP(SMTP):
             )
         name = login.decode("utf-8", "replace")
         secret = password.decode("utf-8", "replace")
+        # Counted as a failure before the check and forgiven if it succeeds: attempts sent
+        # on many connections at once cannot all slip in before the lockout.
+        delay = self.throttle.failed(client)
         # Its own threads: a burst of logins must not hold up messages waiting for theirs.
         user = await asyncio.get_running_loop().run_in_executor(
             self.auth_pool, self.users.authenticate, name, secret)
         if user is None:
-            delay = self.throttle.failed(client)
             # No user name: a password typed into the name field must not reach the logs.
             log.warning("session.auth_failed", client=client, mechanism=mechanism)
             if delay:

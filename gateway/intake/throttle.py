@@ -47,4 +47,7 @@ class AuthThrottle:
         return float(min(max(0, count - self.delay_after), 5))
 
     def succeeded(self, client: str) -> None:
+        """The right password: its own attempt, counted beforehand, and earlier failures
+        are forgiven (a lock it may have tipped over included)."""
         self._failures.clear(client)
+        self._locked.pop(client, None)

@@ -94,3 +94,27 @@ def test_the_login_throttle_remembers_a_bounded_number_of_addresses() -> None:
     for i in range(20_000):
         throttle.failed(f"198.51.{i // 256}.{i % 256}")
     assert len(throttle._failures) <= 10_000
+
+
+def test_logins_sent_in_parallel_cannot_slip_past_the_lockout(tmp_path: Path) -> None:
+    """Twelve wrong logins on twelve connections at once: no more than the limit of them
+    get a password check; the others get 454 at once."""
+    import concurrent.futures
+
+    loop = LoopThread()
+    gw = make_gateway(tmp_path / "pli", extra="\n[auth]\ndelay_after = 50\nmax_failures = 3\n"
+                      "window = 60\nlockout = 60\n")
+    app = RunningApp(loop, gw).start()
+
+    def attempt(_: int) -> int:
+        with smtplib.SMTP(HOST, gw.submission_port, timeout=20) as client:
+            client.starttls(context=gw.client_context())
+            client.ehlo()
+            return client.docmd("AUTH", "PLAIN " + _plain(USER, "wrong password"))[0]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(attempt, range(12)))
+    finally:
+        app.stop()
+        loop.close()
+    assert codes.count(535) <= 3 and codes.count(454) >= 9, codes

@@ -9,10 +9,16 @@ from __future__ import annotations
 import unicodedata
 
 
+_PLAIN = {"\u2019": "'", "\u2018": "'", "\u00ab": '"', "\u00bb": '"', "\u2013": "-",
+          "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u202f": " ", "\u0153": "oe",
+          "\u0152": "OE", "\u00e6": "ae"}
+
+
 def ascii_fold(text: str) -> str:
     """SMTP replies are read by clients that may not have asked for UTF-8: keep the
     letters, drop the accents ("refusé" becomes "refuse")."""
-    text = text.replace("\u2019", "'").replace("\u00a0", " ").replace("\u202f", " ")
+    for char, plain in _PLAIN.items():
+        text = text.replace(char, plain)
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if c.isascii() and (c.isprintable() or c == " "))
 

@@ -118,11 +118,6 @@ class SubmissionSMTP(SMTP):
             return str(peer[0])
         return "unknown"
 
-    @property
-    def is_encrypted(self) -> bool:
-        return bool(self._tls_protocol) or (
-            self.implicit_tls and self.session is not None and self.session.ssl is not None
-        )
 
     # -- replies ---------------------------------------------------------------------
 

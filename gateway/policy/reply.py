@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import unicodedata
-
+from gateway.errors import ascii_fold
 from gateway.types import Decisions
 
 MAX_NAMED = 5
@@ -41,7 +40,7 @@ def block_reply(decisions: Decisions, *, utf8: bool = False) -> str | None:
         ]
     text = " ".join(french) + " / " + " ".join(english)
     if not utf8:
-        text = _ascii(text)
+        text = ascii_fold(text)
     return f"{code} {status} {' '.join(text.split())}"
 
 
@@ -53,15 +52,3 @@ def _names(recipients: tuple[str, ...]) -> str:
     shown = ", ".join(recipients[:MAX_NAMED])
     more = len(recipients) - MAX_NAMED
     return shown + (f" +{more}" if more > 0 else "")
-
-
-_REPLACEMENTS = {"\u2019": "'", "\u2018": "'", "\u00ab": '"', "\u00bb": '"', "\u2013": "-",
-                 "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u202f": " ", "\u0153": "oe",
-                 "\u0152": "OE", "\u00e6": "ae"}  # fmt: skip
-
-
-def _ascii(text: str) -> str:
-    for char, plain in _REPLACEMENTS.items():
-        text = text.replace(char, plain)
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if c.isascii() and (c.isprintable() or c == " "))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -29,11 +29,6 @@ log = get_logger("pli.delivery")
 FLUSH_MARKER = "flush"
 
 
-@dataclass
-class _Outcome:
-    sent: int = 0
-    failed: int = 0
-    deferred: int = 0
 
 
 class TemporaryError(Exception):
@@ -57,7 +52,6 @@ class DeliveryWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
-        self.counts = {"sent": 0, "failed": 0, "deferred": 0}
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -333,12 +327,10 @@ class DeliveryWorker:
         for r in tried:
             if r.state == "sent":
                 log.info("delivery.sent", queue_id=message.id, recipient=r.address,
-                         reply=r.reply[:200])
-                self.counts["sent"] += 1
+                         reply=reply_codes(r.reply))
             elif r.state == "failed":
                 log.warning("delivery.bounced", queue_id=message.id, recipient=r.address,
-                            reply=r.reply[:200])
-                self.counts["failed"] += 1
+                            reply=reply_codes(r.reply))
         still = message.pending
         if still:
             message.attempts += 1
@@ -348,15 +340,13 @@ class DeliveryWorker:
                     r.reply = (f"{r.reply or message.last_error} (Pli gave up after "
                                f"{_span(delivery.lifetime)} of retries)")
                     log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
-                    self.counts["failed"] += 1
             else:
                 delay = next_delay(message.attempts, delivery.retry_min, delivery.retry_max)
                 message.next_attempt = now + delay
                 for r in still:
                     log.info("delivery.deferred", queue_id=message.id, recipient=r.address,
-                             reply=r.reply[:200], retry_in=round(delay, 1),
+                             reply=reply_codes(r.reply), retry_in=round(delay, 1),
                              attempts=message.attempts)
-                    self.counts["deferred"] += 1
         await self._finish(message)
 
     async def _finish(self, message: QueuedMessage) -> None:
@@ -421,6 +411,17 @@ def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | Non
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+_REPLY_CODES = re.compile(r"^\s*([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
+
+
+def reply_codes(reply: str) -> str:
+    """A provider's answer as its codes only, for the logs: some providers quote the
+    subject when they refuse a message. The whole answer stays in the spool (for
+    `pli queue list`) and goes to the sender in the DSN."""
+    match = _REPLY_CODES.match(reply)
+    return " ".join(g for g in match.groups() if g) if match else "no code"
 
 
 def _span(seconds: float) -> str:

@@ -453,7 +453,9 @@ def _running_pid(settings: Settings) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ValueError, PermissionError):
         return None
-    return pid if b"pli" in cmdline or b"gateway.cli" in cmdline else None
+    args = [a for a in cmdline.split(b"\0") if a]
+    is_pli = any(a == b"pli" or a.endswith(b"/pli") or a == b"gateway.cli" for a in args[:3])
+    return pid if is_pli and b"run" in args else None
 
 
 def cmd_queue_delete(args: argparse.Namespace) -> int:

@@ -151,7 +151,7 @@ class PartWalk:
             filename is not None
             or _disposition(part) == "attachment"
             or content_type in _ALWAYS_ATTACHED
-            or not content_type.startswith("text/")
+            or content_type not in _TEXT_TYPES  # text/csv, text/x-vcard...: files too
         )
         data = _payload(part)
         kind = true_type(data) if is_attachment else None

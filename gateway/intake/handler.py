@@ -82,8 +82,9 @@ class SubmissionHandler:
         if "@" not in address:
             return smtp_reply(553, "5.1.3", "Un destinataire doit être une adresse complète "
                               "(nom@domaine)", "A recipient must be a full address (name@domain)")
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+        if address.lower() not in (r.lower() for r in envelope.rcpt_tos):
+            envelope.rcpt_tos.append(address)  # a repeated recipient gets one copy
+            envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:

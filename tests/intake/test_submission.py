@@ -284,3 +284,11 @@ def test_refusals_a_secretary_reads_come_in_french_then_english_in_plain_ascii(
     french, _, english = text.decode("ascii").partition(" / ")
     assert french.startswith("5.7.1 Ce compte ne peut pas envoyer en tant que")
     assert english.startswith("You may not send as")
+
+
+def test_a_recipient_given_twice_gets_one_copy(
+        gw: Gateway, provider: Provider, pli: RunningApp) -> None:
+    with starttls_client(gw) as client:
+        client.login(USER, PASSWORD)
+        client.sendmail(ADDRESS, ["patient@example.org", "Patient@example.org"], message())
+    assert wait_until(lambda: provider.received)[0].rcpt_tos == ["patient@example.org"]

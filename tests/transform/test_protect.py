@@ -232,3 +232,14 @@ def _all_text(message_bytes: bytes) -> str:
     return "\n".join(texts)
 
 
+
+
+def test_a_text_part_that_is_neither_plain_nor_html_goes_to_the_vault(setup) -> None:
+    _, vault, protector = setup
+    msg = original()
+    msg.add_attachment("nom;date\nDupont;2026-11-02\n", subtype="csv", disposition="inline")
+    del msg.get_payload()[-1]["Content-Disposition"]  # no file name, no disposition
+    result = protect(protector, msg)
+    link_id, secret = link_of(result.outgoing[0].content)
+    manifest = vault.read_manifest(link_id, secret)
+    assert "text/csv" in [f.declared_type for f in manifest.files]

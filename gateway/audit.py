@@ -257,21 +257,31 @@ class AuditTrail:
     # -- internals ------------------------------------------------------------------
 
     def _head(self) -> tuple[int, str]:
+        """The last record's number and hash: from the head file, unless the newest file
+        ends with a later record (a crash between writing records and the head)."""
+        head: tuple[int, str] = (0, GENESIS)
         try:
             seq, digest = (self.folder / HEAD).read_text().split()
-            return int(seq), digest
+            head = (int(seq), digest)
         except (FileNotFoundError, ValueError):
             pass
-        last = None
-        for _path, _n, line in self.records():  # no head yet: rebuild it from the files
-            last = line
-        if last:
-            try:
-                data = json.loads(last)
-                return int(data["seq"]), str(data["hash"])
-            except (ValueError, KeyError, TypeError):
-                pass
-        return 0, GENESIS
+        last = self._last_record()
+        return last if last is not None and last[0] > head[0] else head
+
+    def _last_record(self) -> tuple[int, str] | None:
+        files = self.files()
+        if not files:
+            return None
+        with files[-1].open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 65536))
+            tail = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            data = json.loads(tail)
+            return int(data["seq"]), str(data["hash"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def _write_head(self, seq: int, digest: str) -> None:
         tmp = self.folder / f".{HEAD}.tmp"

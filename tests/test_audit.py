@@ -245,3 +245,11 @@ def test_the_writer_thread_keeps_every_record_in_one_chain(tmp_path: Path) -> No
     trail.close()
     assert verify(trail) == (200, [])
     assert len(trail.files()) > 1  # rotated by size within batches too
+
+
+def test_a_crash_between_the_records_and_the_head_does_not_fork_the_chain(
+        tmp_path: Path) -> None:
+    trail = filled(tmp_path, 3)
+    (trail.folder / "audit.head").write_text("1 " + "0" * 64 + "\n")  # as if it lagged
+    trail.record("spool.queued", queue_id="Q9")
+    assert verify(trail) == (4, [])

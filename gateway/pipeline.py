@@ -66,13 +66,33 @@ class Pipeline:
         try:
             for step in self.steps:
                 await step(job)
-            ids = await asyncio.to_thread(self._enqueue, job)
+        except BaseException:
+            await asyncio.to_thread(_run_undo, job)
+            raise
+        loop = asyncio.get_running_loop()
+        writing = loop.run_in_executor(None, self._enqueue, job)
+        try:
+            ids = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The session went away (client gone, server stopping) while the spool was
+            # being written. The thread goes on: once it is done, what it queued is
+            # delivered, and only if it failed are the sealed links discarded. Undoing
+            # now could leave a queued notice pointing at a discarded link.
+            writing.add_done_callback(lambda done: self._after_cancel(done, job))
+            raise
         except BaseException:
             await asyncio.to_thread(_run_undo, job)
             raise
         for queue_id in ids:
             self.on_queued(queue_id)
         return job.queue_id
+
+    def _after_cancel(self, writing: asyncio.Future[list[str]], job: Job) -> None:
+        if writing.cancelled() or writing.exception() is not None:
+            asyncio.get_running_loop().run_in_executor(None, _run_undo, job)
+            return
+        for queue_id in writing.result():
+            self.on_queued(queue_id)
 
     def _enqueue(self, job: Job) -> list[str]:
         """Write every outgoing copy; if one fails, none stays behind."""

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import reply_codes
+
 GENESIS = "0" * 64
 HEAD = "audit.head"
 LOCK = "audit.lock"
@@ -46,7 +48,6 @@ _ADDRESS = re.compile(r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.\-\[\]:_]{1,255}
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NAME = re.compile(r"^[\w.@+-]{1,64}$")
 _MIME = re.compile(r"^[a-z0-9.+-]{1,64}/[a-z0-9.+-]{1,128}$")
-_REPLY_CODE = re.compile(r"^\s*([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
 
 
 def _address(v: Any) -> Any:
@@ -90,8 +91,8 @@ def _ip(v: Any) -> Any:
 
 def _reply(v: Any) -> Any:
     """A provider's reply is kept as its codes only: its text is the provider's words."""
-    match = _REPLY_CODE.match(v) if isinstance(v, str) else None
-    return " ".join(g for g in match.groups() if g) if match else REDACTED
+    codes = reply_codes(v) if isinstance(v, str) else None
+    return codes or REDACTED
 
 
 def _enum(*allowed: str) -> Callable[[Any], Any]:

@@ -6,6 +6,7 @@ The intake turns any of these into a reply in one place (its ``handle_exception`
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -21,6 +22,16 @@ def ascii_fold(text: str) -> str:
         text = text.replace(char, plain)
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if c.isascii() and (c.isprintable() or c == " "))
+
+
+_REPLY_CODES = re.compile(r"^\s*([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
+
+
+def reply_codes(reply: str) -> str | None:
+    """An SMTP answer reduced to its codes ("550 5.1.1"), or None without any: what logs
+    and the audit trail keep of a provider's words, which may quote a subject."""
+    match = _REPLY_CODES.match(reply)
+    return " ".join(g for g in match.groups() if g) if match else None
 
 
 def bilingual(french: str, english: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import ssl
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from collections.abc import Callable
 import aiosmtplib
 
 from gateway.config import Settings, Upstream
+from gateway.errors import reply_codes
 from gateway.logs import get_logger
 from gateway.spool.dsn import build_dsn
 from gateway.spool.retry import expired, next_delay
@@ -327,10 +327,10 @@ class DeliveryWorker:
         for r in tried:
             if r.state == "sent":
                 log.info("delivery.sent", queue_id=message.id, recipient=r.address,
-                         reply=reply_codes(r.reply))
+                         reply=reply_codes(r.reply) or "no code")
             elif r.state == "failed":
                 log.warning("delivery.bounced", queue_id=message.id, recipient=r.address,
-                            reply=reply_codes(r.reply))
+                            reply=reply_codes(r.reply) or "no code")
         still = message.pending
         if still:
             message.attempts += 1
@@ -345,7 +345,7 @@ class DeliveryWorker:
                 message.next_attempt = now + delay
                 for r in still:
                     log.info("delivery.deferred", queue_id=message.id, recipient=r.address,
-                             reply=reply_codes(r.reply), retry_in=round(delay, 1),
+                             reply=reply_codes(r.reply) or "no code", retry_in=round(delay, 1),
                              attempts=message.attempts)
         await self._finish(message)
 
@@ -411,17 +411,6 @@ def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | Non
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-_REPLY_CODES = re.compile(r"^\s*([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?")
-
-
-def reply_codes(reply: str) -> str:
-    """A provider's answer as its codes only, for the logs: some providers quote the
-    subject when they refuse a message. The whole answer stays in the spool (for
-    `pli queue list`) and goes to the sender in the DSN."""
-    match = _REPLY_CODES.match(reply)
-    return " ".join(g for g in match.groups() if g) if match else "no code"
 
 
 def _span(seconds: float) -> str:

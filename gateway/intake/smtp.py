@@ -182,7 +182,7 @@ class SubmissionSMTP(SMTP):
 
     async def _check_password(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
         client = self.client_address
-        if self.throttle.locked(client):
+        if not await self.throttle.admit(client):
             log.warning("session.auth_locked", client=client)
             return AuthResult(
                 success=False, handled=False,
@@ -192,12 +192,17 @@ class SubmissionSMTP(SMTP):
             )
         name = login.decode("utf-8", "replace")
         secret = password.decode("utf-8", "replace")
-        # Counted as a failure before the check and forgiven if it succeeds: attempts sent
-        # on many connections at once cannot all slip in before the lockout.
-        delay = self.throttle.failed(client)
-        # Its own threads: a burst of logins must not hold up messages waiting for theirs.
-        user = await asyncio.get_running_loop().run_in_executor(
-            self.auth_pool, self.users.authenticate, name, secret)
+        delay = 0.0
+        try:
+            # Its own threads: a burst of logins must not hold up messages waiting for theirs.
+            user = await asyncio.get_running_loop().run_in_executor(
+                self.auth_pool, self.users.authenticate, name, secret)
+            if user is None:
+                delay = self.throttle.failed(client)
+            else:
+                self.throttle.succeeded(client)
+        finally:
+            self.throttle.done(client)
         if user is None:
             # No user name: a password typed into the name field must not reach the logs.
             log.warning("session.auth_failed", client=client, mechanism=mechanism)
@@ -208,6 +213,5 @@ class SubmissionSMTP(SMTP):
                 message=smtp_reply(535, "5.7.8", "Nom d'utilisateur ou mot de passe incorrect",
                                    "Wrong user name or password"),
             )
-        self.throttle.succeeded(client)
         log.info("session.authenticated", client=client, user=user.name, mechanism=mechanism)
         return AuthResult(success=True, auth_data=user.name)

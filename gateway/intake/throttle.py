@@ -1,8 +1,15 @@
 """Failed logins per client address: each failure beyond a few is answered more slowly,
-and past a limit the address gets 454 4.7.0 until a lockout period has passed."""
+and past a limit the address gets 454 4.7.0 until a lockout period has passed.
+
+Password checks from one address run in parallel only as far as the failures still
+allowed: with 2 failures left, at most 2 checks are under way for that address and the
+next waits for one of them to finish. Wrong passwords sent on many connections at once
+therefore never get more checks than the limit, while right ones (a practice behind one
+NAT address, a client opening several connections) only wait their turn, never get 454."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -25,6 +32,8 @@ class AuthThrottle:
         self._clock = clock
         self._failures = RecentFailures(window, keep=max_failures, clock=clock)
         self._locked: dict[str, float] = {}
+        self._checking: dict[str, int] = {}  # password checks under way, per address
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
     def locked(self, client: str) -> bool:
         until = self._locked.get(client)
@@ -34,6 +43,38 @@ class AuthThrottle:
             return True
         del self._locked[client]
         return False
+
+    async def admit(self, client: str) -> bool:
+        """Wait until a password check from ``client`` may start; False if the address
+        is locked out. Every True must be followed by one ``done(client)``."""
+        while True:
+            if self.locked(client):
+                return False
+            checking = self._checking.get(client, 0)
+            if self._failures.count(client) + checking < self.max_failures:
+                self._checking[client] = checking + 1
+                return True
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(client, []).append(waiter)
+            try:
+                await waiter
+            finally:
+                waiters = self._waiting.get(client, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._waiting.pop(client, None)
+
+    def done(self, client: str) -> None:
+        """A check admitted by ``admit`` is over (its failure, if any, already recorded)."""
+        checking = self._checking.get(client, 0) - 1
+        if checking > 0:
+            self._checking[client] = checking
+        else:
+            self._checking.pop(client, None)
+        for waiter in self._waiting.get(client, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def failed(self, client: str) -> float:
         """Record a failure; return how many seconds to wait before answering it."""
@@ -47,7 +88,6 @@ class AuthThrottle:
         return float(min(max(0, count - self.delay_after), 5))
 
     def succeeded(self, client: str) -> None:
-        """The right password: its own attempt, counted beforehand, and earlier failures
-        are forgiven (a lock it may have tipped over included)."""
+        """The right password: earlier failures are forgiven."""
         self._failures.clear(client)
         self._locked.pop(client, None)

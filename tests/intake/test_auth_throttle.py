@@ -118,3 +118,58 @@ def test_logins_sent_in_parallel_cannot_slip_past_the_lockout(tmp_path: Path) ->
         app.stop()
         loop.close()
     assert codes.count(535) <= 3 and codes.count(454) >= 9, codes
+
+
+def test_right_logins_sent_in_parallel_all_get_in(tmp_path: Path) -> None:
+    """Twenty right logins at once from one address (a practice behind one NAT address, a
+    client opening several connections) wait their turn; none of them gets 454."""
+    import concurrent.futures
+
+    loop = LoopThread()
+    gw = make_gateway(tmp_path / "pli", extra="\n[auth]\ndelay_after = 50\nmax_failures = 3\n"
+                      "window = 60\nlockout = 60\n")
+    app = RunningApp(loop, gw).start()
+
+    def attempt(_: int) -> int:
+        with smtplib.SMTP(HOST, gw.submission_port, timeout=20) as client:
+            client.starttls(context=gw.client_context())
+            client.ehlo()
+            return client.docmd("AUTH", "PLAIN " + _plain(USER, PASSWORD))[0]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(attempt, range(20)))
+    finally:
+        app.stop()
+        loop.close()
+    assert codes == [235] * 20, codes
+
+
+def test_checks_in_parallel_never_outnumber_the_failures_left() -> None:
+    import asyncio
+
+    async def scenario() -> list[str]:
+        throttle = AuthThrottle(delay_after=0, max_failures=3, window=60, lockout=300)
+        throttle.failed("192.0.2.7")  # 2 failures left
+        order: list[str] = []
+
+        async def check(name: str, right: bool) -> None:
+            if not await throttle.admit("192.0.2.7"):
+                order.append(f"{name} locked")
+                return
+            order.append(f"{name} checking")
+            await asyncio.sleep(0.01)
+            if right:
+                throttle.succeeded("192.0.2.7")
+            else:
+                throttle.failed("192.0.2.7")
+            throttle.done("192.0.2.7")
+            order.append(f"{name} {'in' if right else 'refused'}")
+
+        await asyncio.gather(check("a", False), check("b", False), check("c", True))
+        return order
+
+    order = asyncio.run(scenario())
+    # a and b are checked side by side; c waits, then finds the address locked.
+    assert order[:2] == ["a checking", "b checking"]
+    assert order[-1] == "c locked"
+    assert order.count("c checking") == 0

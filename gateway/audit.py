@@ -215,15 +215,18 @@ class AuditTrail:
     def append(self, stamped: list[tuple[float, dict[str, Any]]]) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._lock, _flocked(self.folder / LOCK):
-            seq, prev = self._head()
+            on_disk = self.files()  # listed once per batch, not once per record
+            seq, prev = self._head(on_disk)
             by_file: dict[Path, list[str]] = {}
+            sizes: dict[Path, int] = {}  # what each file will hold once the batch is in
             for when, record in stamped:
                 seq += 1
                 record = {"seq": seq, "ts": _iso(when), **record, "prev": prev}
                 record["hash"] = prev = _digest(record)
-                path = self._current_file(when, seq, by_file)
-                by_file.setdefault(path, []).append(
-                    json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+                path = self._current_file(when, seq, on_disk, by_file, sizes)
+                line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+                by_file.setdefault(path, []).append(line)
+                sizes[path] = sizes.get(path, 0) + len(line)
             for path, lines in by_file.items():
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
@@ -257,7 +260,7 @@ class AuditTrail:
 
     # -- internals ------------------------------------------------------------------
 
-    def _head(self) -> tuple[int, str]:
+    def _head(self, files: list[Path]) -> tuple[int, str]:
         """The last record's number and hash: from the head file, unless the newest file
         ends with a later record (a crash between writing records and the head)."""
         head: tuple[int, str] = (0, GENESIS)
@@ -266,11 +269,10 @@ class AuditTrail:
             head = (int(seq), digest)
         except (FileNotFoundError, ValueError):
             pass
-        last = self._last_record()
+        last = self._last_record(files)
         return last if last is not None and last[0] > head[0] else head
 
-    def _last_record(self) -> tuple[int, str] | None:
-        files = self.files()
+    def _last_record(self, files: list[Path]) -> tuple[int, str] | None:
         if not files:
             return None
         with files[-1].open("rb") as handle:
@@ -289,15 +291,18 @@ class AuditTrail:
         tmp.write_text(f"{seq} {digest}\n")
         os.replace(tmp, self.folder / HEAD)
 
-    def _current_file(self, now: float, seq: int, pending: dict[Path, list[str]]) -> Path:
-        """The file for record ``seq``; ``pending`` holds the lines of this batch not yet
-        written, which count towards a file's size."""
-        files = sorted({*self.files(), *pending})
+    def _current_file(self, now: float, seq: int, on_disk: list[Path],
+                      pending: dict[Path, list[str]], sizes: dict[Path, int]) -> Path:
+        """The file for record ``seq``. ``on_disk`` lists the files before this batch,
+        ``pending`` holds the batch's lines not yet written, and ``sizes`` what each file
+        will then hold (filled here for a file first seen on disk)."""
+        files = sorted({*on_disk, *pending})
         day = time.strftime("%Y%m%d", time.gmtime(now))
         if files:
             latest = files[-1]
-            size = latest.stat().st_size if latest.exists() else 0
-            size += sum(len(line) for line in pending.get(latest, ()))
+            if latest not in sizes:
+                sizes[latest] = latest.stat().st_size if latest.exists() else 0
+            size = sizes[latest]
             if latest.stem.rsplit("-", 1)[-1] == day and size < self.retention.max_file_bytes:
                 return latest
         return self.folder / f"audit-{seq:012d}-{day}.jsonl"

@@ -96,8 +96,103 @@ def serve_provider(port: int, cert: str, key: str) -> None:
     asyncio.run(main())
 
 
+# -- the network: a child process standing between the senders and the provider ---------
+
+def serve_delay(port: int, target: int, rtt_ms: float) -> None:
+    """Forward each connection on ``port`` to ``target``, every byte half a round trip
+    late in each direction; a new connection reaches the provider half a round trip after
+    it was opened. Order is kept; bandwidth and losses are not modelled."""
+    import collections
+
+    one_way = rtt_ms / 2000
+
+    class Side(asyncio.Protocol):
+        """One end of a forwarded connection; what it receives goes to ``peer`` late."""
+
+        def __init__(self) -> None:
+            self.transport: asyncio.Transport | None = None
+            self.peer: Side | None = None
+            self.late: collections.deque[tuple[float, bytes | None]] = collections.deque()
+            self.timer: asyncio.TimerHandle | None = None
+            self.ended = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            self._later(data)
+
+        def eof_received(self) -> bool:
+            self._end()
+            return True
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._end()
+
+        def _end(self) -> None:
+            if not self.ended:
+                self.ended = True
+                self._later(None)  # the peer is closed once what came before is through
+
+        def _later(self, item: bytes | None) -> None:
+            loop = asyncio.get_running_loop()
+            self.late.append((loop.time() + one_way, item))
+            if self.timer is None:
+                self.timer = loop.call_at(self.late[0][0], self._flush)
+
+        def _flush(self) -> None:
+            self.timer = None
+            loop = asyncio.get_running_loop()
+            peer = self.peer.transport if self.peer is not None else None
+            if peer is None:  # the provider side is still connecting
+                self.timer = loop.call_later(0.001, self._flush)
+                return
+            while self.late and self.late[0][0] <= loop.time():
+                item = self.late.popleft()[1]
+                if item is None:
+                    peer.close()  # after what is buffered has been written
+                    self.late.clear()
+                    return
+                if not peer.is_closing():
+                    peer.write(item)
+            if self.late:
+                self.timer = loop.call_at(self.late[0][0], self._flush)
+
+    async def link(client: Side) -> None:
+        await asyncio.sleep(one_way)
+        provider = Side()
+        provider.peer, client.peer = client, provider
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: provider, HOST, target)
+        except OSError:
+            if client.transport is not None:
+                client.transport.close()
+
+    def accept() -> Side:
+        client = Side()
+        tasks.add(task := asyncio.get_running_loop().create_task(link(client)))
+        task.add_done_callback(tasks.discard)
+        return client
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        server = await loop.create_server(accept, HOST, port, reuse_address=True)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(main())
+
+
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-provider":
     serve_provider(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    sys.exit(0)
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-delay":
+    serve_delay(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
     sys.exit(0)
 
 sys.path.insert(0, str(ROOT))
@@ -120,8 +215,9 @@ MESSAGE_SIZE = 4096
 # A colleague in the MSSanté trust space: the policy `pli init` installs passes it as it
 # is (anyone else would get a protected copy).
 RECIPIENT = "dr.durand@medecin.mssante.fr"
-# Pli's shipped delivery settings (4 senders, idle connections kept 5 s), except that a
-# deferred message is retried within seconds, so a hiccup cannot outlast a run.
+# Pli's shipped delivery settings (3 connections to the provider, idle ones kept 5 s),
+# except that a deferred message is retried within seconds, so a hiccup cannot outlast a
+# run. --senders changes the number of connections.
 DELIVERY = "\n[delivery]\nretry_min = 1\nretry_max = 5\n"
 
 
@@ -154,14 +250,42 @@ class ProviderProcess:
         return ssl.create_default_context(cafile=str(self.cert))
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.proc = None
+        stop_child(self.proc)
+        self.proc = None
+
+
+class NetworkProcess:
+    """The delay in front of the provider, for a round-trip time above zero."""
+
+    def __init__(self, provider: ProviderProcess, rtt_ms: float, folder: Path) -> None:
+        self.port = free_port()
+        self.provider = provider
+        self.rtt_ms = rtt_ms
+        self.log_path = folder / f"network-{rtt_ms:g}ms.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NetworkProcess:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--serve-delay",
+                 str(self.port), str(self.provider.port), str(self.rtt_ms)],
+                stdout=log, stderr=log)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        stop_child(self.proc)
+        self.proc = None
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 # -- /proc -----------------------------------------------------------------------------
@@ -283,6 +407,7 @@ async def generate(port: int, tls: ssl.SSLContext, login: tuple[str, str], messa
 
 @dataclass
 class Run:
+    rtt_ms: float  # modelled round trip to the provider (0: plain loopback)
     round: int
     path: str  # "straight" or "pli"
     messages: int
@@ -354,16 +479,18 @@ def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
         run.provider_peak_mb = peak_rss_mb(provider.proc.pid)
 
 
-def run_straight(provider: ProviderProcess, rnd: int, args: argparse.Namespace) -> Run:
-    run = Run(rnd, "straight", args.messages)
-    measure(provider, run, provider.port, provider.client_context(),
+def run_straight(provider: ProviderProcess, port: int, rtt: float, rnd: int,
+                 args: argparse.Namespace) -> Run:
+    run = Run(rtt, rnd, "straight", args.messages)
+    measure(provider, run, port, provider.client_context(),
             (PROVIDER_USER, PROVIDER_PASSWORD), args)
     return run
 
 
-def run_pli(provider: ProviderProcess, rnd: int, args: argparse.Namespace, work: Path) -> Run:
-    folder = work / f"pli-{rnd}"
-    gw = make_gateway(folder, provider_port=provider.port, upstream_security="starttls",
+def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
+            args: argparse.Namespace, work: Path) -> Run:
+    folder = work / f"pli-{rtt:g}ms-{rnd}"
+    gw = make_gateway(folder, provider_port=port, upstream_security="starttls",
                       policy=None)  # keep the policy `pli init` installs
     password_file = folder / "upstream-password"
     password_file.write_text(PROVIDER_PASSWORD + "\n")
@@ -379,6 +506,8 @@ def run_pli(provider: ProviderProcess, rnd: int, args: argparse.Namespace, work:
     # make_gateway ends the file with the test suite's fast [delivery] settings (idle
     # provider connections closed after 0.5 s); measure the shipped ones instead.
     config = config[:config.index("\n[delivery]\n")] + DELIVERY
+    if args.senders is not None:
+        config += f"concurrency = {args.senders}\n"
     gw.config.write_text(config)
     pli = PliProcess(gw, folder / "pli.log")
     try:
@@ -386,7 +515,7 @@ def run_pli(provider: ProviderProcess, rnd: int, args: argparse.Namespace, work:
     except AssertionError:
         tail = pli.log()[-2000:]
         raise SystemExit(f"`pli run` did not open its port; the end of its log:\n{tail}")
-    run = Run(rnd, "pli", args.messages)
+    run = Run(rtt, rnd, "pli", args.messages)
     try:
         assert pli.proc is not None
         cpu_before = cpu_seconds(pli.proc.pid)
@@ -402,6 +531,7 @@ def run_pli(provider: ProviderProcess, rnd: int, args: argparse.Namespace, work:
 # -- report ----------------------------------------------------------------------------
 
 def ratios(runs: list[Run]) -> list[float]:
+    """Pli over straight, for each round of runs (all with the same round-trip time)."""
     rounds: dict[int, dict[str, Run]] = {}
     for run in runs:
         rounds.setdefault(run.round, {})[run.path] = run
@@ -420,6 +550,7 @@ def summary(runs: list[Run]) -> dict[str, object]:
         return statistics.median(values) if values else 0.0
 
     return {
+        "rtt_ms": runs[0].rtt_ms,
         "ratio": ratio,
         "ratios": each,
         "target": TARGET_RATIO,
@@ -442,18 +573,18 @@ def mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def print_report(runs: list[Run], result: dict[str, object],
+def print_report(runs: list[Run], results: list[dict[str, object]],
                  args: argparse.Namespace) -> None:
     print(f"\n{args.messages} messages of {MESSAGE_SIZE} bytes per run, {args.clients} "
           f"clients at once (STARTTLS + AUTH + 1 message each), {os.cpu_count()} CPUs")
-    header = (f"{'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} {'wall s':>7} "
+    header = (f"{'RTT':>4} {'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} {'wall s':>7} "
               f"{'msg/s':>7} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'Pli MB':>7} "
               f"{'CPU ms':>7} {'prov MB':>7}")
     print(header)
     print("-" * len(header))
     for r in runs:
         pli = r.path == "pli"
-        print(f"{r.round:>5}  {r.path:<8} {r.sent:>5} {r.received:>5} "
+        print(f"{r.rtt_ms:>4g} {r.round:>5}  {r.path:<8} {r.sent:>5} {r.received:>5} "
               f"{sum(r.errors.values()):>4} {r.wall_seconds:>7.2f} {r.msgs_per_second:>7.1f} "
               f"{(f'{r.accepted_per_second:.1f}' if pli else '-'):>7} "
               f"{r.latency_p50_ms:>7.1f} {r.latency_p99_ms:>7.1f} {mb(r.pli_peak_mb):>7} "
@@ -461,12 +592,20 @@ def print_report(runs: list[Run], result: dict[str, object],
               f"{mb(r.provider_peak_mb):>7}")
     for r in runs:
         if r.timed_out:
-            print(f"  round {r.round} {r.path}: stopped by --timeout {args.timeout:g} s "
+            print(f"  RTT {r.rtt_ms:g} ms round {r.round} {r.path}: stopped by --timeout {args.timeout:g} s "
                   f"({r.sent} of {r.messages} accepted, {r.received} received by the provider)")
         for name, count in r.errors.items():
-            print(f"  round {r.round} {r.path}: {count} x {name}")
+            print(f"  RTT {r.rtt_ms:g} ms round {r.round} {r.path}: {count} x {name}")
+    print()
+    for result in results:
+        print_summary(result)
+
+
+def print_summary(result: dict[str, object]) -> None:
     verdict = "met" if result["met"] else "NOT met"
-    print(f"\nPli {result['pli_msgs_per_second']:.1f} msg/s relayed, straight "
+    rtt = (f"round trip to the provider {result['rtt_ms']:g} ms" if result["rtt_ms"]
+           else "provider on loopback")
+    print(f"{rtt}: Pli {result['pli_msgs_per_second']:.1f} msg/s relayed, straight "
           f"{result['straight_msgs_per_second']:.1f} msg/s: ratio {result['ratio']:.2f} "
           f"(median of {len(result['ratios'])} rounds, target {TARGET_RATIO}: {verdict}); "
           f"end of DATA to 250 via Pli p50 {result['pli_p50_ms']:.0f} ms, "
@@ -485,6 +624,12 @@ def main() -> int:
                         help="messages sent before each measured run, not counted (20)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds allowed per run, delivery included (60)")
+    parser.add_argument("--rtt", type=rtt_list, default=[0.0], metavar="MS[,MS...]",
+                        help="round-trip times to the provider to model, in ms; 0 is plain "
+                             "loopback (0)")
+    parser.add_argument("--senders", type=int, default=None,
+                        help="Pli's connections to the provider at once ([delivery] "
+                             "concurrency); Pli's own default if not given")
     parser.add_argument("--dir", type=Path, default=None,
                         help="folder for the work files (Pli's spool: put it on the disk "
                              "to measure); a temporary folder by default")
@@ -493,35 +638,60 @@ def main() -> int:
     args = parser.parse_args()
     if args.messages < 1 or args.clients < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--messages, --clients and --rounds must be at least 1, --warmup at least 0")
+    if args.senders is not None and not 1 <= args.senders <= 64:
+        parser.error("--senders must be from 1 to 64, as in pli.toml")
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pli-bench-", dir=args.dir))
     runs: list[Run] = []
     provider = ProviderProcess(work)
+    network: NetworkProcess | None = None
     try:
         provider.start()
-        for rnd in range(1, args.rounds + 1):
-            runs.append(run_straight(provider, rnd, args))
-            runs.append(run_pli(provider, rnd, args, work))
-            if not args.json:
-                print(f"round {rnd}: straight {runs[-2].msgs_per_second:.1f} msg/s, "
-                      f"pli {runs[-1].msgs_per_second:.1f} msg/s", flush=True)
+        for rtt in args.rtt:
+            port = provider.port
+            if rtt:
+                network = NetworkProcess(provider, rtt, work).start()
+                port = network.port
+            for rnd in range(1, args.rounds + 1):
+                runs.append(run_straight(provider, port, rtt, rnd, args))
+                runs.append(run_pli(provider, port, rtt, rnd, args, work))
+                if not args.json:
+                    print(f"RTT {rtt:g} ms round {rnd}: straight "
+                          f"{runs[-2].msgs_per_second:.1f} msg/s, "
+                          f"pli {runs[-1].msgs_per_second:.1f} msg/s", flush=True)
+            if network is not None:
+                network.stop()
+                network = None
     finally:
+        if network is not None:
+            network.stop()
         provider.stop()
         if args.keep:
             print(f"work files and logs kept in {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    result = summary(runs)
+    results = [summary([r for r in runs if r.rtt_ms == rtt]) for rtt in args.rtt]
     if args.json:
         print(json.dumps({"messages": args.messages, "clients": args.clients,
                           "message_size": MESSAGE_SIZE, "cpus": os.cpu_count(),
-                          "runs": [asdict(r) for r in runs], "summary": result}, indent=1))
+                          "runs": [asdict(r) for r in runs], "summaries": results}, indent=1))
     else:
-        print_report(runs, result, args)
-    return 1 if result["lost"] or result["errors"] or result["timed_out"] else 0
+        print_report(runs, results, args)
+    failed = any(r["lost"] or r["errors"] or r["timed_out"] for r in results)
+    return 1 if failed else 0
+
+
+def rtt_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if any(not 0 <= v <= 1000 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError("each round-trip time once, from 0 to 1000 ms")
+    return values
 
 
 if __name__ == "__main__":

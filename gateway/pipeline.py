@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
 from gateway.errors import (MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure,
                             bilingual)
@@ -29,6 +30,10 @@ from gateway.transform import Protector
 from gateway.transform.extract import Extracted, extract_parsed
 from gateway.transform.passcopy import pass_copy
 from gateway.types import Decisions, MessageFacts, Outgoing, ProtectSettings, Submission
+
+if TYPE_CHECKING:
+    from gateway.transform.protect import Protected
+    from gateway.vault import Vault
 
 log = get_logger("pli.pipeline")
 
@@ -198,15 +203,28 @@ class ApplyPolicy:
                     "sent"), code=451, status="4.7.0")
             if parts is None:  # taken apart once, whatever the number of groups
                 parts = await asyncio.to_thread(extract_parsed, parsed, sub.content)
-            protected = await asyncio.to_thread(
-                self.protector.protect, sub.content, env.mail_from, group.recipients, how,
-                original=parsed, parts=parts, tag_names=policy.tag_names)
             vault = self.protector.vault
+            sealing = asyncio.ensure_future(asyncio.to_thread(
+                self.protector.protect, sub.content, env.mail_from, group.recipients, how,
+                original=parsed, parts=parts, tag_names=policy.tag_names))
+            try:
+                protected = await asyncio.shield(sealing)
+            except asyncio.CancelledError:
+                # The session went away while the thread seals: the link it makes will
+                # never be sent, so it is discarded once sealed, not left until expiry.
+                sealing.add_done_callback(functools.partial(_discard_sealed, vault))
+                raise
             job.undo.append(functools.partial(vault.discard, protected.link_id))
             links[n] = protected.link_id
             outgoing.extend(protected.outgoing)
         job.outgoing = outgoing
         _log_decisions(job, facts, decisions, links)
+
+
+def _discard_sealed(vault: Vault, sealing: asyncio.Future[Protected]) -> None:
+    if not sealing.cancelled() and sealing.exception() is None:
+        link_id = sealing.result().link_id
+        asyncio.get_running_loop().run_in_executor(None, vault.discard, link_id)
 
 
 def _parse_and_inspect(content: bytes) -> tuple[Message | None, MessageFacts]:

@@ -58,3 +58,52 @@ def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path:
     asyncio.run(scenario())
     assert len(spool.ids()) == 2 and sorted(queued) == sorted(spool.ids())  # notice, receipt
     assert len(vault.links()) == 1  # still there for the notice that will be delivered
+
+
+def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Path) -> None:
+    """The session goes away while the vault thread seals the message: nothing is queued,
+    so the link that thread makes is discarded once it exists, not kept until expiry."""
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    settings = gw.settings()
+    policy = load_policy(settings.policy)  # type: ignore[arg-type]
+    vault = Vault(settings.vault_dir)
+    spool = Spool(settings.spool_dir)
+    spool.create()
+    protector = Protector(vault, settings, template_dirs(settings),
+                          tag_names=lambda: policy.tag_names)
+    slow_protect = protector.protect
+    sealing = []
+
+    def protect(*args, **kwargs):  # type: ignore[no-untyped-def]
+        sealing.append(True)
+        time.sleep(0.3)  # a slow disk: the session is cancelled meanwhile
+        return slow_protect(*args, **kwargs)
+    protector.protect = protect  # type: ignore[method-assign]
+    queued: list[str] = []
+    pipeline = Pipeline(default_steps(lambda: policy, protector), spool,
+                        on_queued=queued.append)
+    content = (f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: Bilan\r\n\r\n"
+               "Bonjour\r\n").encode()
+    submission = Submission(Envelope(ADDRESS, ("patient@gmail.com",)), content, "martin",
+                            "127.0.0.1", frozenset({ADDRESS}))
+    seen_links: list[int] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(pipeline.process(submission))
+        while not sealing:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        for _ in range(100):  # the sealing thread finishes, then its link goes
+            seen_links.append(len(vault.links()))
+            if seen_links[-1] == 0 and len(seen_links) > 10:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert not queued and not spool.ids()
+    assert max(seen_links) <= 1 and seen_links[-1] == 0, seen_links
+    assert not any((Path(settings.vault_dir) / "objects").iterdir())  # its files are gone too

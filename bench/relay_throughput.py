@@ -553,6 +553,7 @@ def summary(runs: list[Run]) -> dict[str, object]:
         "rtt_ms": runs[0].rtt_ms,
         "ratio": ratio,
         "ratios": each,
+        "rounds": len(each),
         "target": TARGET_RATIO,
         "met": ratio >= TARGET_RATIO,
         "pli_msgs_per_second": med([r.msgs_per_second for r in pli]),
@@ -607,7 +608,7 @@ def print_summary(result: dict[str, object]) -> None:
            else "provider on loopback")
     print(f"{rtt}: Pli {result['pli_msgs_per_second']:.1f} msg/s relayed, straight "
           f"{result['straight_msgs_per_second']:.1f} msg/s: ratio {result['ratio']:.2f} "
-          f"(median of {len(result['ratios'])} rounds, target {TARGET_RATIO}: {verdict}); "
+          f"(median of {result['rounds']} rounds, target {TARGET_RATIO}: {verdict}); "
           f"end of DATA to 250 via Pli p50 {result['pli_p50_ms']:.0f} ms, "
           f"p99 {result['pli_p99_ms']:.0f} ms (straight {result['straight_p50_ms']:.0f}/"
           f"{result['straight_p99_ms']:.0f} ms); peak memory Pli "

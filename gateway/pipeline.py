@@ -224,7 +224,10 @@ class ApplyPolicy:
 def _discard_sealed(vault: Vault, sealing: asyncio.Future[Protected]) -> None:
     if not sealing.cancelled() and sealing.exception() is None:
         link_id = sealing.result().link_id
-        asyncio.get_running_loop().run_in_executor(None, vault.discard, link_id)
+        try:
+            asyncio.get_running_loop().run_in_executor(None, vault.discard, link_id)
+        except RuntimeError:  # the server is stopping: the unsent link expires on its own
+            log.warning("pipeline.undo_failed", error="stopping")
 
 
 def _parse_and_inspect(content: bytes) -> tuple[Message | None, MessageFacts]:

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,20 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 PROVIDER_USER = "cabinet@cabinet-martin.fr"
 PROVIDER_PASSWORD = "provider account password"
+
+
+def serve_until_stopped(factory: Callable[[], asyncio.BaseProtocol], port: int) -> None:
+    """Serve ``factory``'s protocol on HOST:port until SIGTERM or SIGINT (child processes)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        server = await loop.create_server(factory, HOST, port, reuse_address=True)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(main())
 
 
 # -- the provider: a child process of this script, which imports nothing from Pli --------
@@ -84,16 +99,7 @@ def serve_provider(port: int, cert: str, key: str) -> None:
                         authenticator=authenticator, auth_required=True,
                         auth_require_tls=True)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        server = await loop.create_server(factory, HOST, port, reuse_address=True)
-        await stop.wait()
-        server.close()
-
-    asyncio.run(main())
+    serve_until_stopped(factory, port)
 
 
 # -- the network: a child process standing between the senders and the provider ---------
@@ -176,16 +182,7 @@ def serve_delay(port: int, target: int, rtt_ms: float) -> None:
 
     tasks: set[asyncio.Task[None]] = set()
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        server = await loop.create_server(accept, HOST, port, reuse_address=True)
-        await stop.wait()
-        server.close()
-
-    asyncio.run(main())
+    serve_until_stopped(accept, port)
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-provider":

@@ -96,9 +96,9 @@ def test_the_login_throttle_remembers_a_bounded_number_of_addresses() -> None:
     assert len(throttle._failures) <= 10_000
 
 
-def test_logins_sent_in_parallel_cannot_slip_past_the_lockout(tmp_path: Path) -> None:
-    """Twelve wrong logins on twelve connections at once: no more than the limit of them
-    get a password check; the others get 454 at once."""
+def _logins_at_once(tmp_path: Path, password: str, count: int) -> list[int]:
+    """``count`` AUTH PLAIN for USER on as many connections at once, from one address,
+    to a gateway that locks an address out after 3 failures; their reply codes."""
     import concurrent.futures
 
     loop = LoopThread()
@@ -110,37 +110,26 @@ def test_logins_sent_in_parallel_cannot_slip_past_the_lockout(tmp_path: Path) ->
         with smtplib.SMTP(HOST, gw.submission_port, timeout=20) as client:
             client.starttls(context=gw.client_context())
             client.ehlo()
-            return client.docmd("AUTH", "PLAIN " + _plain(USER, "wrong password"))[0]
+            return client.docmd("AUTH", "PLAIN " + _plain(USER, password))[0]
     try:
-        with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            codes = list(pool.map(attempt, range(12)))
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            return list(pool.map(attempt, range(count)))
     finally:
         app.stop()
         loop.close()
+
+
+def test_logins_sent_in_parallel_cannot_slip_past_the_lockout(tmp_path: Path) -> None:
+    """Twelve wrong logins on twelve connections at once: no more than the limit of them
+    get a password check; the others get 454."""
+    codes = _logins_at_once(tmp_path, "wrong password", 12)
     assert codes.count(535) <= 3 and codes.count(454) >= 9, codes
 
 
 def test_right_logins_sent_in_parallel_all_get_in(tmp_path: Path) -> None:
     """Twenty right logins at once from one address (a practice behind one NAT address, a
     client opening several connections) wait their turn; none of them gets 454."""
-    import concurrent.futures
-
-    loop = LoopThread()
-    gw = make_gateway(tmp_path / "pli", extra="\n[auth]\ndelay_after = 50\nmax_failures = 3\n"
-                      "window = 60\nlockout = 60\n")
-    app = RunningApp(loop, gw).start()
-
-    def attempt(_: int) -> int:
-        with smtplib.SMTP(HOST, gw.submission_port, timeout=20) as client:
-            client.starttls(context=gw.client_context())
-            client.ehlo()
-            return client.docmd("AUTH", "PLAIN " + _plain(USER, PASSWORD))[0]
-    try:
-        with concurrent.futures.ThreadPoolExecutor(20) as pool:
-            codes = list(pool.map(attempt, range(20)))
-    finally:
-        app.stop()
-        loop.close()
+    codes = _logins_at_once(tmp_path, PASSWORD, 20)
     assert codes == [235] * 20, codes
 
 

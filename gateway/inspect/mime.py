@@ -8,6 +8,7 @@ message yields partial facts rather than an exception. Work is bounded: at most
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 import email.utils
@@ -243,6 +244,9 @@ def _filename(part: Message) -> str | None:
 
 
 def _payload(part: Message) -> bytes:
+    data = _base64_payload(part)
+    if data is not None:
+        return data
     try:
         data = part.get_payload(decode=True)
     except Exception:
@@ -254,6 +258,25 @@ def _payload(part: Message) -> bytes:
     except Exception:
         return b""
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _base64_payload(part: Message) -> bytes | None:
+    """A well-formed base64 part decoded straight from its text, or None.
+
+    ``get_payload(decode=True)`` copies the text to bytes, splits it into lines and joins
+    them again before decoding: about 4.5 times the part's size at the peak (600 MB for a
+    100 MB scan). ``a2b_base64`` skips the line breaks itself and decodes in one pass. On
+    anything it refuses (bad padding, 8-bit text), the email package decodes instead, with
+    its own lenient rules."""
+    try:
+        if str(part.get("content-transfer-encoding", "")).strip().lower() != "base64":
+            return None
+        text = part.get_payload()
+        if not isinstance(text, str):
+            return None
+        return binascii.a2b_base64(text)
+    except Exception:  # binascii.Error, non-ASCII text, an unreadable header
+        return None
 
 
 def _message_bytes(message: Message) -> bytes:

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.inspect import inspect_message
+from gateway.inspect.mime import _payload, parse
 
 HEADERS = st.sampled_from(
     [
@@ -27,3 +28,23 @@ def test_inspection_never_raises_on_any_bytes(raw: bytes) -> None:
     facts = inspect_message(raw)
     assert facts.size == len(raw)
     assert all(a.size >= 0 and "/" in a.true_type for a in facts.attachments)
+
+
+# Text a base64 part may hold: its alphabet, padding in any place, line breaks, spaces,
+# characters outside the alphabet and 8-bit bytes.
+BASE64_TEXT = st.lists(st.one_of(
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            max_size=12),
+    st.sampled_from(["=", "==", "\r\n", "\n", " ", "*", "-", "_", "\t", "é"]),
+), max_size=30).map("".join)
+
+
+@settings(max_examples=500)
+@given(BASE64_TEXT)
+def test_a_base64_part_decodes_as_the_email_package_decodes_it(text: str) -> None:
+    raw = ("Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + text).encode("utf-8")
+    part = parse(raw)
+    assert part is not None
+    expected = part.get_payload(decode=True)
+    assert _payload(part) == expected

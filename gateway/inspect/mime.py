@@ -244,9 +244,9 @@ def _filename(part: Message) -> str | None:
 
 
 def _payload(part: Message) -> bytes:
-    data = _base64_payload(part)
-    if data is not None:
-        return data
+    decoded = _base64_payload(part)
+    if decoded is not None:
+        return decoded
     try:
         data = part.get_payload(decode=True)
     except Exception:

@@ -31,7 +31,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -70,8 +70,9 @@ class _Reader(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-Source = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes | bytearray | memoryview]
-"""Plaintext or ciphertext as the caller has it: in memory, a binary file, or chunks."""
+Source = bytes | bytearray | memoryview | _Reader | Iterable[bytes | bytearray | memoryview]
+"""Plaintext or ciphertext as the caller has it: in memory, anything with a binary
+``read`` (a file, the vault store's reader), or chunks."""
 
 
 # --- Identifiers and secrets -------------------------------------------------------------
@@ -253,10 +254,10 @@ def iter_chunks(source: Source) -> Iterator[bytes | bytearray | memoryview]:
         while chunk := reader.read(RECORD_SIZE):
             yield chunk
     else:
-        for chunk in source:
-            if not isinstance(chunk, bytes | bytearray | memoryview):
+        for piece in source:
+            if not isinstance(piece, bytes | bytearray | memoryview):
                 raise TypeError("file content must be bytes, a binary file or byte chunks")
-            yield chunk
+            yield piece
 
 
 class _ChunkReader:

@@ -151,6 +151,10 @@ def _digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+BATCH_WINDOW = 0.05
+"""Seconds the writer thread waits after a record for others to write with it."""
+
+
 @dataclass(frozen=True)
 class Retention:
     days: float = 365.0
@@ -199,6 +203,10 @@ class AuditTrail:
         stop = False
         while not stop:
             batch = [self._queue.get()]
+            if batch[0] is not None:
+                # Let the records of the same moment join this one: a message makes
+                # several, and each batch costs a lock, a listing and a head file.
+                time.sleep(BATCH_WINDOW)
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -276,10 +284,13 @@ class AuditTrail:
         if not files:
             return None
         with files[-1].open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 65536))
-            tail = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            size = handle.seek(0, os.SEEK_END)
+            for window in (4096, 65536):  # a record is well under 4 KiB, but never cut one
+                handle.seek(max(0, size - window))
+                tail = handle.read().rstrip(b"\n")
+                if b"\n" in tail or window >= size:
+                    break
+            tail = tail.rsplit(b"\n", 1)[-1]
         try:
             data = json.loads(tail)
             return int(data["seq"]), str(data["hash"])

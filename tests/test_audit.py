@@ -253,3 +253,13 @@ def test_a_crash_between_the_records_and_the_head_does_not_fork_the_chain(
     (trail.folder / "audit.head").write_text("1 " + "0" * 64 + "\n")  # as if it lagged
     trail.record("spool.queued", queue_id="Q9")
     assert verify(trail) == (4, [])
+
+
+def test_a_long_last_record_is_read_whole_when_the_head_lags(tmp_path: Path) -> None:
+    trail = filled(tmp_path, 2)
+    many = [f"patient{i}@example.org" for i in range(300)]  # one record of about 8 KB
+    trail.record("policy.decided", queue_id="Q8", recipients=many, action="protect")
+    assert len(lines(trail)[1][-1]) > 4096
+    (trail.folder / "audit.head").write_text("1 " + "0" * 64 + "\n")  # as if it lagged
+    trail.record("spool.queued", queue_id="Q9")
+    assert verify(trail) == (4, [])

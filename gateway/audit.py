@@ -108,6 +108,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
                        "types": _mimes, "sizes": _ints, "size": _int, "link": _id},
     "policy.reloaded": {"rules": _int},
     "policy.reload_failed": {},
+    "users.reload_failed": {},
     "spool.queued": {"queue_id": _id, "sender": _address, "recipients": _int, "size": _int,
                      "user": _name, "client": _ip},
     "delivery.sent": {"queue_id": _id, "recipient": _address, "reply": _reply},

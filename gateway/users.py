@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.logs import get_logger
+
+log = get_logger("pli.users")
 
 _N, _R, _P = 2**14, 8, 1
 _DKLEN = 32
@@ -82,20 +85,33 @@ class UserStore:
         self.path = path
         self._stamp: tuple[int, int] | None = None
         self._users: dict[str, User] = {}
+        self._loaded = False
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, tuple[str, bytes, float]] = {}
         self._lock = threading.Lock()
 
     def users(self) -> dict[str, User]:
+        """The users, read again whenever the file changes.
+
+        The first read raises on a file that does not read (start-up stops with the
+        reason). Later, a hand edit gone wrong keeps the last good users in force and is
+        logged once: one typo must not stop the whole practice's mail."""
         try:
             st = self.path.stat()
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
-        if stamp != self._stamp:
-            self._users = load_users(self.path) if stamp else {}
-            self._stamp = stamp
+        if stamp != self._stamp or not self._loaded:
+            try:
+                users = load_users(self.path) if stamp else {}
+            except ConfigError as exc:
+                if not self._loaded:
+                    raise
+                self._stamp = stamp  # said once, not at every login
+                log.error("users.reload_failed", problem=str(exc), kept="previous users")
+                return self._users
+            self._users, self._stamp, self._loaded = users, stamp, True
         return self._users
 
     def get(self, name: str) -> User | None:

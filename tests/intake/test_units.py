@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -76,3 +77,25 @@ def test_a_remembered_login_skips_scrypt_but_never_a_wrong_or_changed_password(
     assert len(calls) == 3  # expired: checked again
     save_users(path, {"martin": User("martin", hash_password("new password!"), ("a@b.fr",))})
     assert store.authenticate("martin", "abcdefghijk") is None  # changed in the file
+
+
+def test_a_users_file_broken_while_running_keeps_the_last_good_users(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from gateway.errors import ConfigError
+
+    path = tmp_path / "users.toml"
+    path.write_text("[users.martin\n")  # as a hand edit can leave it
+    with pytest.raises(ConfigError, match="users file"):
+        UserStore(path).users()  # at start-up: refused, with the reason
+    save_users(path, {"martin": User("martin", hash_password("abcdefghijk"), ("a@b.fr",))})
+    store = UserStore(path)
+    assert store.authenticate("martin", "abcdefghijk") is not None
+    path.write_text(path.read_text() + "\n[users.bernard]\npassword = \n")
+    with capture_logs() as logs:
+        assert store.authenticate("martin", "abcdefghijk") is not None
+        assert store.get("martin") is not None
+    assert [e["event"] for e in logs] == ["users.reload_failed"]  # once, not per login
+    assert "users.toml" in logs[0]["problem"]
+    save_users(path, {"bernard": User("bernard", hash_password("0123456789a"), ("b@b.fr",))})
+    assert store.get("martin") is None and store.get("bernard") is not None  # mended

@@ -87,6 +87,21 @@ class TemporaryFailure(SmtpReplyError):
     status = "4.3.0"
 
 
+class InsufficientStorage(SmtpReplyError):
+    """The disk holding the spool or the vault is full, or too full to take a message of
+    the largest allowed size: the client keeps the message and tries again later."""
+
+    code = 452
+    status = "4.3.1"
+
+    def __init__(self) -> None:
+        super().__init__(bilingual(
+            "Le disque du serveur Pli est plein : message non pris, il reste dans votre "
+            "messagerie ; réessayez plus tard et prévenez votre prestataire informatique",
+            "Pli's disk is full: the message was not taken and stays in your mail client; "
+            "try again later and tell your IT contractor"))
+
+
 class ConfigError(PliError):
     """A configuration file is missing, unreadable or invalid; the text says where."""
 

@@ -20,12 +20,12 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
-from gateway.errors import (MessageRejected, PolicyBlocked, SenderNotAllowed, TemporaryFailure,
-                            bilingual)
+from gateway.errors import (InsufficientStorage, MessageRejected, PolicyBlocked, SenderNotAllowed,
+                            TemporaryFailure, bilingual)
 from gateway.inspect import inspect_parsed, parse
 from gateway.logs import get_logger
 from gateway.policy import Policy, block_reply, decide
-from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
+from gateway.spool.store import QueuedMessage, Recipient, Spool, is_disk_full, new_queue_id
 from gateway.transform import Protector
 from gateway.transform.extract import Extracted, extract_parsed
 from gateway.transform.passcopy import pass_copy
@@ -63,6 +63,17 @@ class Pipeline:
         self.on_queued = on_queued
 
     async def process(self, submission: Submission) -> str:
+        try:
+            return await self._process(submission)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # Whatever was half-written has been undone; the client keeps the message.
+            log.error("pipeline.disk_full", error=exc.strerror or "no space left",
+                      user=submission.user, client=submission.client)
+            raise InsufficientStorage() from None
+
+    async def _process(self, submission: Submission) -> str:
         job = Job(submission)
         job.outgoing.append(
             Outgoing(submission.envelope.mail_from, submission.envelope.rcpt_tos,

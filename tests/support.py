@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -324,15 +324,16 @@ class RunningApp:
 class PliProcess:
     """`pli run` as a real process, for crash and signal tests."""
 
-    def __init__(self, gw: Gateway, log_path: Path) -> None:
+    def __init__(self, gw: Gateway, log_path: Path, wrap: Sequence[str] = ()) -> None:
         self.gw = gw
         self.log_path = log_path
+        self.wrap = list(wrap)  # a command that ends by exec'ing its arguments
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PliProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.gw.config)],
+            [*self.wrap, sys.executable, "-m", "gateway.cli", "run", "-c", str(self.gw.config)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_for_port(self.gw.submission_port)

@@ -13,7 +13,7 @@ from typing import Any
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session
 
-from gateway.errors import SmtpReplyError, smtp_reply
+from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
 from gateway.logs import get_logger
 from gateway.types import Envelope, Submission
 from gateway.users import UserStore
@@ -34,9 +34,11 @@ def normalise_line_endings(content: bytes) -> bytes:
 
 
 class SubmissionHandler:
-    def __init__(self, users: UserStore, process: Process) -> None:
+    def __init__(self, users: UserStore, process: Process,
+                 has_room: Callable[[], bool] = lambda: True) -> None:
         self.users = users
         self.process = process
+        self.has_room = has_room
 
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: SmtpEnvelope, hostname: str,
@@ -57,6 +59,9 @@ class SubmissionHandler:
         if not address:
             return smtp_reply(550, "5.7.1", "Un expéditeur vide (<>) ne peut pas envoyer",
                               "An empty sender (<>) cannot be used to submit mail")
+        if not self.has_room():  # said now, before the client uploads the message
+            log.warning("session.disk_full", client=_client(session), user=user.name)
+            return InsufficientStorage().reply
         if not user.may_send_as(address):
             log.info("session.sender_refused", client=_client(session), user=user.name,
                      sender=address)

@@ -210,6 +210,22 @@ def _same_file(fd: int, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still put on the disk holding ``folder`` (or its
+    nearest existing parent, for a folder not made yet)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            st = os.statvfs(candidate)
+        except FileNotFoundError:
+            continue
+        return st.f_bavail * st.f_frsize
+    raise FileNotFoundError(folder)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

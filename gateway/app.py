@@ -20,7 +20,7 @@ from gateway.logs import get_logger
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
 from gateway.portal import start_portal
-from gateway.spool.store import Spool
+from gateway.spool.store import DiskRoom, Spool
 from gateway.spool.worker import DeliveryWorker
 from gateway.tls import server_context
 from gateway.transform import Protector
@@ -51,7 +51,9 @@ class App:
         self.policy: Policy | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.metrics = metrics.Metrics(queue=metrics.spool_queue_stats(settings.spool_dir))
+        self.room = DiskRoom((settings.spool_dir, settings.vault_dir), settings.max_message_size)
+        self.metrics = metrics.Metrics(queue=metrics.spool_queue_stats(settings.spool_dir),
+                                       free_bytes=self.room.free)
         self._metrics_runner: Any = None
         self._portal_runner: Any = None
 
@@ -72,7 +74,8 @@ class App:
                             on_queued=self.worker.submit)
         self.worker.start()
         self._tasks.append(asyncio.create_task(self._purge_expired_links()))
-        self.intake = await start_intake(settings, self.users, pipeline.process, tls)
+        self.intake = await start_intake(settings, self.users, pipeline.process, tls,
+                                         has_room=self.room.enough)
         if settings.portal.enabled:
             self._portal_runner = await start_portal(
                 settings, self.vault, trusted_proxies=settings.portal.trusted_proxies,
@@ -96,7 +99,7 @@ class App:
         if not listener.enabled:
             return
         app = metrics.build_metrics_app(
-            self.metrics, metrics.gateway_health(self._servers, self.spool.tmp_dir))
+            self.metrics, metrics.gateway_health(self._servers, self.spool.tmp_dir, self.room))
         try:
             self._metrics_runner = await metrics.start_metrics(listener.host, listener.port, app)
         except OSError as exc:  # monitoring must not keep mail from flowing

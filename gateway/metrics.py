@@ -30,6 +30,8 @@ from gateway import __version__
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from gateway.spool.store import DiskRoom
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9925
@@ -56,6 +58,8 @@ _EVENTS: dict[str, tuple[str, str | None]] = {
     "session.auth_failed": ("pli_auth_failures_total", None),
     "policy.reloaded": ("pli_policy_reloads_total", "ok"),
     "policy.reload_failed": ("pli_policy_reloads_total", "failed"),
+    "session.disk_full": ("pli_disk_full_refusals_total", None),
+    "pipeline.disk_full": ("pli_disk_full_refusals_total", None),
 }
 
 
@@ -118,7 +122,8 @@ class Metrics:
 
     Thread-safe: events logged from worker threads count too."""
 
-    def __init__(self, queue: QueueStats | None = None) -> None:
+    def __init__(self, queue: QueueStats | None = None,
+                 free_bytes: Callable[[], float] | None = None) -> None:
         self._families: dict[str, _Family] = {}
         self._lock = threading.Lock()
         self.counter("pli_messages_decided_total",
@@ -135,6 +140,11 @@ class Metrics:
         self.counter("pli_auth_failures_total", "Failed SMTP logins.", initial=[()])
         self.counter("pli_policy_reloads_total", "Policy reloads (SIGHUP) by result.",
                      ("result",), initial=[("ok",), ("failed",)])
+        self.counter("pli_disk_full_refusals_total", "Messages refused with 452 4.3.1 because "
+                     "the disk holding the spool and vault was (nearly) full.", initial=[()])
+        if free_bytes is not None:
+            self.gauge("pli_data_free_bytes", "Free space on the disk holding the spool and "
+                       "vault (the least of the two).", callback=free_bytes)
         self._queue: QueueStats | None = queue
         self._queue_now: tuple[int, float] | None = (0, 0.0) if queue is None else None
         self.gauge("pli_queue_messages", "Messages waiting in the spool for delivery.",
@@ -322,8 +332,9 @@ def check_writable(folder: Path) -> str | None:
 
 
 def gateway_health(listeners: Callable[[], Sequence[asyncio.AbstractServer]],
-                   spool_tmp: Path) -> Health:
-    """The health ``pli run`` reports: every SMTP listener accepting and the spool writable.
+                   spool_tmp: Path, room: DiskRoom | None = None) -> Health:
+    """The health ``pli run`` reports: every SMTP listener accepting, the spool writable
+    and, with ``room``, enough free space that new mail is not refused.
 
     ``listeners`` returns the intake's servers (empty before start-up): after SIGTERM they
     stop serving, so /healthz turns 503 while the server drains."""
@@ -337,6 +348,10 @@ def gateway_health(listeners: Callable[[], Sequence[asyncio.AbstractServer]],
         problem = check_writable(spool_tmp)
         if problem:
             return False, problem
+        if room is not None and not room.enough():
+            return False, (f"disk almost full: {room.free() / 2**20:.1f} MiB free for the "
+                           f"spool and vault; new mail is refused (452) below "
+                           f"{room.need / 2**20:.1f} MiB")
         return True, "ok"
 
     return health

@@ -18,7 +18,6 @@ from gateway.intake.handler import Process, SubmissionHandler
 from gateway.intake.smtp import SubmissionSMTP
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
-from gateway.spool.store import free_bytes
 from gateway.users import UserStore
 
 log = get_logger("pli.intake")
@@ -54,25 +53,11 @@ class Intake:
         return [s.sockets[0].getsockname()[1] for s in self.servers if s.sockets]
 
 
-def room_checker(settings: Settings) -> Callable[[], bool]:
-    """Whether the spool's and the vault's disks can still take a message of the largest
-    allowed size, with room to spare: Postfix's rule, 1.5 times that size free."""
-    need = settings.max_message_size * 3 // 2
-    folders = (settings.spool_dir, settings.vault_dir)
-
-    def has_room() -> bool:
-        try:
-            return all(free_bytes(folder) >= need for folder in folders)
-        except OSError:  # the check itself failing must not stop the mail
-            return True
-
-    return has_room
-
-
 async def start_intake(
-    settings: Settings, users: UserStore, process: Process, tls: ssl.SSLContext
+    settings: Settings, users: UserStore, process: Process, tls: ssl.SSLContext,
+    has_room: Callable[[], bool] = lambda: True,
 ) -> Intake:
-    handler = SubmissionHandler(users, process, room_checker(settings))
+    handler = SubmissionHandler(users, process, has_room)
     sessions: set[SubmissionSMTP] = set()
     auth_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                    thread_name_prefix="pli-auth")

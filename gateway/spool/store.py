@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -220,6 +220,25 @@ def free_bytes(folder: Path) -> int:
             continue
         return st.f_bavail * st.f_frsize
     raise FileNotFoundError(folder)
+
+
+class DiskRoom:
+    """Free space where messages are written (the spool, the vault), against the room a
+    message of the largest allowed size needs: 1.5 times that size, Postfix's rule."""
+
+    def __init__(self, folders: Sequence[Path], largest_message: int) -> None:
+        self.folders = tuple(folders)
+        self.need = largest_message * 3 // 2
+
+    def free(self) -> int:
+        """The least free space among the folders' disks; raises OSError if unreadable."""
+        return min(free_bytes(folder) for folder in self.folders)
+
+    def enough(self) -> bool:
+        try:
+            return self.free() >= self.need
+        except OSError:  # the check itself failing must not stop the mail
+            return True
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -11,6 +11,8 @@ import os
 import shutil
 import smtplib
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +85,16 @@ def leave_free(pli: PliProcess, data: Path, free: int) -> None:
     assert abs(st.f_bavail * st.f_frsize - free) <= 64 * 1024
 
 
+def get(gw: Gateway, path: str) -> tuple[int, str]:
+    url = f"http://{HOST}:{gw.settings().metrics.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
 def test_a_full_disk_gets_452_and_loses_nothing_then_mail_flows_again(
         small_disk: tuple[Gateway, PliProcess, str], loop: LoopThread) -> None:
     gw, pli, action = small_disk
@@ -98,6 +110,9 @@ def test_a_full_disk_gets_452_and_loses_nothing_then_mail_flows_again(
         code, text = client.mail(ADDRESS)
     assert code == 452 and text.startswith(b"4.3.1 "), (code, text)
     assert b"disque du serveur Pli est plein" in text and b"disk is full" in text
+    status, health = get(gw, "/healthz")  # monitoring sees it before the users call
+    assert status == 503 and health.startswith("disk almost full: 0.3 MiB free"), health
+    assert "refused (452) below 0.4 MiB" in health  # 1.5 times the 256 KiB largest message
 
     # Room at MAIL FROM, none left when the message comes: 452 at the end of DATA.
     leave_free(pli, data, 600 * 1024)
@@ -119,8 +134,14 @@ def test_a_full_disk_gets_452_and_loses_nothing_then_mail_flows_again(
     log = pli.log()
     assert '"event": "pipeline.disk_full"' in log and '"event": "session.disk_full"' in log
 
+    _, exposition = get(gw, "/metrics")
+    assert "pli_disk_full_refusals_total 2" in exposition
+    free = next(line for line in exposition.splitlines() if line.startswith("pli_data_free_"))
+    assert 0 < float(free.split()[1]) < 200 * 1024
+
     # Room again: the next message is taken and delivered, once; the refused ones never.
     (inside(pli, data) / "filler").unlink()
+    assert get(gw, "/healthz") == (200, "ok\n")
     queue_id = submit(gw)
     provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
     try:

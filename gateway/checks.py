@@ -8,6 +8,7 @@ from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.initdir import POLICIES
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
+from gateway.spool.store import DiskRoom
 from gateway.tls import server_context
 from gateway.transform.templates import load_templates
 from gateway.users import load_users
@@ -92,4 +93,20 @@ def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
         problems += upstream_problems(settings)
     except ConfigError as exc:
         problems.append(str(exc))
+    problems += room_problems(settings)
     return problems, counts
+
+
+def room_problems(settings: Settings) -> list[str]:
+    """Pli refuses mail (452) while the data folder's disk has less than 1.5 times the
+    largest allowed message free: say so before the practice finds out."""
+    room = DiskRoom((settings.spool_dir, settings.vault_dir), settings.max_message_size)
+    try:
+        free = room.free()
+    except OSError:
+        return []  # unreadable here (another machine's mount): the server checks again
+    if free >= room.need:
+        return []
+    return [f"{settings.data_dir}: {free / 2**20:.1f} MiB free, but Pli refuses mail (452) "
+            f"while less than {room.need / 2**20:.1f} MiB are (1.5 times max_message_size): "
+            f"free some space or lower max_message_size"]

@@ -68,6 +68,19 @@ def test_check_reports_a_broken_configuration_with_exit_status_1(tmp_path: Path)
     assert "tls.certificate: unknown setting" in result.stderr
 
 
+def test_check_warns_when_the_data_disk_cannot_take_a_largest_message(tmp_path: Path) -> None:
+    pli("init", str(tmp_path))
+    config = tmp_path / "pli.toml"
+    text = config.read_text()
+    assert "max_message_size = 157286400" in text
+    config.write_text(text.replace("max_message_size = 157286400",
+                                   f"max_message_size = {2**60}"))  # no disk has 1.5 EiB
+    result = pli("check", "-c", str(config))
+    assert result.returncode == 1
+    assert "MiB free, but Pli refuses mail (452)" in result.stderr
+    assert "lower max_message_size" in result.stderr
+
+
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks comes with `make test`")
 def test_demo_prints_a_swaks_command_that_relays_into_its_outbox(tmp_path: Path) -> None:
     folder = tmp_path / "demo"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class App:
         self.worker: DeliveryWorker | None = None
         self.intake: Intake | None = None
         self.policy: Policy | None = None
+        self.tls: ssl.SSLContext | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.room = DiskRoom((settings.spool_dir, settings.vault_dir), settings.max_message_size)
@@ -66,7 +68,7 @@ class App:
         log.info("spool.recovered", queued=queued, removed_partial=removed)
         self.users.users()  # a broken users file stops start-up with its error
         self.policy = load_checked_policy(settings)
-        tls = server_context(settings.tls.cert, settings.tls.key)
+        tls = self.tls = server_context(settings.tls.cert, settings.tls.key)
         self.worker = DeliveryWorker(self.spool, settings)
         protector = Protector(self.vault, settings, template_dirs(settings),
                               tag_names=lambda: self.current_policy().tag_names)
@@ -150,12 +152,31 @@ class App:
         return self.policy
 
     def reload(self) -> bool:
-        """SIGHUP: read the policy and its lists again; on any error keep the one in force."""
+        """SIGHUP: read the policy and its lists, and the TLS certificate and key, again;
+        whichever does not load keeps the one in force. True if both loaded."""
         sdnotify.reloading()
         try:
-            return self._reload()
+            policy = self._reload()
+            certificate = self._reload_tls()
+            return policy and certificate
         finally:
             sdnotify.ready()
+
+    def _reload_tls(self) -> bool:
+        """A renewed certificate is served to the next connections; sessions under way keep
+        theirs. The files are tried on a fresh context first, so a broken pair changes
+        nothing."""
+        cert, key = self.settings.tls.cert, self.settings.tls.key
+        try:
+            server_context(cert, key)
+            if self.tls is not None:
+                self.tls.load_cert_chain(cert, key)
+        except (ConfigError, OSError, ssl.SSLError) as exc:
+            log.error("tls.reload_failed", cert=str(cert), problem=str(exc),
+                      kept="previous certificate")
+            return False
+        log.info("tls.reloaded", cert=str(cert))
+        return True
 
     def _reload(self) -> bool:
         try:

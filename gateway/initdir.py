@@ -55,7 +55,8 @@ session_timeout = 600           # seconds a client may stay silent, DATA include
 
 [tls]
 # Self-signed by `pli init`. To use the NAS's real certificate, point these at its
-# full-chain certificate and key (readable by the pli user) and restart.
+# full-chain certificate and key (readable by the pli user), then reload Pli (SIGHUP:
+# `systemctl reload pli`).
 cert = "tls/cert.pem"
 key = "tls/key.pem"
 

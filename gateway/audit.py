@@ -109,6 +109,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "policy.reloaded": {"rules": _int},
     "policy.reload_failed": {},
     "users.reload_failed": {},
+    "tls.reloaded": {},
+    "tls.reload_failed": {},
     "spool.queued": {"queue_id": _id, "sender": _address, "recipients": _int, "size": _int,
                      "user": _name, "client": _ip},
     "delivery.sent": {"queue_id": _id, "recipient": _address, "reply": _reply},

@@ -23,7 +23,7 @@ from gateway.policy import Policy
 from gateway.portal import start_portal
 from gateway.spool.store import DiskRoom, Spool
 from gateway.spool.worker import DeliveryWorker
-from gateway.tls import server_context
+from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform import Protector
 from gateway.users import UserStore
 from gateway.vault import Vault
@@ -51,11 +51,13 @@ class App:
         self.intake: Intake | None = None
         self.policy: Policy | None = None
         self.tls: ssl.SSLContext | None = None
+        self.certificate_expiry: float | None = None  # of the certificate being served
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.room = DiskRoom((settings.spool_dir, settings.vault_dir), settings.max_message_size)
         self.metrics = metrics.Metrics(queue=metrics.spool_queue_stats(settings.spool_dir),
-                                       free_bytes=self.room.free)
+                                       free_bytes=self.room.free,
+                                       certificate_expiry=self._served_certificate_expiry)
         self._metrics_runner: Any = None
         self._portal_runner: Any = None
 
@@ -69,6 +71,7 @@ class App:
         self.users.users()  # a broken users file stops start-up with its error
         self.policy = load_checked_policy(settings)
         tls = self.tls = server_context(settings.tls.cert, settings.tls.key)
+        self.certificate_expiry = certificate_expiry(settings.tls.cert)
         self.worker = DeliveryWorker(self.spool, settings)
         protector = Protector(self.vault, settings, template_dirs(settings),
                               tag_names=lambda: self.current_policy().tag_names)
@@ -147,6 +150,11 @@ class App:
                 log.error("vault.purge_failed", error=type(exc).__name__)
             await asyncio.sleep(PURGE_INTERVAL)
 
+    def _served_certificate_expiry(self) -> float:
+        if self.certificate_expiry is None:
+            raise LookupError("not started")  # the gauge is left out until then
+        return self.certificate_expiry
+
     def current_policy(self) -> Policy:
         assert self.policy is not None, "the policy is loaded at start"
         return self.policy
@@ -169,13 +177,15 @@ class App:
         cert, key = self.settings.tls.cert, self.settings.tls.key
         try:
             server_context(cert, key)
+            expiry = certificate_expiry(cert)
             if self.tls is not None:
                 self.tls.load_cert_chain(cert, key)
         except (ConfigError, OSError, ssl.SSLError) as exc:
             log.error("tls.reload_failed", cert=str(cert), problem=str(exc),
                       kept="previous certificate")
             return False
-        log.info("tls.reloaded", cert=str(cert))
+        self.certificate_expiry = expiry
+        log.info("tls.reloaded", cert=str(cert), valid_until=utc_day(expiry))
         return True
 
     def _reload(self) -> bool:
@@ -220,3 +230,4 @@ def run(settings: Settings) -> None:
     app = App(settings)
     logs.configure(audit=app.audit, observers=[metrics.observer(app.metrics)])
     asyncio.run(app.run_until_stopped())
+

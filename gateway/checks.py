@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from gateway.config import Settings
@@ -9,7 +10,7 @@ from gateway.errors import ConfigError
 from gateway.initdir import POLICIES
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
 from gateway.spool.store import DiskRoom
-from gateway.tls import server_context
+from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform.templates import load_templates
 from gateway.users import load_users
 
@@ -68,9 +69,15 @@ def load_checked_policy(settings: Settings) -> Policy:
 def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
     """Every problem `pli check` reports, and counts for its summary line."""
     problems: list[str] = []
-    counts = {"users": 0, "rules": 0}
+    counts = {"users": 0, "rules": 0, "certificate_expiry": 0}
     try:
         server_context(settings.tls.cert, settings.tls.key)
+        expiry = certificate_expiry(settings.tls.cert)
+        counts["certificate_expiry"] = int(expiry)
+        if expiry < time.time():
+            problems.append(
+                f"TLS: {settings.tls.cert} expired on {utc_day(expiry)}: mail clients refuse it; "
+                f"put the renewed certificate in place and reload Pli")
     except ConfigError as exc:
         problems.append(str(exc))
     try:
@@ -110,3 +117,4 @@ def room_problems(settings: Settings) -> list[str]:
     return [f"{settings.data_dir}: {free / 2**20:.1f} MiB free, but Pli refuses mail (452) "
             f"while less than {room.need / 2**20:.1f} MiB are (1.5 times max_message_size): "
             f"free some space or lower max_message_size"]
+

@@ -208,6 +208,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from gateway.checks import all_problems
+    from gateway.tls import utc_day
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
@@ -221,7 +222,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"OK: {settings.config_path}: listeners {', '.join(listeners)}, "
           f"{len(settings.upstream)} upstream account(s), {counts['users']} user(s), "
           f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
-          f"days in files of at most {settings.audit.max_file_mb:g} MB")
+          f"days in files of at most {settings.audit.max_file_mb:g} MB, TLS certificate valid "
+          f"until {utc_day(counts['certificate_expiry'])}")
     return 0
 
 

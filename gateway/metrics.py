@@ -123,7 +123,8 @@ class Metrics:
     Thread-safe: events logged from worker threads count too."""
 
     def __init__(self, queue: QueueStats | None = None,
-                 free_bytes: Callable[[], float] | None = None) -> None:
+                 free_bytes: Callable[[], float] | None = None,
+                 certificate_expiry: Callable[[], float] | None = None) -> None:
         self._families: dict[str, _Family] = {}
         self._lock = threading.Lock()
         self.counter("pli_messages_decided_total",
@@ -145,6 +146,10 @@ class Metrics:
         if free_bytes is not None:
             self.gauge("pli_data_free_bytes", "Free space on the disk holding the spool and "
                        "vault (the least of the two).", callback=free_bytes)
+        if certificate_expiry is not None:
+            self.gauge("pli_tls_certificate_expiry_seconds", "When the certificate the "
+                       "submission ports present stops being valid, in Unix time.",
+                       callback=certificate_expiry)
         self._queue: QueueStats | None = queue
         self._queue_now: tuple[int, float] | None = (0, 0.0) if queue is None else None
         self.gauge("pli_queue_messages", "Messages waiting in the spool for delivery.",

@@ -28,6 +28,22 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+def certificate_expiry(cert: Path) -> float:
+    """When the first certificate in ``cert`` (a PEM file) stops being valid, Unix time."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"TLS: file not found: {exc.filename}") from None
+    except ValueError as exc:
+        raise ConfigError(f"TLS: {cert} is not a PEM certificate: {exc}") from None
+    return certificate.not_valid_after_utc.timestamp()
+
+
+def utc_day(timestamp: float) -> str:
+    """A certificate's date as the logs and ``pli check`` print it (UTC)."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
 def write_self_signed(cert: Path, key: Path, hostname: str, days: int = 825) -> None:
     """Write a self-signed certificate for ``hostname`` (and localhost) and its key (0600)."""
     private = ec.generate_private_key(ec.SECP256R1())

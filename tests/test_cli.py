@@ -81,6 +81,22 @@ def test_check_warns_when_the_data_disk_cannot_take_a_largest_message(tmp_path: 
     assert "lower max_message_size" in result.stderr
 
 
+def test_check_gives_the_certificate_date_and_refuses_an_expired_one(tmp_path: Path) -> None:
+    from gateway.tls import certificate_expiry, utc_day, write_self_signed
+
+    pli("init", str(tmp_path))
+    config = str(tmp_path / "pli.toml")
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    checked = pli("check", "-c", config)
+    assert checked.returncode == 0, checked.stderr
+    assert f"TLS certificate valid until {utc_day(certificate_expiry(cert))}" in checked.stdout
+    write_self_signed(cert, key, "pli.example.fr", days=0)  # valid until the moment it is made
+    expired = pli("check", "-c", config)
+    assert expired.returncode == 1
+    assert f"expired on {utc_day(certificate_expiry(cert))}" in expired.stderr
+    assert "reload Pli" in expired.stderr
+
+
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks comes with `make test`")
 def test_demo_prints_a_swaks_command_that_relays_into_its_outbox(tmp_path: Path) -> None:
     folder = tmp_path / "demo"

@@ -6,11 +6,14 @@ from __future__ import annotations
 import signal
 import smtplib
 import ssl
+import urllib.request
 from pathlib import Path
 
-from gateway.tls import write_self_signed
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, PliProcess, Provider,
-                           make_gateway, wait_until)
+from cryptography import x509
+
+from gateway.tls import certificate_expiry, write_self_signed
+from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
+                           Provider, make_gateway, wait_until)
 
 
 def served(port: int, *, implicit: bool) -> bytes:
@@ -28,6 +31,18 @@ def served(port: int, *, implicit: bool) -> bytes:
 
 def der(cert: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
+def expiry_gauge(gw: Gateway) -> float:
+    url = f"http://{HOST}:{gw.settings().metrics.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    line = next(x for x in text.splitlines() if x.startswith("pli_tls_certificate_expiry_"))
+    return float(line.split()[1])
+
+
+def ssl_expiry(certificate: bytes) -> float:
+    return x509.load_der_x509_certificate(certificate).not_valid_after_utc.timestamp()
 
 
 def test_sighup_serves_a_renewed_certificate_and_keeps_it_when_the_next_is_broken(
@@ -51,6 +66,7 @@ def test_sighup_serves_a_renewed_certificate_and_keeps_it_when_the_next_is_broke
             renewed = der(cert)
             assert renewed != first
             assert [served(p, implicit=i) for p, i in ports] == [renewed, renewed]
+            assert expiry_gauge(gw) == certificate_expiry(cert)  # for the contractor's alerts
             under_way.sendmail(ADDRESS, ["patient@example.org"],
                                f"From: {ADDRESS}\r\nTo: patient@example.org\r\n"
                                "Subject: Rendez-vous\r\n\r\nBonjour\r\n")
@@ -63,6 +79,7 @@ def test_sighup_serves_a_renewed_certificate_and_keeps_it_when_the_next_is_broke
         wait_until(lambda: '"event": "tls.reload_failed"' in pli.log())
         assert [served(p, implicit=i) for p, i in ports] == [renewed, renewed]
         assert '"kept": "previous certificate"' in pli.log()
+        assert expiry_gauge(gw) == ssl_expiry(renewed)
         wait_until(lambda: len(provider.received) == 1)
     finally:
         pli.kill(signal.SIGTERM)

@@ -20,6 +20,8 @@ Figures per run:
   p50, p99  time from the end of DATA (the final "." written) to the 250, in the client.
   MB        peak resident memory (VmHWM) of the `pli run` process and of the provider.
   CPU       CPU time of the `pli run` process per message, warm-up included.
+  %CPU      CPU time of the clients (this script), the provider and `pli run` during the
+            measured load, in % of one CPU: which one is near 100 says what holds the run.
 
 Run from the repository root:  .venv/bin/python bench/relay_throughput.py [--help]
 Loopback only; every run is bounded by --timeout.
@@ -306,6 +308,30 @@ def reset_peak_rss(pid: int) -> None:
         pass
 
 
+class CpuShares:
+    """CPU time used by some processes from now on, as a percentage of one CPU over the
+    wall time (a pid of None is this process, where the clients run)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = dict(pids)
+        self.start = time.monotonic()
+        self.before = {name: self._cpu(pid) for name, pid in self.pids.items()}
+
+    @staticmethod
+    def _cpu(pid: int | None) -> float:
+        if pid is None:
+            return time.process_time()
+        try:
+            return cpu_seconds(pid)
+        except OSError:
+            return 0.0
+
+    def percent(self) -> dict[str, float]:
+        wall = max(1e-9, time.monotonic() - self.start)
+        return {name: 100 * (self._cpu(pid) - self.before[name]) / wall
+                for name, pid in self.pids.items()}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -422,6 +448,10 @@ class Run:
     pli_peak_mb: float | None = None
     pli_cpu_ms_per_msg: float | None = None
     provider_peak_mb: float | None = None
+    # CPU used during the measured load, in % of one CPU: who holds the machine.
+    clients_cpu_pct: float = 0.0
+    provider_cpu_pct: float = 0.0
+    pli_cpu_pct: float | None = None
 
     @property
     def wall_seconds(self) -> float:
@@ -440,7 +470,7 @@ async def wait_arrivals(provider: ProviderProcess, count: int, deadline: float) 
 
 
 def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
-            login: tuple[str, str], args: argparse.Namespace) -> None:
+            login: tuple[str, str], args: argparse.Namespace, pli_pid: int | None = None) -> None:
     async def go() -> None:
         if args.warmup:
             before = len(provider.arrivals)
@@ -450,11 +480,16 @@ def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
         if provider.proc is not None:
             reset_peak_rss(provider.proc.pid)
         before = len(provider.arrivals)
+        assert provider.proc is not None
+        cpu = CpuShares({"clients": None, "provider": provider.proc.pid, "pli": pli_pid})
         start = time.monotonic()
         deadline = start + args.timeout
         load = await generate(port, tls, login, run.messages, args.clients, deadline)
         accepted = time.monotonic()
         await wait_arrivals(provider, before + load.sent, deadline)
+        shares = cpu.percent()
+        run.clients_cpu_pct, run.provider_cpu_pct = shares["clients"], shares["provider"]
+        run.pli_cpu_pct = shares["pli"] if pli_pid is not None else None
         arrivals = provider.arrivals[before:]
         run.sent, run.received, run.errors = load.sent, len(arrivals), load.errors
         run.timed_out = load.timed_out or run.received < run.sent
@@ -516,7 +551,8 @@ def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
     try:
         assert pli.proc is not None
         cpu_before = cpu_seconds(pli.proc.pid)
-        measure(provider, run, gw.submission_port, gw.client_context(), (USER, PASSWORD), args)
+        measure(provider, run, gw.submission_port, gw.client_context(), (USER, PASSWORD), args,
+                pli_pid=pli.proc.pid)
         run.pli_peak_mb = peak_rss_mb(pli.proc.pid)
         used = cpu_seconds(pli.proc.pid) - cpu_before
         run.pli_cpu_ms_per_msg = used * 1000 / max(1, run.sent + args.warmup)
@@ -577,7 +613,7 @@ def print_report(runs: list[Run], results: list[dict[str, object]],
           f"clients at once (STARTTLS + AUTH + 1 message each), {os.cpu_count()} CPUs")
     header = (f"{'RTT':>4} {'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} {'wall s':>7} "
               f"{'msg/s':>7} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'Pli MB':>7} "
-              f"{'CPU ms':>7} {'prov MB':>7}")
+              f"{'CPU ms':>7} {'prov MB':>7} {'%CPU: clients':>13} {'prov':>5} {'Pli':>5}")
     print(header)
     print("-" * len(header))
     for r in runs:
@@ -587,7 +623,8 @@ def print_report(runs: list[Run], results: list[dict[str, object]],
               f"{(f'{r.accepted_per_second:.1f}' if pli else '-'):>7} "
               f"{r.latency_p50_ms:>7.1f} {r.latency_p99_ms:>7.1f} {mb(r.pli_peak_mb):>7} "
               f"{(f'{r.pli_cpu_ms_per_msg:.1f}' if r.pli_cpu_ms_per_msg else '-'):>7} "
-              f"{mb(r.provider_peak_mb):>7}")
+              f"{mb(r.provider_peak_mb):>7} {r.clients_cpu_pct:>13.0f} {r.provider_cpu_pct:>5.0f} "
+              f"{(f'{r.pli_cpu_pct:.0f}' if r.pli_cpu_pct is not None else '-'):>5}")
     for r in runs:
         if r.timed_out:
             print(f"  RTT {r.rtt_ms:g} ms round {r.round} {r.path}: stopped by --timeout {args.timeout:g} s "

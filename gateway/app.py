@@ -230,4 +230,3 @@ def run(settings: Settings) -> None:
     app = App(settings)
     logs.configure(audit=app.audit, observers=[metrics.observer(app.metrics)])
     asyncio.run(app.run_until_stopped())
-

@@ -117,4 +117,3 @@ def room_problems(settings: Settings) -> list[str]:
     return [f"{settings.data_dir}: {free / 2**20:.1f} MiB free, but Pli refuses mail (452) "
             f"while less than {room.need / 2**20:.1f} MiB are (1.5 times max_message_size): "
             f"free some space or lower max_message_size"]
-

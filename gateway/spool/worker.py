@@ -52,6 +52,9 @@ class DeliveryWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
+        # Outcomes the disk would not take (full): kept here until it does, so that a
+        # recipient already delivered is not sent again and retries keep their pace.
+        self._unsaved: dict[str, QueuedMessage] = {}
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -116,7 +119,9 @@ class DeliveryWorker:
         now = self.clock()
         due: list[str] = []
         soonest: float | None = None
+        unsaved = dict(self._unsaved)  # one atomic copy: the loop may change it meanwhile
         for message in self.spool.messages():
+            message = unsaved.get(message.id, message)
             if flush or message.next_attempt <= now:
                 due.append(message.id)
             elif soonest is None or message.next_attempt < soonest:
@@ -152,11 +157,13 @@ class DeliveryWorker:
         try:
             with self.spool.locked(queue_id) as message:
                 if message is None:
+                    self._unsaved.pop(queue_id, None)
                     return
+                message = self._unsaved.get(queue_id, message)
                 if message.pending:
                     await self._attempt(message, connections)
-                elif message.unreported:  # only its DSN is left to queue
-                    await self._finish(message)
+                elif message.unreported or queue_id in self._unsaved:
+                    await self._finish(message)  # a DSN to queue, or an outcome to save
         except Busy:
             log.info("delivery.skipped_busy", queue_id=queue_id)
 
@@ -363,11 +370,20 @@ class DeliveryWorker:
             except Exception as exc:
                 log.error("dsn.failed", queue_id=message.id, error=type(exc).__name__)
                 message.next_attempt = self.clock() + self.settings.delivery.retry_min
-        if message.pending or message.unreported:
-            await asyncio.to_thread(self.spool.save, message)
-        else:
-            await asyncio.to_thread(self.spool.remove, message.id)
-            log.info("spool.removed", queue_id=message.id)
+        try:
+            if message.pending or message.unreported:
+                await asyncio.to_thread(self.spool.save, message)
+            else:
+                await asyncio.to_thread(self.spool.remove, message.id)
+                log.info("spool.removed", queue_id=message.id)
+        except OSError as exc:
+            # Delivered but not written down (a full disk): the next attempt goes by what
+            # is kept here. Only a restart before the disk takes it could send twice.
+            self._unsaved[message.id] = message
+            log.error("spool.state_unsaved", queue_id=message.id,
+                      error=exc.strerror or type(exc).__name__)
+            return
+        self._unsaved.pop(message.id, None)
 
     async def _bounce(self, message: QueuedMessage, failed: list[Recipient]) -> None:
         if message.kind == "dsn" or not message.mail_from:

@@ -43,12 +43,10 @@ pytestmark = pytest.mark.skipif(
     NAMESPACE is None, reason="no mount namespace can be made here (unshare -m refused)")
 
 
-@pytest.fixture(params=["pass", "protect"])
-def small_disk(request: pytest.FixtureRequest,
-               tmp_path: Path) -> Iterator[tuple[Gateway, PliProcess, str]]:
+def on_small_disk(tmp_path: Path, *, protect: bool) -> tuple[Gateway, PliProcess]:
     """Pli on a small disk; with the policy ``pli init`` installs, the message to the
     patient is protected (so the vault fills), with the test policy it passes."""
-    gw = make_gateway(tmp_path / "pli", **({} if request.param == "pass" else {"policy": None}))
+    gw = make_gateway(tmp_path / "pli", **({"policy": None} if protect else {}))
     config = gw.config.read_text()
     assert "max_message_size = 157286400" in config
     gw.config.write_text(config.replace("max_message_size = 157286400",
@@ -56,7 +54,13 @@ def small_disk(request: pytest.FixtureRequest,
     data = gw.settings().data_dir
     assert NAMESPACE is not None
     pli = PliProcess(gw, tmp_path / "pli.log", wrap=[*NAMESPACE, "sh", "-c", MOUNT, str(data)])
-    pli.start()
+    return gw, pli.start()
+
+
+@pytest.fixture(params=["pass", "protect"])
+def small_disk(request: pytest.FixtureRequest,
+               tmp_path: Path) -> Iterator[tuple[Gateway, PliProcess, str]]:
+    gw, pli = on_small_disk(tmp_path, protect=request.param == "protect")
     try:
         yield gw, pli, request.param
     finally:
@@ -153,3 +157,31 @@ def test_a_full_disk_gets_452_and_loses_nothing_then_mail_flows_again(
     # Protected: the notice, and the receipt that gives the sender the generated code.
     assert [PATIENT] in [m.rcpt_tos for m in provider.received]
     assert f'"queue_id": "{queue_id}"' in pli.log()
+
+
+def test_an_outcome_the_full_disk_would_not_take_still_sends_no_one_twice(
+        tmp_path: Path, loop: LoopThread) -> None:
+    gw, pli = on_small_disk(tmp_path, protect=False)
+    other = "other.patient@example.org"
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False)
+    provider.handler.rcpt_replies[other] = "451 4.3.0 Mailbox busy, try later"
+    try:
+        submit(gw, recipients=(PATIENT, other))  # the provider is not up yet: it waits
+        data = gw.settings().data_dir
+        leave_free(pli, data, 0)  # now no outcome can be written down
+        provider.start()
+        wait_until(lambda: provider.received, timeout=15)
+        wait_until(lambda: '"event": "spool.state_unsaved"' in pli.log(), timeout=10)
+        # Retries come every 0.3 to 1 s here: the patient already served is not sent again.
+        stays(lambda: len(provider.received) == 1, 3.0)
+        assert provider.received[0].rcpt_tos == [PATIENT]
+        (inside(pli, data) / "filler").unlink()
+        del provider.handler.rcpt_replies[other]
+        wait_until(lambda: len(provider.received) == 2, timeout=15)
+        spool = inside(pli, gw.settings().spool_dir)
+        wait_until(lambda: not any((spool / "meta").iterdir()), timeout=10)
+        stays(lambda: len(provider.received) == 2, 0.5)
+        assert provider.received[1].rcpt_tos == [other]
+    finally:
+        provider.stop()
+        pli.kill()

@@ -21,7 +21,7 @@ from gateway.config import Settings, Upstream
 from gateway.errors import reply_codes
 from gateway.logs import get_logger
 from gateway.spool.dsn import build_dsn
-from gateway.spool.retry import expired, next_delay
+from gateway.spool.retry import BUSY_RETRY, expired, is_busy_reply, next_delay
 from gateway.spool.store import Busy, QueuedMessage, Recipient, Spool, new_queue_id
 
 log = get_logger("pli.delivery")
@@ -348,7 +348,10 @@ class DeliveryWorker:
                                f"{_span(delivery.lifetime)} of retries)")
                     log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
             else:
-                delay = next_delay(message.attempts, delivery.retry_min, delivery.retry_max)
+                first = delivery.retry_min
+                if all(is_busy_reply(r.reply or "") for r in still):
+                    first = min(first, BUSY_RETRY)  # busy, not down: 30 s, 60 s, 120 s...
+                delay = next_delay(message.attempts, first, delivery.retry_max)
                 message.next_attempt = now + delay
                 for r in still:
                     log.info("delivery.deferred", queue_id=message.id, recipient=r.address,

@@ -148,3 +148,29 @@ def test_deferred_messages_are_retried_when_the_loop_checks_threads(
         app.stop()
         provider.stop()
     assert queued(gw) == []
+
+
+@pytest.mark.parametrize("reply, first_delay", [
+    ("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded", 30.0),  # Microsoft 365
+    ("451 4.3.0 Temporary server error", 300.0),
+])
+def test_a_provider_busy_with_the_accounts_other_connections_is_tried_again_sooner(
+        tmp_path: Path, loop: LoopThread, reply: str, first_delay: float) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    config = gw.config.read_text()
+    assert "retry_min = 0.3\nretry_max = 1.0\n" in config
+    gw.config.write_text(config.replace("retry_min = 0.3\nretry_max = 1.0\n",
+                                        "retry_min = 300\nretry_max = 4000\n"))  # shipped
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    provider.handler.mail_replies.append(reply)
+    app = RunningApp(loop, gw).start()
+    try:
+        before = time.time()
+        queue_id = submit(gw)
+        meta = wait_deferred(gw, queue_id)
+        after = time.time()
+    finally:
+        app.stop()
+        provider.stop()
+    assert before + first_delay <= meta.next_attempt <= after + first_delay
+    assert meta.pending[0].reply.startswith(reply[:9])

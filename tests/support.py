@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,8 +37,36 @@ OTHER_PASSWORD = "another long secret"
 OTHER_ADDRESS = "dr.durand@cabinet-martin.fr"
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel draws outgoing connections' source ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port for a server a test starts later. Not one from bind(0): those come from
+    the range of outgoing source ports, and a connection made in between (a client, Pli
+    relaying) can take it first, failing the server's bind. Never the same one twice."""
+    low, high = _ephemeral_ports()
+    below, above = range(max(1024, low - 12000), low), range(high + 1, 65536)
+    candidates = below if len(below) >= len(above) else above
+    for port in random.sample(candidates, k=min(2000, len(candidates))):
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    with socket.socket() as s:  # the source ports cover everything: do as before
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.checks import template_dirs
+from gateway.config import Settings
 from gateway.pipeline import Pipeline, default_steps
-from gateway.policy import load_policy
+from gateway.policy import Policy, load_policy
 from gateway.spool.store import Spool
 from gateway.transform import Protector
 from gateway.types import Envelope, Submission
@@ -17,28 +19,51 @@ from gateway.vault import Vault
 from tests.support import ADDRESS, make_gateway
 
 
-def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path / "pli", policy=None)
-    settings = gw.settings()
+@dataclass
+class Parts:
+    """The pipeline of a `pli init` folder with its default policy, built in the test."""
+
+    settings: Settings
+    policy: Policy
+    vault: Vault
+    spool: Spool
+    protector: Protector
+    queued: list[str]
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(default_steps(lambda: self.policy, self.protector), self.spool,
+                        on_queued=self.queued.append)
+
+
+def parts(tmp_path: Path) -> Parts:
+    settings = make_gateway(tmp_path / "pli", policy=None).settings()
     policy = load_policy(settings.policy)  # type: ignore[arg-type]
     vault = Vault(settings.vault_dir)
     spool = Spool(settings.spool_dir)
     spool.create()
+    protector = Protector(vault, settings, template_dirs(settings),
+                          tag_names=lambda: policy.tag_names)
+    return Parts(settings, policy, vault, spool, protector, [])
+
+
+# A protected message: the patient gets a notice, the sender a receipt with the code.
+SUBMISSION = Submission(
+    Envelope(ADDRESS, ("patient@gmail.com",)),
+    f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: Bilan\r\n\r\nBonjour\r\n".encode(),
+    "martin", "127.0.0.1", frozenset({ADDRESS}))
+
+
+def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path: Path) -> None:
+    p = parts(tmp_path)
+    vault, spool, queued = p.vault, p.spool, p.queued
     slow_enqueue = spool.enqueue
 
     def enqueue(message, content):  # type: ignore[no-untyped-def]
         time.sleep(0.3)  # a slow disk: the session is cancelled meanwhile
         slow_enqueue(message, content)
     spool.enqueue = enqueue  # type: ignore[method-assign]
-    queued: list[str] = []
-    protector = Protector(vault, settings, template_dirs(settings),
-                          tag_names=lambda: policy.tag_names)
-    pipeline = Pipeline(default_steps(lambda: policy, protector), spool,
-                        on_queued=queued.append)
-    content = (f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: Bilan\r\n\r\n"
-               "Bonjour\r\n").encode()
-    submission = Submission(Envelope(ADDRESS, ("patient@gmail.com",)), content, "martin",
-                            "127.0.0.1", frozenset({ADDRESS}))
+    pipeline = p.pipeline()
+    submission = SUBMISSION
 
     async def scenario() -> None:
         task = asyncio.create_task(pipeline.process(submission))
@@ -63,14 +88,8 @@ def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path:
 def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Path) -> None:
     """The session goes away while the vault thread seals the message: nothing is queued,
     so the link that thread makes is discarded once it exists, not kept until expiry."""
-    gw = make_gateway(tmp_path / "pli", policy=None)
-    settings = gw.settings()
-    policy = load_policy(settings.policy)  # type: ignore[arg-type]
-    vault = Vault(settings.vault_dir)
-    spool = Spool(settings.spool_dir)
-    spool.create()
-    protector = Protector(vault, settings, template_dirs(settings),
-                          tag_names=lambda: policy.tag_names)
+    p = parts(tmp_path)
+    vault, spool, queued, protector = p.vault, p.spool, p.queued, p.protector
     slow_protect = protector.protect
     sealing = []
 
@@ -79,13 +98,8 @@ def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Pa
         time.sleep(0.3)  # a slow disk: the session is cancelled meanwhile
         return slow_protect(*args, **kwargs)
     protector.protect = protect  # type: ignore[method-assign]
-    queued: list[str] = []
-    pipeline = Pipeline(default_steps(lambda: policy, protector), spool,
-                        on_queued=queued.append)
-    content = (f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: Bilan\r\n\r\n"
-               "Bonjour\r\n").encode()
-    submission = Submission(Envelope(ADDRESS, ("patient@gmail.com",)), content, "martin",
-                            "127.0.0.1", frozenset({ADDRESS}))
+    pipeline = p.pipeline()
+    submission = SUBMISSION
     seen_links: list[int] = []
 
     async def scenario() -> None:
@@ -106,4 +120,4 @@ def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Pa
     asyncio.run(scenario())
     assert not queued and not spool.ids()
     assert max(seen_links) <= 1 and seen_links[-1] == 0, seen_links
-    assert not any((Path(settings.vault_dir) / "objects").iterdir())  # its files are gone too
+    assert not any((Path(p.settings.vault_dir) / "objects").iterdir())  # its files are gone too

@@ -106,9 +106,10 @@ class Upstream(_Strict):
 
 
 class Delivery(_Strict):
-    # Connections to the provider at once. Microsoft 365 accepts three per mailbox and
-    # answers 432 4.3.2 to a fourth (that message then waits for its retry); three stays
-    # within the strictest per-account limit we know of.
+    # Connections to the provider at once, for each upstream account (each has its own
+    # queue). Microsoft 365 accepts three per mailbox and answers 432 4.3.2 to a fourth
+    # (that message then waits for its retry); three stays within the strictest
+    # per-account limit we know of.
     concurrency: Annotated[int, Field(ge=1, le=64)] = 3
     retry_min: Seconds = 300.0
     retry_max: Seconds = 4000.0

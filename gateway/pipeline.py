@@ -56,7 +56,7 @@ class Pipeline:
         self,
         steps: Sequence[Step],
         spool: Spool,
-        on_queued: Callable[[str], None] = lambda _id: None,
+        on_queued: Callable[[str, str], None] = lambda _id, _sender: None,
     ) -> None:
         self.steps = tuple(steps)
         self.spool = spool
@@ -100,7 +100,7 @@ class Pipeline:
             await asyncio.to_thread(_run_undo, job)
             raise
         for queue_id in ids:
-            self.on_queued(queue_id)
+            self.on_queued(queue_id, submission.envelope.mail_from)
         return job.queue_id
 
     def _after_cancel(self, writing: asyncio.Future[list[str]], job: Job) -> None:
@@ -108,7 +108,7 @@ class Pipeline:
             asyncio.get_running_loop().run_in_executor(None, _run_undo, job)
             return
         for queue_id in writing.result():
-            self.on_queued(queue_id)
+            self.on_queued(queue_id, job.submission.envelope.mail_from)
 
     def _enqueue(self, job: Job) -> list[str]:
         """Write every outgoing copy; if one fails, none stays behind."""

@@ -32,7 +32,7 @@ class Parts:
 
     def pipeline(self) -> Pipeline:
         return Pipeline(default_steps(lambda: self.policy, self.protector), self.spool,
-                        on_queued=self.queued.append)
+                        on_queued=lambda queue_id, _sender: self.queued.append(queue_id))
 
 
 def parts(tmp_path: Path) -> Parts:

@@ -2,9 +2,12 @@
 
 It runs in the server's event loop. A scheduler finds messages that are due (new ones are
 handed over directly by the intake; deferred ones are found by a periodic scan of the
-spool), and a bounded number of senders relay them, each keeping its connection to the
-provider open while there is work. Outcomes are per recipient: one the provider refused
-for good gets a DSN and is not tried again; the others are not sent twice.
+spool). Each upstream account has its own queue and its own senders, as many as
+``[delivery] concurrency``, each keeping its connection to the provider open while there
+is work: providers limit connections per account, not per practice, and one
+practitioner's batch of letters does not hold up a colleague's message. Outcomes are per
+recipient: one the provider refused for good gets a DSN and is not tried again; the
+others are not sent twice.
 """
 
 from __future__ import annotations
@@ -46,10 +49,14 @@ class DeliveryWorker:
         self.spool = spool
         self.settings = settings
         self.clock = clock
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        # One queue per upstream account (by name; "" for a sender no account covers),
+        # each with its senders, made when the account first has mail.
+        self._queues: dict[str, asyncio.Queue[str]] = {}
         self._claimed: set[str] = set()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._scheduler: asyncio.Task[None] | None = None
+        self._senders: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._busy = 0
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
         # Outcomes the disk would not take (full): kept here until it does, so that a
@@ -59,31 +66,48 @@ class DeliveryWorker:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._schedule(), name="pli-scheduler"))
-        for n in range(self.settings.delivery.concurrency):
-            self._tasks.append(asyncio.create_task(self._send_loop(), name=f"pli-sender-{n}"))
+        self._scheduler = asyncio.create_task(self._schedule(), name="pli-scheduler")
 
     async def stop(self, grace: float) -> None:
         """Stop taking work; give deliveries under way ``grace`` seconds, then cancel them.
 
         A cancelled delivery leaves its message queued: the provider may have it already,
         in which case it goes out twice rather than never (as with any MTA)."""
-        scheduler, senders = self._tasks[:1], self._tasks[1:]
-        for task in scheduler:
-            task.cancel()
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
         deadline = asyncio.get_running_loop().time() + grace
         while self._busy and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        for task in senders:
+        for task in self._senders:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        tasks = [t for t in (self._scheduler, *self._senders) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._scheduler = None
+        self._senders.clear()
+        self._queues.clear()
 
-    def submit(self, queue_id: str) -> None:
-        """A new message was queued: relay it now."""
-        if queue_id not in self._claimed:
-            self._claimed.add(queue_id)
-            self._queue.put_nowait(queue_id)
+    def submit(self, queue_id: str, route_sender: str) -> None:
+        """A message was queued (or is due again): relay it now, through the senders of
+        the account that ``route_sender`` goes out with. Once stopping, it stays in the
+        spool for the next start."""
+        if queue_id in self._claimed or self._stopping:
+            return
+        self._claimed.add(queue_id)
+        self._queue_for(route_sender).put_nowait(queue_id)
+
+    def _queue_for(self, route_sender: str) -> asyncio.Queue[str]:
+        account = self.settings.upstream_for(route_sender)
+        key = account.name if account is not None else ""
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+            # Mail no account covers is only deferred (see _attempt): one sender will do.
+            count = self.settings.delivery.concurrency if account is not None else 1
+            for n in range(count):
+                self._senders.append(asyncio.create_task(
+                    self._send_loop(queue), name=f"pli-sender-{key or '-'}-{n}"))
+        return queue
 
     def wake(self) -> None:
         self._wake.set()
@@ -99,16 +123,16 @@ class DeliveryWorker:
             except Exception as exc:  # a failed scan must not end every later one
                 log.error("delivery.scan_failed", error=type(exc).__name__)
                 due, soonest = [], None
-            # Back in the loop: the queue and the claimed set are not thread-safe.
-            for queue_id in due:
-                self.submit(queue_id)
+            # Back in the loop: the queues and the claimed set are not thread-safe.
+            for queue_id, route_sender in due:
+                self.submit(queue_id, route_sender)
             wait = self.settings.delivery.scan_interval
             if soonest is not None:
                 wait = max(0.05, min(wait, soonest - self.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _scan(self) -> tuple[list[str], float | None]:
+    def _scan(self) -> tuple[list[tuple[str, str]], float | None]:
         """Find due messages (in a worker thread: reads the spool, changes nothing else
         shared); return them and when the next deferred one falls due."""
         marker = self.spool.root / FLUSH_MARKER
@@ -117,26 +141,26 @@ class DeliveryWorker:
             marker.unlink(missing_ok=True)
             log.info("queue.flushed")
         now = self.clock()
-        due: list[str] = []
+        due: list[tuple[str, str]] = []
         soonest: float | None = None
         unsaved = dict(self._unsaved)  # one atomic copy: the loop may change it meanwhile
         for message in self.spool.messages():
             message = unsaved.get(message.id, message)
             if flush or message.next_attempt <= now:
-                due.append(message.id)
+                due.append((message.id, message.route_sender))
             elif soonest is None or message.next_attempt < soonest:
                 soonest = message.next_attempt
         return due, soonest
 
     # -- sending ----------------------------------------------------------------------
 
-    async def _send_loop(self) -> None:
+    async def _send_loop(self, queue: asyncio.Queue[str]) -> None:
         connections: dict[str, aiosmtplib.SMTP] = {}
         try:
             while True:
                 try:
                     queue_id = await asyncio.wait_for(
-                        self._queue.get(), self.settings.delivery.idle_close
+                        queue.get(), self.settings.delivery.idle_close
                     )
                 except TimeoutError:
                     await _close_all(connections)
@@ -408,7 +432,7 @@ class DeliveryWorker:
         await asyncio.to_thread(self.spool.enqueue, notice, dsn)
         log.info("dsn.queued", queue_id=notice.id, about=message.id, recipient=message.mail_from,
                  failed=len(failed))
-        self.submit(notice.id)
+        self.submit(notice.id, notice.route_sender)
 
 
 def _needs_smtputf8(message: QueuedMessage, pending: list[Recipient], content: bytes) -> bool:

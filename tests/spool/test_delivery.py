@@ -3,7 +3,9 @@ outages, per-recipient outcomes and connection reuse."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,8 @@ import pytest
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
 from tests.spool.helpers import (OTHER_PATIENT, PATIENT, message, named, null_sender, queued,
                                  spool_of, stays, submit, wait_deferred, wait_queue_empty)
-from tests.support import (ADDRESS, Gateway, LoopThread, Provider, RunningApp, make_gateway,
-                           wait_until)
+from tests.support import (ADDRESS, HOST, OTHER_ADDRESS, Gateway, LoopThread, Provider,
+                           RunningApp, SinkHandler, make_gateway, wait_until)
 
 Events = list[dict[str, Any]]
 
@@ -127,6 +129,76 @@ def test_messages_queued_together_share_connections_to_the_provider(
     assert sorted(r.rcpt_tos[0] for r in provider.received) == \
         sorted(f"patient{n}@example.org" for n in range(8))
     assert 1 <= provider.handler.sessions <= 2
+
+
+@dataclass
+class HeldSink(SinkHandler):
+    """A provider that keeps each message's final dot unanswered until released."""
+
+    released: bool = False
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        while not self.released:
+            await asyncio.sleep(0.02)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_each_upstream_account_has_its_own_connections(
+        tmp_path: Path, loop: LoopThread) -> None:
+    """Providers limit connections per account: one account's slow delivery neither takes
+    a colleague's account's connection nor gets more than its own share."""
+    gw = make_gateway(tmp_path / "pli", delivery="concurrency = 1\n")
+    slow = Provider(loop, None, offer_starttls=False)
+    slow.handler = held = HeldSink()
+    config = gw.config.read_text()
+    first = '[[upstream]]\nname = "default"'
+    assert first in config
+    gw.config.write_text(config.replace(first, (
+        f'[[upstream]]\nname = "martin"\nsenders = ["{ADDRESS}"]\nhost = "{HOST}"\n'
+        f'port = {slow.port}\nsecurity = "none"\n\n{first}'), 1))
+    other = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    slow.start()
+    spool = spool_of(gw)
+    spool.create()
+    for n, sender in enumerate((ADDRESS, ADDRESS, OTHER_ADDRESS)):
+        data = message(sender=sender, to=f"patient{n}@example.org", body=f"message {n}")
+        spool.enqueue(QueuedMessage(id=new_queue_id(), mail_from=sender,
+                                    recipients=[Recipient(f"patient{n}@example.org")],
+                                    created=time.time(), size=len(data), route_sender=sender),
+                      data)
+    app = RunningApp(loop, gw).start()
+    try:
+        # Dr Martin's first message is held at the provider; Dr Durand's goes meanwhile.
+        wait_until(lambda: other.received, timeout=10)
+        stays(lambda: held.sessions == 1 and not held.received, 0.5)
+        held.released = True
+        wait_until(lambda: len(held.received) == 2, timeout=10)
+        wait_queue_empty(gw)
+    finally:
+        app.stop()
+        slow.stop()
+        other.stop()
+    assert [r.mail_from for r in other.received] == [OTHER_ADDRESS]
+    assert {r.mail_from for r in held.received} == {ADDRESS}
+    assert held.sessions == 1  # the second message waited for the account's one connection
+
+
+def test_mail_no_upstream_account_covers_waits_with_a_reason(
+        tmp_path: Path, loop: LoopThread) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    config = gw.config.read_text()
+    assert 'senders = ["*"]' in config
+    gw.config.write_text(config.replace('senders = ["*"]', 'senders = ["@ailleurs.fr"]', 1))
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    app = RunningApp(loop, gw).start()
+    try:
+        meta = wait_deferred(gw, submit(gw))
+        stays(lambda: not provider.received, 0.3)
+    finally:
+        app.stop()
+        provider.stop()
+    assert meta.last_error.startswith("451 4.3.5 No upstream account")
+    assert ADDRESS in meta.last_error and meta.pending
 
 
 def test_deferred_messages_are_retried_when_the_loop_checks_threads(

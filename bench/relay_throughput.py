@@ -53,6 +53,11 @@ PROVIDER_USER = "cabinet@cabinet-martin.fr"
 PROVIDER_PASSWORD = "provider account password"
 
 
+def provider_account(n: int) -> str:
+    """The provider login of the n-th practitioner's mailbox (--accounts)."""
+    return PROVIDER_USER if n == 0 else f"praticien{n}@cabinet-martin.fr"
+
+
 def serve_until_stopped(factory: Callable[[], asyncio.BaseProtocol], port: int) -> None:
     """Serve ``factory``'s protocol on HOST:port until SIGTERM or SIGINT (child processes)."""
     async def main() -> None:
@@ -69,7 +74,7 @@ def serve_until_stopped(factory: Callable[[], asyncio.BaseProtocol], port: int) 
 
 # -- the provider: a child process of this script, which imports nothing from Pli --------
 
-def serve_provider(port: int, cert: str, key: str) -> None:
+def serve_provider(port: int, cert: str, key: str, accounts: int) -> None:
     """aiosmtpd with STARTTLS and AUTH; writes the monotonic time of each 250 to stdout."""
     import warnings
 
@@ -87,7 +92,8 @@ def serve_provider(port: int, cert: str, key: str) -> None:
 
     def authenticator(server: object, session: object, envelope: object, mechanism: str,
                       data: object) -> AuthResult:
-        ok = (isinstance(data, LoginPassword) and data.login == PROVIDER_USER.encode()
+        logins = {provider_account(n).encode() for n in range(accounts)}
+        ok = (isinstance(data, LoginPassword) and data.login in logins
               and data.password == PROVIDER_PASSWORD.encode())
         return AuthResult(success=ok)
 
@@ -187,8 +193,8 @@ def serve_delay(port: int, target: int, rtt_ms: float) -> None:
     serve_until_stopped(accept, port)
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-provider":
-    serve_provider(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--serve-provider":
+    serve_provider(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     sys.exit(0)
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-delay":
     serve_delay(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
@@ -199,6 +205,7 @@ sys.path.insert(0, str(ROOT))
 import aiosmtplib  # noqa: E402
 
 from gateway.tls import write_self_signed  # noqa: E402
+from gateway.users import User, hash_password, load_users, save_users  # noqa: E402
 from tests.support import (  # noqa: E402
     ADDRESS,
     PASSWORD,
@@ -214,14 +221,29 @@ MESSAGE_SIZE = 4096
 # A colleague in the MSSanté trust space: the policy `pli init` installs passes it as it
 # is (anyone else would get a protected copy).
 RECIPIENT = "dr.durand@medecin.mssante.fr"
-# Pli's shipped delivery settings (3 connections to the provider, idle ones kept 5 s),
-# except that a deferred message is retried within seconds, so a hiccup cannot outlast a
-# run. --senders changes the number of connections.
+# Pli's shipped delivery settings (3 connections to the provider per upstream account,
+# idle ones kept 5 s), except that a deferred message is retried within seconds, so a
+# hiccup cannot outlast a run. --senders changes the number of connections.
 DELIVERY = "\n[delivery]\nretry_min = 1\nretry_max = 5\n"
 
 
+@dataclass(frozen=True)
+class Sender:
+    """Who a client connection logs in as, and the address it sends from."""
+
+    login: str
+    password: str
+    address: str
+
+
+def practitioner(n: int) -> tuple[str, str]:
+    """The n-th practitioner's Pli login and address (--accounts): n = 0 is Dr Martin."""
+    return (USER, ADDRESS) if n == 0 else (f"praticien{n}", f"praticien{n}@cabinet-martin.fr")
+
+
 class ProviderProcess:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, accounts: int) -> None:
+        self.accounts = accounts
         self.port = free_port()
         self.cert = folder / "provider-cert.pem"
         self.key = folder / "provider-key.pem"
@@ -234,7 +256,7 @@ class ProviderProcess:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--serve-provider",
-                 str(self.port), str(self.cert), str(self.key)],
+                 str(self.port), str(self.cert), str(self.key), str(self.accounts)],
                 stdout=subprocess.PIPE, stderr=log)
         threading.Thread(target=self._read, daemon=True).start()
         wait_for_port(self.port)
@@ -340,9 +362,9 @@ def cpu_seconds(pid: int) -> float:
 
 # -- the load generator ----------------------------------------------------------------
 
-def make_message(seq: int) -> bytes:
+def make_message(seq: int, sender: str) -> bytes:
     head = (
-        f"From: Dr Martin <{ADDRESS}>\r\n"
+        f"From: <{sender}>\r\n"
         f"To: <{RECIPIENT}>\r\n"
         f"Subject: Benchmark message {seq}\r\n"
         "Date: Mon, 02 Jun 2025 09:00:00 +0200\r\n"
@@ -369,14 +391,14 @@ class Load:
     timed_out: bool = False
 
 
-async def send_one(port: int, tls: ssl.SSLContext, login: tuple[str, str], seq: int,
+async def send_one(port: int, tls: ssl.SSLContext, sender: Sender, seq: int,
                    load: Load, timeout: float) -> None:
     smtp = aiosmtplib.SMTP(hostname=HOST, port=port, start_tls=True, tls_context=tls,
                            timeout=timeout, local_hostname="poste-accueil.cabinet-martin.fr")
     try:
         await smtp.connect()  # greeting, EHLO, STARTTLS, EHLO
-        await smtp.login(*login)
-        await smtp.mail(ADDRESS)
+        await smtp.login(sender.login, sender.password)
+        await smtp.mail(sender.address)
         await smtp.rcpt(RECIPIENT)
         # The last write before DATA's final reply is the message with its ".": the
         # latency runs from that write to the reply.
@@ -391,7 +413,7 @@ async def send_one(port: int, tls: ssl.SSLContext, login: tuple[str, str], seq: 
             last_write = time.monotonic()
 
         protocol.write = timed_write  # type: ignore[method-assign]
-        await smtp.data(make_message(seq))
+        await smtp.data(make_message(seq, sender.address))
         load.latencies.append(time.monotonic() - last_write)
         protocol.write = write  # type: ignore[method-assign]
         load.sent += 1
@@ -403,21 +425,22 @@ async def send_one(port: int, tls: ssl.SSLContext, login: tuple[str, str], seq: 
         smtp.close()
 
 
-async def generate(port: int, tls: ssl.SSLContext, login: tuple[str, str], messages: int,
+async def generate(port: int, tls: ssl.SSLContext, senders: list[Sender], messages: int,
                    clients: int, deadline: float) -> Load:
-    """Send ``messages``, ``clients`` connections at a time, until ``deadline`` at most."""
+    """Send ``messages``, ``clients`` connections at a time, until ``deadline`` at most;
+    client k sends as ``senders[k % len(senders)]``."""
     load = Load()
     counter = iter(range(messages))
     timeout = max(1.0, min(30.0, deadline - time.monotonic()))
 
-    async def client() -> None:
+    async def client(sender: Sender) -> None:
         for seq in counter:
             if time.monotonic() >= deadline:
                 load.timed_out = True
                 return
-            await send_one(port, tls, login, seq, load, timeout)
+            await send_one(port, tls, sender, seq, load, timeout)
 
-    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    tasks = [asyncio.create_task(client(senders[k % len(senders)])) for k in range(clients)]
     _done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
     for task in pending:
         load.timed_out = True
@@ -470,11 +493,11 @@ async def wait_arrivals(provider: ProviderProcess, count: int, deadline: float) 
 
 
 def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
-            login: tuple[str, str], args: argparse.Namespace, pli_pid: int | None = None) -> None:
+            senders: list[Sender], args: argparse.Namespace, pli_pid: int | None = None) -> None:
     async def go() -> None:
         if args.warmup:
             before = len(provider.arrivals)
-            warm = await generate(port, tls, login, args.warmup,
+            warm = await generate(port, tls, senders, args.warmup,
                                   min(args.clients, args.warmup), time.monotonic() + 30)
             await wait_arrivals(provider, before + warm.sent, time.monotonic() + 30)
         if provider.proc is not None:
@@ -484,7 +507,7 @@ def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
         cpu = CpuShares({"clients": None, "provider": provider.proc.pid, "pli": pli_pid})
         start = time.monotonic()
         deadline = start + args.timeout
-        load = await generate(port, tls, login, run.messages, args.clients, deadline)
+        load = await generate(port, tls, senders, run.messages, args.clients, deadline)
         accepted = time.monotonic()
         await wait_arrivals(provider, before + load.sent, deadline)
         shares = cpu.percent()
@@ -514,8 +537,9 @@ def measure(provider: ProviderProcess, run: Run, port: int, tls: ssl.SSLContext,
 def run_straight(provider: ProviderProcess, port: int, rtt: float, rnd: int,
                  args: argparse.Namespace) -> Run:
     run = Run(rtt, rnd, "straight", args.messages)
-    measure(provider, run, port, provider.client_context(),
-            (PROVIDER_USER, PROVIDER_PASSWORD), args)
+    senders = [Sender(provider_account(n), PROVIDER_PASSWORD, practitioner(n)[1])
+               for n in range(args.accounts)]
+    measure(provider, run, port, provider.client_context(), senders, args)
     return run
 
 
@@ -540,7 +564,8 @@ def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
     config = config[:config.index("\n[delivery]\n")] + DELIVERY
     if args.senders is not None:
         config += f"concurrency = {args.senders}\n"
-    gw.config.write_text(config)
+    gw.config.write_text(with_accounts(config, args.accounts))
+    add_practitioners(folder / "users.toml", args.accounts)
     pli = PliProcess(gw, folder / "pli.log")
     try:
         pli.start()
@@ -551,7 +576,9 @@ def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
     try:
         assert pli.proc is not None
         cpu_before = cpu_seconds(pli.proc.pid)
-        measure(provider, run, gw.submission_port, gw.client_context(), (USER, PASSWORD), args,
+        senders = [Sender(login, PASSWORD, address)
+                   for login, address in map(practitioner, range(args.accounts))]
+        measure(provider, run, gw.submission_port, gw.client_context(), senders, args,
                 pli_pid=pli.proc.pid)
         run.pli_peak_mb = peak_rss_mb(pli.proc.pid)
         used = cpu_seconds(pli.proc.pid) - cpu_before
@@ -559,6 +586,31 @@ def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
     finally:
         pli.kill(signal.SIGTERM)
     return run
+
+
+def with_accounts(config: str, accounts: int) -> str:
+    """Give practitioners 1 to accounts-1 each their own upstream account (their own
+    mailbox at the provider), ahead of the default one that Dr Martin keeps."""
+    start = config.index("[[upstream]]\n")
+    end = config.index("\n[", start + 1)
+    default = config[start:end]
+    assert 'name = "default"\nsenders = ["*"]' in default, "pli init's upstream changed"
+    own = ""
+    for n in range(1, accounts):
+        block = default.replace('name = "default"\nsenders = ["*"]',
+                                f'name = "praticien{n}"\n'
+                                f'senders = ["{practitioner(n)[1]}"]')
+        own += block.replace(json.dumps(PROVIDER_USER), json.dumps(provider_account(n))) + "\n"
+    return config[:start] + own + config[start:]
+
+
+def add_practitioners(users_file: Path, accounts: int) -> None:
+    users = load_users(users_file)
+    password = hash_password(PASSWORD)
+    for n in range(1, accounts):
+        login, address = practitioner(n)
+        users[login] = User(login, password, (address,))
+    save_users(users_file, users)
 
 
 # -- report ----------------------------------------------------------------------------
@@ -609,8 +661,11 @@ def mb(value: float | None) -> str:
 
 def print_report(runs: list[Run], results: list[dict[str, object]],
                  args: argparse.Namespace) -> None:
+    accounts = ("one sender and provider account" if args.accounts == 1 else
+                f"{args.accounts} senders, each with its own provider account")
     print(f"\n{args.messages} messages of {MESSAGE_SIZE} bytes per run, {args.clients} "
-          f"clients at once (STARTTLS + AUTH + 1 message each), {os.cpu_count()} CPUs")
+          f"clients at once (STARTTLS + AUTH + 1 message each), {accounts}, "
+          f"{os.cpu_count()} CPUs")
     header = (f"{'RTT':>4} {'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} {'wall s':>7} "
               f"{'msg/s':>7} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'Pli MB':>7} "
               f"{'CPU ms':>7} {'prov MB':>7} {'%CPU: clients':>13} {'prov':>5} {'Pli':>5}")
@@ -665,6 +720,10 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=None,
                         help="Pli's connections to the provider at once ([delivery] "
                              "concurrency); Pli's own default if not given")
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="practitioners sending at once, each with their own login, "
+                             "address and upstream account (their mailbox at the "
+                             "provider); the clients take turns among them (1)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="folder for the work files (Pli's spool: put it on the disk "
                              "to measure); a temporary folder by default")
@@ -675,12 +734,14 @@ def main() -> int:
         parser.error("--messages, --clients and --rounds must be at least 1, --warmup at least 0")
     if args.senders is not None and not 1 <= args.senders <= 64:
         parser.error("--senders must be from 1 to 64, as in pli.toml")
+    if not 1 <= args.accounts <= args.clients:
+        parser.error("--accounts must be from 1 to the number of clients")
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pli-bench-", dir=args.dir))
     runs: list[Run] = []
-    provider = ProviderProcess(work)
+    provider = ProviderProcess(work, args.accounts)
     network: NetworkProcess | None = None
     try:
         provider.start()
@@ -711,6 +772,7 @@ def main() -> int:
     results = [summary([r for r in runs if r.rtt_ms == rtt]) for rtt in args.rtt]
     if args.json:
         print(json.dumps({"messages": args.messages, "clients": args.clients,
+                          "accounts": args.accounts,
                           "message_size": MESSAGE_SIZE, "cpus": os.cpu_count(),
                           "runs": [asdict(r) for r in runs], "summaries": results}, indent=1))
     else:

@@ -220,7 +220,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     listeners = [f"{x.host}:{x.port}" for x in (settings.submission, settings.submissions)
                  if x.enabled]
     print(f"OK: {settings.config_path}: listeners {', '.join(listeners)}, "
-          f"{len(settings.upstream)} upstream account(s), {counts['users']} user(s), "
+          f"{len(settings.upstream)} upstream account(s) with "
+          f"{settings.delivery.concurrency} connection(s) each, {counts['users']} user(s), "
           f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
           f"days in files of at most {settings.audit.max_file_mb:g} MB, TLS certificate valid "
           f"until {utc_day(counts['certificate_expiry'])}")

@@ -49,6 +49,9 @@ class _ParseOncePolicy(email.policy.EmailPolicy):
         object.__setattr__(self, "_parsed", {})  # a policy is read-only once made
 
     def header_fetch_parse(self, name: str, value: str) -> str:
+        if type(value) is not str:  # a header object set after parsing: returned as is
+            same: str = super().header_fetch_parse(name, value)
+            return same
         parsed: dict[tuple[str, str], str] = self.__dict__["_parsed"]
         header = parsed.get((name, value))
         if header is None:

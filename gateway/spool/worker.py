@@ -49,9 +49,9 @@ class DeliveryWorker:
         self.spool = spool
         self.settings = settings
         self.clock = clock
-        # One queue per upstream account (by name; "" for a sender no account covers),
+        # One queue per upstream account (by name; None for senders no account covers),
         # each with its senders, made when the account first has mail.
-        self._queues: dict[str, asyncio.Queue[str]] = {}
+        self._queues: dict[str | None, asyncio.Queue[str]] = {}
         self._claimed: set[str] = set()
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
@@ -98,7 +98,7 @@ class DeliveryWorker:
 
     def _queue_for(self, route_sender: str) -> asyncio.Queue[str]:
         account = self.settings.upstream_for(route_sender)
-        key = account.name if account is not None else ""
+        key = account.name if account is not None else None
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
@@ -106,7 +106,7 @@ class DeliveryWorker:
             count = self.settings.delivery.concurrency if account is not None else 1
             for n in range(count):
                 self._senders.append(asyncio.create_task(
-                    self._send_loop(queue), name=f"pli-sender-{key or '-'}-{n}"))
+                    self._send_loop(queue), name=f"pli-sender-{key}-{n}"))
         return queue
 
     def wake(self) -> None:

@@ -175,6 +175,7 @@ def test_each_upstream_account_has_its_own_connections(
         wait_until(lambda: len(held.received) == 2, timeout=10)
         wait_queue_empty(gw)
     finally:
+        held.released = True
         app.stop()
         slow.stop()
         other.stop()

@@ -718,8 +718,9 @@ def main() -> int:
                         help="round-trip times to the provider to model, in ms; 0 is plain "
                              "loopback (0)")
     parser.add_argument("--senders", type=int, default=None,
-                        help="Pli's connections to the provider at once ([delivery] "
-                             "concurrency); Pli's own default if not given")
+                        help="Pli's connections to the provider at once per upstream "
+                             "account ([delivery] concurrency); Pli's own default if not "
+                             "given")
     parser.add_argument("--accounts", type=int, default=1,
                         help="practitioners sending at once, each with their own login, "
                              "address and upstream account (their mailbox at the "

@@ -14,10 +14,11 @@ from email.header import Header
 
 from gateway.policy import remove_subject_tags
 
+
 def pass_copy(content: bytes, tag_names: Iterable[str]) -> bytes:
     head, sep, body = content.partition(b"\r\n\r\n")
-    if not sep:
-        return content
+    if not sep:  # header fields only, no body: RFC 5322 allows it
+        head, body = content.removesuffix(b"\r\n"), b""
     fields = _fields(head)
     kept: list[bytes] = []
     changed = False

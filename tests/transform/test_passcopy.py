@@ -37,6 +37,11 @@ def test_a_folded_subject_and_a_bcc_header_are_handled_whole() -> None:
     assert parsed["To"] == "b@cab.fr"
 
 
-def test_a_message_without_a_body_separator_is_left_alone() -> None:
-    raw = b"From: a@cab.fr\r\nBcc: x@cab.fr"
-    assert pass_copy(raw, TAGS) == raw
+def test_a_message_of_header_fields_only_loses_its_bcc_and_tags_too() -> None:
+    raw = b"From: a@cab.fr\r\nBcc: x@cab.fr\r\nSubject: Bilan [code:4821]\r\n"
+    out = pass_copy(raw, TAGS)
+    assert b"x@cab.fr" not in out and b"4821" not in out
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed["From"] == "a@cab.fr" and parsed["Subject"] == "Bilan"
+    plain = b"From: a@cab.fr\r\nSubject: Bilan\r\n"
+    assert pass_copy(plain, TAGS) is plain

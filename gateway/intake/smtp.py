@@ -96,6 +96,7 @@ class SubmissionSMTP(SMTP):
         self.throttle = throttle
         self.implicit_tls = implicit_tls
         self._bare_replies = True  # until the greeting is out
+        self._held_lines: list[str] | None = None  # a multi-line reply being built
 
     # -- connection ------------------------------------------------------------------
 
@@ -128,14 +129,30 @@ class SubmissionSMTP(SMTP):
                     self._bare_replies = False  # that was the greeting
             else:
                 status = with_enhanced_status(status)
+            if self._held_lines is not None:
+                self._held_lines.append(status)
+                return
+        await self._release_lines()
         await super().push(status)
 
+    async def _release_lines(self) -> None:
+        lines, self._held_lines = self._held_lines, None
+        if lines:
+            await super().push("\r\n".join(lines))
+
     async def smtp_EHLO(self, hostname: str) -> None:
+        # aiosmtpd writes each line of the reply on its own: eight TLS records and
+        # eight sends where one does, twice per session.
         self._bare_replies = True
+        self._held_lines = []
         try:
             await super().smtp_EHLO(hostname)
+        except BaseException:
+            self._held_lines = None  # half a reply is no reply; the error gets its own
+            raise
         finally:
             self._bare_replies = False
+        await self._release_lines()
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._bare_replies = True

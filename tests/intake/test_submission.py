@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import re
 import smtplib
 import socket
 import ssl
@@ -83,6 +85,48 @@ def test_ehlo_advertises_the_extensions_mail_clients_rely_on(gw: Gateway, pli: R
         assert name in features, name
     assert int(features["size"]) == gw.settings().max_message_size
     assert set(features["auth"].split()) == {"PLAIN", "LOGIN"}
+
+
+def test_the_ehlo_reply_travels_as_one_tls_record(gw: Gateway, pli: RunningApp) -> None:
+    """Counted on the wire: the whole reply in one record, not one record per line."""
+    raw = socket.create_connection((HOST, gw.submissions_port), timeout=10)
+    into, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = gw.client_context().wrap_bio(into, out, server_hostname="localhost")
+
+    def exchange(command: bytes) -> tuple[bytes, int]:
+        """Send command; return the whole reply and the TLS records it came in."""
+        if command:
+            tls.write(command)
+        raw.sendall(out.read())
+        wire, text = b"", b""
+        while not re.search(rb"(^|\n)\d{3} [^\n]*\r\n$", text):
+            chunk = raw.recv(65536)
+            assert chunk, "connection closed"
+            wire += chunk
+            into.write(chunk)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                while True:
+                    text += tls.read(65536)
+        records, at = 0, 0
+        while at < len(wire):
+            at += 5 + int.from_bytes(wire[at + 3:at + 5], "big")
+            records += 1
+        return text, records
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(out.read())
+            into.write(raw.recv(65536))
+    raw.sendall(out.read())
+    assert exchange(b"")[0].startswith(b"220 ")  # greeting (and any session tickets)
+    for _ in range(2):
+        text, records = exchange(b"EHLO [192.0.2.1]\r\n")
+        assert text.count(b"\r\n") >= 6 and b"250-AUTH" in text and text.startswith(b"250-")
+        assert records == 1, (records, text)
+    raw.close()
 
 
 def test_auth_before_starttls_is_refused(gw: Gateway, pli: RunningApp) -> None:

@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,77 @@ def serve_provider(port: int, cert: str, key: str, accounts: int) -> None:
             warnings.simplefilter("ignore")
             return SMTP(handler, hostname="provider.test", decode_data=False,
                         enable_SMTPUTF8=True, tls_context=tls, require_starttls=True,
+                        authenticator=authenticator, auth_required=True,
+                        auth_require_tls=True)
+
+    serve_until_stopped(factory, port)
+
+
+# -- the bare forwarder (--floor): a child process of this script, importing nothing from Pli
+
+def serve_forwarder(port: int, target: int, cert: str, key: str, ca: str, password: str,
+                    connections: int, logins: dict[str, str]) -> None:
+    """What any relay built on the same libraries must do at least, and nothing more:
+    aiosmtpd in (STARTTLS, AUTH with a password compared in memory), each message handed
+    to one of ``connections`` kept aiosmtplib connections per provider account (STARTTLS,
+    certificate checked, AUTH), and 250 as soon as it is in that in-memory queue. No
+    spool (a crash loses what is queued), no parsing, no policy, no log: the lowest CPU
+    cost per message a gateway on aiosmtpd and aiosmtplib can have, so the ratio it
+    reaches is about the most any such gateway can reach on this machine. A message the
+    provider does not take is dropped, and the benchmark counts it as lost. ``logins``
+    maps each sender address to its provider login."""
+    import warnings
+
+    import aiosmtplib
+    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+    intake_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    intake_tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    intake_tls.load_cert_chain(cert, key)
+    upstream_tls = ssl.create_default_context(cafile=ca)
+    Job = tuple[str, list[str], bytes]
+    queues: dict[str, asyncio.Queue[Job]] = {}
+    senders: set[asyncio.Task[None]] = set()
+
+    async def relay(login: str, queue: asyncio.Queue[Job]) -> None:
+        smtp: aiosmtplib.SMTP | None = None
+        while True:
+            mail_from, rcpt_tos, content = await queue.get()
+            try:
+                if smtp is None or not smtp.is_connected:
+                    smtp = aiosmtplib.SMTP(hostname=HOST, port=target, start_tls=True,
+                                           tls_context=upstream_tls, timeout=30)
+                    await smtp.connect()
+                    await smtp.login(login, PROVIDER_PASSWORD)
+                await smtp.sendmail(mail_from, rcpt_tos, content)
+            except Exception as exc:  # lost: the provider's count shows it
+                smtp = None
+                print(f"forwarder: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            login = logins[envelope.mail_from]
+            queue = queues.get(login)
+            if queue is None:
+                queue = queues[login] = asyncio.Queue()
+                for _ in range(connections):
+                    senders.add(asyncio.get_running_loop().create_task(relay(login, queue)))
+            queue.put_nowait((envelope.mail_from, envelope.rcpt_tos,
+                              envelope.original_content))
+            return "250 2.0.0 Queued in memory"
+
+    def authenticator(server: object, session: object, envelope: object, mechanism: str,
+                      data: object) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and data.password == password.encode()
+        return AuthResult(success=ok)
+
+    handler = Handler()
+
+    def factory() -> SMTP:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return SMTP(handler, hostname="forwarder.test", decode_data=False,
+                        enable_SMTPUTF8=True, tls_context=intake_tls, require_starttls=True,
                         authenticator=authenticator, auth_required=True,
                         auth_require_tls=True)
 
@@ -196,6 +268,10 @@ def serve_delay(port: int, target: int, rtt_ms: float) -> None:
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--serve-provider":
     serve_provider(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     sys.exit(0)
+if __name__ == "__main__" and len(sys.argv) == 10 and sys.argv[1] == "--serve-forwarder":
+    serve_forwarder(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6],
+                    sys.argv[7], int(sys.argv[8]), json.loads(sys.argv[9]))
+    sys.exit(0)
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve-delay":
     serve_delay(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
     sys.exit(0)
@@ -225,6 +301,7 @@ RECIPIENT = "dr.durand@medecin.mssante.fr"
 # idle ones kept 5 s), except that a deferred message is retried within seconds, so a
 # hiccup cannot outlast a run. --senders changes the number of connections.
 DELIVERY = "\n[delivery]\nretry_min = 1\nretry_max = 5\n"
+PLI_CONNECTIONS = 3  # the shipped [delivery] concurrency, which the forwarder copies
 
 
 @dataclass(frozen=True)
@@ -455,7 +532,7 @@ async def generate(port: int, tls: ssl.SSLContext, senders: list[Sender], messag
 class Run:
     rtt_ms: float  # modelled round trip to the provider (0: plain loopback)
     round: int
-    path: str  # "straight" or "pli"
+    path: str  # "straight", "pli" or "forward" (--floor)
     messages: int
     sent: int = 0
     received: int = 0  # by the provider
@@ -478,7 +555,7 @@ class Run:
 
     @property
     def wall_seconds(self) -> float:
-        return self.received_seconds if self.path == "pli" else self.accepted_seconds
+        return self.accepted_seconds if self.path == "straight" else self.received_seconds
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -588,6 +665,37 @@ def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
     return run
 
 
+def run_forward(provider: ProviderProcess, port: int, rtt: float, rnd: int,
+                args: argparse.Namespace, work: Path) -> Run:
+    """The same load through the bare forwarder (--floor), with Pli's connection count."""
+    folder = work / f"forward-{rtt:g}ms-{rnd}"
+    folder.mkdir()
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    write_self_signed(cert, key, "localhost")
+    senders = [Sender(login, PASSWORD, address)
+               for login, address in map(practitioner, range(args.accounts))]
+    logins = {practitioner(n)[1]: provider_account(n) for n in range(args.accounts)}
+    listen = free_port()
+    with (folder / "forwarder.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-forwarder", str(listen),
+             str(port), str(cert), str(key), str(provider.cert), PASSWORD,
+             str(args.senders or PLI_CONNECTIONS), json.dumps(logins)],
+            stdout=log, stderr=log)
+    run = Run(rtt, rnd, "forward", args.messages)
+    try:
+        wait_for_port(listen)
+        cpu_before = cpu_seconds(proc.pid)
+        measure(provider, run, listen, ssl.create_default_context(cafile=str(cert)), senders,
+                args, pli_pid=proc.pid)
+        run.pli_peak_mb = peak_rss_mb(proc.pid)
+        used = cpu_seconds(proc.pid) - cpu_before
+        run.pli_cpu_ms_per_msg = used * 1000 / max(1, run.sent + args.warmup)
+    finally:
+        stop_child(proc)
+    return run
+
+
 def with_accounts(config: str, accounts: int) -> str:
     """Give practitioners 1 to accounts-1 each their own upstream account (their own
     mailbox at the provider), ahead of the default one that Dr Martin keeps."""
@@ -615,14 +723,14 @@ def add_practitioners(users_file: Path, accounts: int) -> None:
 
 # -- report ----------------------------------------------------------------------------
 
-def ratios(runs: list[Run]) -> list[float]:
-    """Pli over straight, for each round of runs (all with the same round-trip time)."""
+def ratios(runs: list[Run], path: str = "pli") -> list[float]:
+    """``path`` over straight, for each round of runs (all with the same round-trip time)."""
     rounds: dict[int, dict[str, Run]] = {}
     for run in runs:
         rounds.setdefault(run.round, {})[run.path] = run
-    return [r["pli"].msgs_per_second / r["straight"].msgs_per_second
+    return [r[path].msgs_per_second / r["straight"].msgs_per_second
             for r in rounds.values()
-            if "pli" in r and "straight" in r and r["straight"].msgs_per_second]
+            if path in r and "straight" in r and r["straight"].msgs_per_second]
 
 
 def summary(runs: list[Run]) -> dict[str, object]:
@@ -630,6 +738,8 @@ def summary(runs: list[Run]) -> dict[str, object]:
     ratio = statistics.median(each) if each else 0.0
     pli = [r for r in runs if r.path == "pli"]
     straight = [r for r in runs if r.path == "straight"]
+    forward = [r for r in runs if r.path == "forward"]
+    floor = ratios(runs, "forward")
 
     def med(values: list[float]) -> float:
         return statistics.median(values) if values else 0.0
@@ -643,6 +753,8 @@ def summary(runs: list[Run]) -> dict[str, object]:
         "met": ratio >= TARGET_RATIO,
         "pli_msgs_per_second": med([r.msgs_per_second for r in pli]),
         "straight_msgs_per_second": med([r.msgs_per_second for r in straight]),
+        "forward_msgs_per_second": med([r.msgs_per_second for r in forward]) if forward else None,
+        "forward_ratio": statistics.median(floor) if floor else None,
         "pli_p50_ms": med([r.latency_p50_ms for r in pli]),
         "pli_p99_ms": med([r.latency_p99_ms for r in pli]),
         "straight_p50_ms": med([r.latency_p50_ms for r in straight]),
@@ -672,7 +784,7 @@ def print_report(runs: list[Run], results: list[dict[str, object]],
     print(header)
     print("-" * len(header))
     for r in runs:
-        pli = r.path == "pli"
+        pli = r.path != "straight"
         print(f"{r.rtt_ms:>4g} {r.round:>5}  {r.path:<8} {r.sent:>5} {r.received:>5} "
               f"{sum(r.errors.values()):>4} {r.wall_seconds:>7.2f} {r.msgs_per_second:>7.1f} "
               f"{(f'{r.accepted_per_second:.1f}' if pli else '-'):>7} "
@@ -702,6 +814,11 @@ def print_summary(result: dict[str, object]) -> None:
           f"p99 {result['pli_p99_ms']:.0f} ms (straight {result['straight_p50_ms']:.0f}/"
           f"{result['straight_p99_ms']:.0f} ms); peak memory Pli "
           f"{result['pli_peak_mb']:.0f} MB, provider {result['provider_peak_mb']:.0f} MB")
+    if result["forward_ratio"] is not None:
+        print(f"  bare forwarder (aiosmtpd in, aiosmtplib out over as many connections "
+              f"as Pli, nothing else): {result['forward_msgs_per_second']:.1f} msg/s "
+              f"relayed, ratio {result['forward_ratio']:.2f}: about the most a gateway on "
+              f"these libraries reaches here")
 
 
 def main() -> int:
@@ -725,6 +842,10 @@ def main() -> int:
                         help="practitioners sending at once, each with their own login, "
                              "address and upstream account (their mailbox at the "
                              "provider); the clients take turns among them (1)")
+    parser.add_argument("--floor", action="store_true",
+                        help="each round also sends the load through a bare forwarder "
+                             "(aiosmtpd in, aiosmtplib out, no spool, policy or log) to "
+                             "show the most a gateway on these libraries reaches here")
     parser.add_argument("--dir", type=Path, default=None,
                         help="folder for the work files (Pli's spool: put it on the disk "
                              "to measure); a temporary folder by default")
@@ -754,10 +875,12 @@ def main() -> int:
             for rnd in range(1, args.rounds + 1):
                 runs.append(run_straight(provider, port, rtt, rnd, args))
                 runs.append(run_pli(provider, port, rtt, rnd, args, work))
+                if args.floor:
+                    runs.append(run_forward(provider, port, rtt, rnd, args, work))
                 if not args.json:
-                    print(f"RTT {rtt:g} ms round {rnd}: straight "
-                          f"{runs[-2].msgs_per_second:.1f} msg/s, "
-                          f"pli {runs[-1].msgs_per_second:.1f} msg/s", flush=True)
+                    print(f"RTT {rtt:g} ms round {rnd}: " + ", ".join(
+                        f"{r.path} {r.msgs_per_second:.1f} msg/s"
+                        for r in runs if r.rtt_ms == rtt and r.round == rnd), flush=True)
             if network is not None:
                 network.stop()
                 network = None

@@ -221,7 +221,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                  if x.enabled]
     print(f"OK: {settings.config_path}: listeners {', '.join(listeners)}, "
           f"{len(settings.upstream)} upstream account(s) with "
-          f"{settings.delivery.concurrency} connection(s) each, {counts['users']} user(s), "
+          f"{settings.delivery.concurrency} connection(s) each (at most "
+          f"{settings.delivery.max_connections} in all), {counts['users']} user(s), "
           f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
           f"days in files of at most {settings.audit.max_file_mb:g} MB, TLS certificate valid "
           f"until {utc_day(counts['certificate_expiry'])}")

@@ -111,6 +111,9 @@ class Delivery(_Strict):
     # (that message then waits for its retry); three stays within the strictest
     # per-account limit we know of.
     concurrency: Annotated[int, Field(ge=1, le=64)] = 3
+    # Connections to providers at once, all accounts together (as Postfix's default
+    # destination concurrency limit): providers also limit connections per client address.
+    max_connections: Annotated[int, Field(ge=1, le=256)] = 20
     retry_min: Seconds = 300.0
     retry_max: Seconds = 4000.0
     lifetime: Seconds = 5 * 86400.0

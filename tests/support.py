@@ -128,6 +128,8 @@ class SinkHandler:
     mail_replies: list[str] = field(default_factory=list)
     data_replies: list[str] = field(default_factory=list)
     sessions: int = 0
+    open_now: int = 0  # connections open at this moment
+    most_open: int = 0  # the most that were ever open at once
     users: dict[str, str] = field(default_factory=dict)
 
     async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope,
@@ -159,6 +161,17 @@ class SinkHandler:
         return "250 2.0.0 Stored"
 
 
+class _CountedSMTP(SMTP):
+    """Tells the handler when its connection ends (aiosmtpd's handlers are not told)."""
+
+    def connection_lost(self, error: Exception | None) -> None:
+        handler = self.event_handler
+        if not getattr(self, "_counted_lost", False):
+            self._counted_lost = True
+            handler.open_now -= 1
+        super().connection_lost(error)
+
+
 class Provider:
     """An aiosmtpd provider on loopback, with STARTTLS (and AUTH when users are given)."""
 
@@ -185,14 +198,16 @@ class Provider:
 
         def factory() -> SMTP:
             handler.sessions += 1
+            handler.open_now += 1
+            handler.most_open = max(handler.most_open, handler.open_now)
             kwargs: dict[str, Any] = {}
             if handler.users:
                 kwargs = {"authenticator": self._authenticator, "auth_required": True,
                           "auth_require_tls": not self.implicit_tls}
-            return SMTP(handler, hostname="provider.test", decode_data=False,
-                        enable_SMTPUTF8=True,
-                        tls_context=self.tls if (self.offer_starttls and not self.implicit_tls)
-                        else None, **kwargs)
+            return _CountedSMTP(
+                handler, hostname="provider.test", decode_data=False, enable_SMTPUTF8=True,
+                tls_context=self.tls if (self.offer_starttls and not self.implicit_tls)
+                else None, **kwargs)
 
         async def go() -> asyncio.Server:
             return await asyncio.get_running_loop().create_server(

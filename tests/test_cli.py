@@ -37,7 +37,7 @@ def test_init_user_check_and_list_work_together(tmp_path: Path) -> None:
     checked = pli("check", "-c", config)
     assert checked.returncode == 0, checked.stderr
     assert "1 user(s)" in checked.stdout
-    assert "1 upstream account(s) with 3 connection(s) each" in checked.stdout
+    assert "1 upstream account(s) with 3 connection(s) each (at most 20 in all)" in checked.stdout
     assert "a long enough password" not in (folder / "users.toml").read_text()
     deleted = pli("user", "del", "-c", config, "martin")
     assert deleted.returncode == 0

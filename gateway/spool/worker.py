@@ -5,9 +5,12 @@ handed over directly by the intake; deferred ones are found by a periodic scan o
 spool). Each upstream account has its own queue and its own senders, as many as
 ``[delivery] concurrency``, each keeping its connection to the provider open while there
 is work: providers limit connections per account, not per practice, and one
-practitioner's batch of letters does not hold up a colleague's message. Outcomes are per
-recipient: one the provider refused for good gets a DSN and is not tried again; the
-others are not sent twice.
+practitioner's batch of letters does not hold up a colleague's message. All accounts
+together open at most ``[delivery] max_connections``: a sender needs one of that many
+slots to open a connection; when none is free, a connection kept open while idle is
+closed to make room, and while others wait, a sender gives its slot back after each
+message. Outcomes are per recipient: one the provider refused for good gets a DSN and is
+not tried again; the others are not sent twice.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ FLUSH_MARKER = "flush"
 
 
 
+class _Sender:
+    """One sender's connections (at most one: a sender serves one account) and whether
+    it holds one of the practice-wide connection slots."""
+
+    __slots__ = ("connections", "slot")
+
+    def __init__(self) -> None:
+        self.connections: dict[str, aiosmtplib.SMTP] = {}
+        self.slot = False
+
+
 class TemporaryError(Exception):
     """The attempt failed in a way that a later attempt may not (4xx, network)."""
 
@@ -58,6 +72,10 @@ class DeliveryWorker:
         self._senders: list[asyncio.Task[None]] = []
         self._stopping = False
         self._busy = 0
+        # Connections open at once, all accounts together: a slot per connection.
+        self._slots = asyncio.Semaphore(settings.delivery.max_connections)
+        self._slot_waiters = 0
+        self._idle: set[_Sender] = set()  # holding a slot, waiting for mail
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
         # Outcomes the disk would not take (full): kept here until it does, so that a
         # recipient already delivered is not sent again and retries keep their pace.
@@ -155,29 +173,63 @@ class DeliveryWorker:
     # -- sending ----------------------------------------------------------------------
 
     async def _send_loop(self, queue: asyncio.Queue[str]) -> None:
-        connections: dict[str, aiosmtplib.SMTP] = {}
+        me = _Sender()
         try:
             while True:
+                if me.slot:
+                    self._idle.add(me)
                 try:
-                    queue_id = await asyncio.wait_for(
+                    queue_id: str | None = await asyncio.wait_for(
                         queue.get(), self.settings.delivery.idle_close
                     )
                 except TimeoutError:
-                    await _close_all(connections)
+                    queue_id = None
+                finally:
+                    self._idle.discard(me)
+                if queue_id is None:
+                    await self._release(me)
                     continue
                 self._busy += 1
                 try:
-                    await self._deliver(queue_id, connections)
+                    await self._deliver(queue_id, me)
                 except Exception as exc:  # never let one message stop the sender
                     log.error("delivery.internal_error", queue_id=queue_id,
                               error=type(exc).__name__)
                 finally:
                     self._busy -= 1
                     self._claimed.discard(queue_id)
+                if me.slot and (not me.connections or self._slot_waiters):
+                    await self._release(me)  # nothing kept open, or someone else's turn
         finally:
-            await _close_all(connections)
+            await self._release(me)
 
-    async def _deliver(self, queue_id: str, connections: dict[str, aiosmtplib.SMTP]) -> None:
+    async def _acquire(self, me: _Sender) -> None:
+        """Take a connection slot, closing a connection another sender keeps idle if
+        none is free."""
+        if me.slot:
+            return
+        self._slot_waiters += 1
+        try:
+            if self._slots.locked() and self._idle:
+                await self._release(self._idle.pop())
+            await self._slots.acquire()
+            me.slot = True
+        finally:
+            self._slot_waiters -= 1
+
+    async def _release(self, sender: _Sender) -> None:
+        """Close the sender's connection (QUIT first), then give its slot back. The sender
+        may wake meanwhile: it then finds neither connection nor slot, and waits its turn."""
+        held, sender.slot = sender.slot, False
+        connections = dict(sender.connections)
+        sender.connections.clear()
+        try:
+            await _close_all(connections)
+        finally:
+            if held:
+                self._slots.release()
+
+    async def _deliver(self, queue_id: str, me: _Sender) -> None:
         try:
             with self.spool.locked(queue_id) as message:
                 if message is None:
@@ -185,15 +237,13 @@ class DeliveryWorker:
                     return
                 message = self._unsaved.get(queue_id, message)
                 if message.pending:
-                    await self._attempt(message, connections)
+                    await self._attempt(message, me)
                 elif message.unreported or queue_id in self._unsaved:
                     await self._finish(message)  # a DSN to queue, or an outcome to save
         except Busy:
             log.info("delivery.skipped_busy", queue_id=queue_id)
 
-    async def _attempt(
-        self, message: QueuedMessage, connections: dict[str, aiosmtplib.SMTP]
-    ) -> None:
+    async def _attempt(self, message: QueuedMessage, me: _Sender) -> None:
         pending = message.pending
         account = self.settings.upstream_for(message.route_sender)
         if account is None:
@@ -202,7 +252,7 @@ class DeliveryWorker:
         else:
             content = await asyncio.to_thread(self.spool.content, message.id)
             try:
-                await self._relay(message, pending, content, account, connections)
+                await self._relay(message, pending, content, account, me)
             except TemporaryError as exc:
                 self._defer_all(message, exc.reply)
         await self._settle(message, pending)
@@ -213,10 +263,11 @@ class DeliveryWorker:
         pending: list[Recipient],
         content: bytes,
         account: Upstream,
-        connections: dict[str, aiosmtplib.SMTP],
+        me: _Sender,
     ) -> None:
+        connections = me.connections
         for attempt in (1, 2):
-            smtp, reused = await self._connection(account, connections)
+            smtp, reused = await self._connection(account, me)
             try:
                 await self._transaction(smtp, message, pending, content)
                 return
@@ -289,12 +340,11 @@ class DeliveryWorker:
             self._tls_contexts[account.name] = context
         return context
 
-    async def _connection(
-        self, account: Upstream, connections: dict[str, aiosmtplib.SMTP]
-    ) -> tuple[aiosmtplib.SMTP, bool]:
-        smtp = connections.get(account.name)
+    async def _connection(self, account: Upstream, me: _Sender) -> tuple[aiosmtplib.SMTP, bool]:
+        smtp = me.connections.get(account.name)
         if smtp is not None and smtp.is_connected:
             return smtp, True
+        await self._acquire(me)
         delivery = self.settings.delivery
         smtp = aiosmtplib.SMTP(
             hostname=account.host,
@@ -342,7 +392,7 @@ class DeliveryWorker:
             raise TemporaryError(
                 f"451 4.4.1 Cannot reach the provider {where} ({type(exc).__name__})"
             ) from None
-        connections[account.name] = smtp
+        me.connections[account.name] = smtp
         return smtp, False
 
     # -- outcomes ---------------------------------------------------------------------

@@ -247,3 +247,91 @@ def test_a_provider_busy_with_the_accounts_other_connections_is_tried_again_soon
         provider.stop()
     assert before + first_delay <= meta.next_attempt <= after + first_delay
     assert meta.pending[0].reply.startswith(reply[:9])
+
+
+@dataclass
+class SlowSink(SinkHandler):
+    """A provider that takes a moment over each message, so connections overlap."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(0.1)
+        return await super().handle_DATA(server, session, envelope)
+
+
+THIRD_ADDRESS = "dr.petit@cabinet-martin.fr"  # goes out with the default account
+
+
+def _three_accounts(gw: Gateway) -> None:
+    """Dr Martin and Dr Durand get their own account at the same provider; anyone else
+    keeps the default one."""
+    config = gw.config.read_text()
+    first = '[[upstream]]\nname = "default"'
+    assert first in config
+    own = "".join(
+        f'[[upstream]]\nname = "{name}"\nsenders = ["{address}"]\nhost = "{HOST}"\n'
+        f'port = {gw.provider_port}\nsecurity = "none"\n\n'
+        for name, address in (("martin", ADDRESS), ("durand", OTHER_ADDRESS)))
+    gw.config.write_text(config.replace(first, own + first, 1))
+
+
+def _enqueue_for(spool: Spool, sender: str, n: int) -> None:
+    data = message(sender=sender, to=f"patient{n}@example.org", body=f"message {n}")
+    spool.enqueue(QueuedMessage(id=new_queue_id(), mail_from=sender,
+                                recipients=[Recipient(f"patient{n}@example.org")],
+                                created=time.time(), size=len(data), route_sender=sender),
+                  data)
+
+
+def test_all_accounts_together_open_no_more_than_max_connections(
+        tmp_path: Path, loop: LoopThread) -> None:
+    """Three accounts of 3 connections each would open 9 at once; the practice-wide
+    bound keeps it to 2, and every message still goes, once."""
+    gw = make_gateway(tmp_path / "pli", delivery="concurrency = 3\nmax_connections = 2\n")
+    _three_accounts(gw)
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False)
+    provider.handler = SlowSink()
+    provider.start()
+    spool = spool_of(gw)
+    spool.create()
+    senders = (ADDRESS, OTHER_ADDRESS, THIRD_ADDRESS)
+    for n in range(12):
+        _enqueue_for(spool, senders[n % 3], n)
+    app = RunningApp(loop, gw).start()
+    try:
+        wait_until(lambda: len(provider.received) == 12, timeout=20)
+        wait_queue_empty(gw)
+    finally:
+        app.stop()
+        provider.stop()
+    assert sorted(r.rcpt_tos[0] for r in provider.received) == \
+        sorted(f"patient{n}@example.org" for n in range(12))
+    assert {r.mail_from for r in provider.received} == set(senders)
+    assert provider.handler.most_open == 2
+
+
+def test_a_connection_kept_idle_gives_way_to_another_accounts_mail(
+        tmp_path: Path, loop: LoopThread) -> None:
+    """With every slot taken by a connection kept open for reuse, a colleague's message
+    does not wait for it to time out (30 s here): the idle one is closed to make room."""
+    gw = make_gateway(tmp_path / "pli", delivery="max_connections = 1\n")
+    config = gw.config.read_text()
+    assert "\nidle_close = 0.5\n" in config
+    gw.config.write_text(config.replace("\nidle_close = 0.5\n", "\nidle_close = 30\n"))
+    _three_accounts(gw)
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
+    spool = spool_of(gw)
+    spool.create()
+    app = RunningApp(loop, gw).start()
+    try:
+        _enqueue_for(spool, ADDRESS, 0)
+        wait_until(lambda: len(provider.received) == 1, timeout=10)
+        stays(lambda: provider.handler.open_now == 1, 0.3)  # kept open for reuse
+        _enqueue_for(spool, OTHER_ADDRESS, 1)
+        wait_until(lambda: len(provider.received) == 2, timeout=5)
+        wait_queue_empty(gw)
+    finally:
+        app.stop()
+        provider.stop()
+    assert [r.mail_from for r in provider.received] == [ADDRESS, OTHER_ADDRESS]
+    assert provider.handler.most_open == 1
+    assert provider.handler.sessions == 2

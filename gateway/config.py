@@ -198,6 +198,9 @@ class Settings(_Strict):
     policy: Path | None = None
     max_message_size: Annotated[int, Field(ge=1024)] = 150 * 1024 * 1024
     session_timeout: Seconds = 600.0
+    max_sessions: Annotated[int, Field(ge=1, le=10000)] = 200
+    max_sessions_per_client: Annotated[int, Field(ge=1, le=10000)] = 50
+    login_timeout: Seconds = 60.0
     tls: TlsFiles
     submission: Listener = Listener(port=587)
     submissions: Listener = Listener(port=465)

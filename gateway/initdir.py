@@ -52,6 +52,9 @@ users_file = "users.toml"       # managed by `pli user add|del|list`
 policy = "policy.toml"          # what Pli does with each message
 max_message_size = 157286400    # bytes: a 100 MB attachment, once base64-encoded, fits
 session_timeout = 600           # seconds a client may stay silent, DATA included
+login_timeout = 60              # seconds from connecting to logging in
+max_sessions = 200              # connections at once, all clients together
+max_sessions_per_client = 50    # connections at once from one address
 
 [tls]
 # Self-signed by `pli init`. To use the NAS's real certificate, point these at its

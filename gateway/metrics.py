@@ -56,6 +56,8 @@ _EVENTS: dict[str, tuple[str, str | None]] = {
     "portal.download": ("pli_portal_downloads_total", None),
     "portal.code_rejected": ("pli_portal_code_failures_total", None),
     "session.auth_failed": ("pli_auth_failures_total", None),
+    "session.refused_busy": ("pli_sessions_refused_total", None),
+    "session.login_timeout": ("pli_sessions_refused_total", None),
     "policy.reloaded": ("pli_policy_reloads_total", "ok"),
     "policy.reload_failed": ("pli_policy_reloads_total", "failed"),
     "session.disk_full": ("pli_disk_full_refusals_total", None),
@@ -139,6 +141,9 @@ class Metrics:
         self.counter("pli_portal_code_failures_total", "Wrong access codes typed on the "
                      "portal.", initial=[()])
         self.counter("pli_auth_failures_total", "Failed SMTP logins.", initial=[()])
+        self.counter("pli_sessions_refused_total", "SMTP connections refused over the "
+                     "session limits or closed for not logging in in time (421 4.7.0).",
+                     initial=[()])
         self.counter("pli_policy_reloads_total", "Policy reloads (SIGHUP) by result.",
                      ("result",), initial=[("ok",), ("failed",)])
         self.counter("pli_disk_full_refusals_total", "Messages refused with 452 4.3.1 because "

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP
 
 from gateway.config import Listener, Settings
 from gateway.intake.handler import Process, SubmissionHandler
+from gateway.intake.limits import SessionLimits
 from gateway.intake.smtp import SubmissionSMTP
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
@@ -64,6 +65,9 @@ async def start_intake(
     limits = settings.auth
     throttle = AuthThrottle(delay_after=limits.delay_after, max_failures=limits.max_failures,
                             window=limits.window, lockout=limits.lockout)
+    open_limits = SessionLimits(total=settings.max_sessions,
+                                per_client=settings.max_sessions_per_client,
+                                login_timeout=settings.login_timeout)
 
     def factory(implicit_tls: bool) -> SMTP:
         with warnings.catch_warnings():
@@ -77,6 +81,7 @@ async def start_intake(
                 implicit_tls=implicit_tls,
                 sessions=sessions,
                 auth_pool=auth_pool,
+                limits=open_limits,
                 hostname=settings.hostname,
                 ident="ESMTP Pli",
                 data_size_limit=settings.max_message_size,

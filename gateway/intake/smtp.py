@@ -8,6 +8,8 @@
   ever served over an SSL socket (see ``intake.server``).
 - Every reply carries an enhanced status code (RFC 2034), added here to aiosmtpd's own
   replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare.
+- A connection over the session limits gets 421 instead of the greeting, and one that
+  has not logged in ``login_timeout`` seconds after connecting gets 421 and is closed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from gateway.errors import smtp_reply
+from gateway.intake.limits import SessionLimits
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
 from gateway.users import UserStore
@@ -61,6 +64,16 @@ _REWORDED = {
 }
 
 
+_BUSY_ALL = smtp_reply(421, "4.7.0", "Le serveur a trop de connexions en cours ; "
+                       "réessayez dans un instant", "The server has too many connections "
+                       "open; try again in a moment")
+_BUSY_CLIENT = smtp_reply(421, "4.7.0", "Trop de connexions ouvertes depuis votre adresse ; "
+                          "réessayez dans un instant", "Too many connections open from "
+                          "your address; try again in a moment")
+_LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : connexion fermée",
+                            "No login in time: closing the connection")
+
+
 def with_enhanced_status(reply: str) -> str:
     if reply in _REWORDED:
         return _REWORDED[reply]
@@ -87,10 +100,15 @@ class SubmissionSMTP(SMTP):
         implicit_tls: bool,
         sessions: set[SubmissionSMTP],
         auth_pool: Executor,
+        limits: SessionLimits,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.sessions = sessions
+        self.limits = limits
+        self._refused: str | None = None  # the limit a session was over, if it was
+        self._counted: str | None = None  # the client address it counts for
+        self._login_timer: asyncio.TimerHandle | None = None
         self.auth_pool = auth_pool
         self.users = users
         self.throttle = throttle
@@ -107,10 +125,42 @@ class SubmissionSMTP(SMTP):
             self.sessions.add(self)
             if self.implicit_tls and self.session is not None:
                 self.session.ssl = transport.get_extra_info("ssl_object")
+            client = self.client_address
+            self._refused = self.limits.admit(client)
+            if self._refused is None:
+                self._counted = client
+                self._login_timer = self.loop.call_later(self.limits.login_timeout,
+                                                         self._login_expired)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.sessions.discard(self)
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
+        if self._counted is not None:
+            self.limits.leave(self._counted)
+            self._counted = None
         super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refused is not None:
+            log.warning("session.refused_busy", client=self.client_address,
+                        limit=self._refused, open=self.limits.open)
+            await self.push(_BUSY_ALL if self._refused == "total" else _BUSY_CLIENT)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def _login_expired(self) -> None:
+        self._login_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        log.info("session.login_timeout", client=self.client_address)
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_LOGIN_TIMEOUT.encode() + b"\r\n")
+        transport.close()
 
     @property
     def client_address(self) -> str:
@@ -230,5 +280,8 @@ class SubmissionSMTP(SMTP):
                 message=smtp_reply(535, "5.7.8", "Nom d'utilisateur ou mot de passe incorrect",
                                    "Wrong user name or password"),
             )
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
         log.info("session.authenticated", client=client, user=user.name, mechanism=mechanism)
         return AuthResult(success=True, auth_data=user.name)

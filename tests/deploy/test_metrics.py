@@ -113,7 +113,8 @@ def test_events_count_by_decision_and_outcome() -> None:
         metrics.observe("policy.decided", {"action": action, "rule": "x"})
     for event in ("delivery.sent", "delivery.sent", "delivery.deferred", "delivery.bounced",
                   "delivery.expired", "portal.download", "portal.code_rejected",
-                  "portal.code_rejected", "session.auth_failed", "spool.queued"):
+                  "portal.code_rejected", "session.auth_failed", "session.refused_busy",
+                  "session.login_timeout", "spool.queued"):
         metrics.observe(event, {})
     families = parse(metrics.render())
     assert sample(families, "pli_messages_decided_total", action="pass") == 1
@@ -132,6 +133,7 @@ def test_events_count_by_decision_and_outcome() -> None:
     metrics.observe("portal.download", {"outcome": "counted", "object": "file"})
     assert metrics.value("pli_portal_downloads_total") == 2
     assert sample(families, "pli_auth_failures_total") == 1
+    assert sample(families, "pli_sessions_refused_total") == 2
 
 
 def test_label_values_and_help_are_escaped() -> None:

@@ -75,7 +75,8 @@ class App:
         self.worker = DeliveryWorker(self.spool, settings)
         protector = Protector(self.vault, settings, template_dirs(settings),
                               tag_names=lambda: self.current_policy().tag_names)
-        pipeline = Pipeline(default_steps(self.current_policy, protector), self.spool,
+        pipeline = Pipeline(default_steps(self.current_policy, protector, settings.hostname),
+                            self.spool,
                             on_queued=self.worker.submit)
         self.worker.start()
         self._tasks.append(asyncio.create_task(self._purge_expired_links()))

@@ -180,9 +180,11 @@ class ApplyPolicy:
     ``current`` returns the policy in force, so a reload (SIGHUP) takes effect for the
     next message without touching sessions under way."""
 
-    def __init__(self, current: Callable[[], Policy], protector: Protector | None) -> None:
+    def __init__(self, current: Callable[[], Policy], protector: Protector | None,
+                 hostname: str | None = None) -> None:
         self.current = current
         self.protector = protector
+        self.hostname = hostname  # for a Date: or Message-ID: a passed message lacks
 
     async def __call__(self, job: Job) -> None:
         sub = job.submission
@@ -199,7 +201,7 @@ class ApplyPolicy:
                        for r in g.recipients)
         if passed:
             outgoing.append(Outgoing(env.mail_from, passed,
-                                     pass_copy(sub.content, policy.tag_names)))
+                                     pass_copy(sub.content, policy.tag_names, self.hostname)))
         links: dict[int, str] = {}
         parts: Extracted | None = None
         for n, group in enumerate(decisions.groups):
@@ -267,6 +269,6 @@ def _log_decisions(job: Job, facts: MessageFacts, decisions: Decisions,
         )
 
 
-def default_steps(current_policy: Callable[[], Policy],
-                  protector: Protector | None) -> tuple[Step, ...]:
-    return (check_header_from, ApplyPolicy(current_policy, protector))
+def default_steps(current_policy: Callable[[], Policy], protector: Protector | None,
+                  hostname: str | None = None) -> tuple[Step, ...]:
+    return (check_header_from, ApplyPolicy(current_policy, protector, hostname))

@@ -9,7 +9,9 @@ import smtplib
 import socket
 import ssl
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.policy import SMTPUTF8
+from email.utils import formatdate, make_msgid, parsedate_to_datetime
 
 import pytest
 
@@ -17,11 +19,17 @@ from tests.support import (ADDRESS, HOST, OTHER_ADDRESS, PASSWORD, USER, Gateway
                            RunningApp, wait_until)
 
 
-def message(sender: str = ADDRESS, to: str = "patient@example.org", body: str = "Bonjour") -> bytes:
+def message(sender: str = ADDRESS, to: str = "patient@example.org", body: str = "Bonjour",
+            complete: bool = True) -> bytes:
+    """As a mail client writes it; ``complete=False`` leaves out Date: and Message-ID:, as
+    scanners and scripts sending by SMTP may."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = "Rendez-vous"
+    if complete:
+        msg["Date"] = formatdate(localtime=True)
+        msg["Message-ID"] = make_msgid(domain="cabinet-martin.fr")
     msg.set_content(body)
     return msg.as_bytes(policy=SMTPUTF8)
 
@@ -44,6 +52,22 @@ def test_starttls_then_auth_plain_relays_the_message_unchanged(
     assert got[0].mail_from == ADDRESS
     assert got[0].rcpt_tos == ["patient@example.org"]
     assert got[0].content == data
+
+
+def test_a_message_without_date_or_message_id_gets_them_and_nothing_else_changes(
+        gw: Gateway, provider: Provider, pli: RunningApp) -> None:
+    data = message(complete=False)
+    with starttls_client(gw) as client:
+        client.login(USER, PASSWORD)
+        client.sendmail(ADDRESS, ["patient@example.org"], data)
+    got = wait_until(lambda: provider.received)[0].content
+    head, _, body = got.partition(b"\r\n\r\n")
+    sent_head, _, sent_body = data.partition(b"\r\n\r\n")
+    assert body == sent_body and head.startswith(sent_head + b"\r\n")
+    headers = BytesHeaderParser().parsebytes(got)
+    assert parsedate_to_datetime(headers["Date"]).tzinfo is not None
+    assert headers["Message-ID"].startswith("<") and headers["Message-ID"].endswith("@localhost>")
+    assert len(headers.get_all("Date")) == len(headers.get_all("Message-ID")) == 1
 
 
 def test_auth_login_uses_the_challenges_thunderbird_and_outlook_expect(

@@ -45,3 +45,22 @@ def test_a_message_of_header_fields_only_loses_its_bcc_and_tags_too() -> None:
     assert parsed["From"] == "a@cab.fr" and parsed["Subject"] == "Bilan"
     plain = b"From: a@cab.fr\r\nSubject: Bilan\r\n"
     assert pass_copy(plain, TAGS) is plain
+
+
+def test_a_missing_date_and_message_id_are_added_at_the_end_of_the_header() -> None:
+    original = msg("From: a@cab.fr", "To: b@cab.fr", "Subject: Ordonnance")
+    out = pass_copy(original, TAGS, hostname="pli.cab.fr")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"From: a@cab.fr\r\nTo: b@cab.fr\r\nSubject: Ordonnance\r\nDate: ")
+    assert body == b"Bonjour\r\n"
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed["Date"].datetime.tzinfo is not None
+    assert parsed["Message-ID"].endswith("@pli.cab.fr>")
+    # One that has both, as every mail client writes it, still goes byte for byte.
+    complete = msg("From: a@cab.fr", "Date: Mon, 02 Jun 2025 09:00:00 +0200",
+                   "message-id: <1@cab.fr>", "Subject: Ordonnance")
+    assert pass_copy(complete, TAGS, hostname="pli.cab.fr") is complete
+    # Only the one missing is added.
+    no_id = msg("From: a@cab.fr", "Date: Mon, 02 Jun 2025 09:00:00 +0200")
+    added = pass_copy(no_id, TAGS, hostname="pli.cab.fr")
+    assert added.count(b"Date: ") == 1 and b"Message-ID: <" in added

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.intake.handler import normalise_line_endings
+from gateway.intake.limits import SessionLimits
 from gateway.intake.smtp import with_enhanced_status
 from gateway.users import User, UserStore, hash_password, save_users, verify_password
 
@@ -99,3 +100,25 @@ def test_a_users_file_broken_while_running_keeps_the_last_good_users(tmp_path: P
     assert "users.toml" in logs[0]["problem"]
     save_users(path, {"bernard": User("bernard", hash_password("0123456789a"), ("b@b.fr",))})
     assert store.get("martin") is None and store.get("bernard") is not None  # mended
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"])),
+                max_size=60))
+def test_session_limits_count_what_is_open_and_never_more(steps: list[tuple[bool, str]]) -> None:
+    """Any order of connections and disconnections: admitted sessions stay within both
+    limits, and a closed one frees its place."""
+    limits = SessionLimits(total=5, per_client=2, login_timeout=60)
+    open_now: dict[str, int] = {}
+    for connect, client in steps:
+        if connect:
+            refused = limits.admit(client)
+            if refused is None:
+                open_now[client] = open_now.get(client, 0) + 1
+            else:
+                assert (refused == "total" and sum(open_now.values()) == 5) or \
+                    (refused == "client" and open_now.get(client, 0) == 2)
+        elif open_now.get(client):
+            limits.leave(client)
+            open_now[client] -= 1
+        assert limits.open == sum(open_now.values()) <= 5
+        assert all(n <= 2 for n in open_now.values())

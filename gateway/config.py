@@ -200,7 +200,9 @@ class Settings(_Strict):
     session_timeout: Seconds = 600.0
     max_sessions: Annotated[int, Field(ge=1, le=10000)] = 200
     max_sessions_per_client: Annotated[int, Field(ge=1, le=10000)] = 50
-    login_timeout: Seconds = 60.0
+    # Postfix's smtpd_timeout: a mail client asking its user for the password keeps the
+    # connection open, unauthenticated, while the user looks for it.
+    login_timeout: Seconds = 300.0
     tls: TlsFiles
     submission: Listener = Listener(port=587)
     submissions: Listener = Listener(port=465)

@@ -52,7 +52,7 @@ users_file = "users.toml"       # managed by `pli user add|del|list`
 policy = "policy.toml"          # what Pli does with each message
 max_message_size = 157286400    # bytes: a 100 MB attachment, once base64-encoded, fits
 session_timeout = 600           # seconds a client may stay silent, DATA included
-login_timeout = 60              # seconds from connecting to logging in
+login_timeout = 300             # seconds from connecting to logging in (password prompt included)
 max_sessions = 200              # connections at once, all clients together
 max_sessions_per_client = 50    # connections at once from one address
 

@@ -90,6 +90,16 @@ def test_a_client_that_does_not_log_in_in_time_is_told_and_closed(
             time.sleep(0.1)
             said = read_to_close(idle)
         assert b"421 4.7.0 " in said and b"No login in time" in said, said
+        # Keeping the connection busy without logging in does not buy more time.
+        with socket.create_connection((HOST, gw.submission_port), timeout=10) as busy:
+            started, said = time.monotonic(), busy.recv(1024)
+            while b"421 " not in said and time.monotonic() - started < 5:
+                busy.sendall(b"NOOP\r\n")
+                said += busy.recv(1024)
+                time.sleep(0.05)
+            waited = time.monotonic() - started
+        assert b"421 4.7.0 " in said and b"No login in time" in said, said
+        assert waited < 2.5
         # Logged in in time, a client may then take as long as it needs.
         with smtplib.SMTP(HOST, gw.submission_port, timeout=10) as client:
             client.starttls(context=gw.client_context())

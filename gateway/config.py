@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -191,6 +192,16 @@ class Audit(_Strict):
     max_file_mb: Annotated[float, Field(gt=0)] = 16.0
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+HOST_NAME_RULE = ("a host name such as pli.cabinet-martin.fr: letters, digits, hyphens and "
+                  "dots (an accented domain in its xn-- form)")
+
+
+def is_host_name(name: str) -> bool:
+    """An ASCII DNS name: what the greeting, Message-IDs and the certificate can carry."""
+    return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
+
+
 class Settings(_Strict):
     hostname: str = "pli.localdomain"
     data_dir: Path = Path("data")
@@ -214,6 +225,14 @@ class Settings(_Strict):
     audit: Audit = Audit()
     metrics: MetricsListener = MetricsListener()
     config_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("hostname")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        value = value.strip().rstrip(".")
+        if not is_host_name(value):
+            raise ValueError(f"must be {HOST_NAME_RULE}")
+        return value
 
     @model_validator(mode="after")
     def _some_listener(self) -> Settings:

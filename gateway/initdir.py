@@ -7,7 +7,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config import HOST_NAME_RULE, is_host_name
 from gateway.errors import ConfigError
+from gateway.policy.domains import to_ascii
 from gateway.tls import write_self_signed
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -35,8 +37,18 @@ def _q(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def host_name(opts: InitOptions, fallback: str = "pli.localdomain") -> str:
+    """The server's name: given, or pli.<domain> (an accented domain in its xn-- form)."""
+    name = opts.hostname or (f"pli.{to_ascii(opts.domain)}" if opts.domain else fallback)
+    if not is_host_name(name):
+        given = "--hostname" if opts.hostname else "--domain"
+        raise ConfigError(f"{given}: {name!r} cannot name the server; it must be "
+                          f"{HOST_NAME_RULE}")
+    return name
+
+
 def render_config(opts: InitOptions) -> str:
-    hostname = opts.hostname or (f"pli.{opts.domain}" if opts.domain else "pli.localdomain")
+    hostname = host_name(opts)
     ca_line = (f"ca_file = {_q(opts.upstream_ca_file)}" if opts.upstream_ca_file
                else "# ca_file = \"provider-ca.pem\"   # only for a provider with a private CA")
     delivery = ""
@@ -109,16 +121,16 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     config = target / "pli.toml"
     if config.exists():
         raise ConfigError(f"{config} already exists: pli init never overwrites a configuration")
+    text = render_config(opts)  # a bad option stops here, before anything is written
     target.mkdir(parents=True, exist_ok=True)
     created = [str(config)]
-    config.write_text(render_config(opts), encoding="utf-8")
+    config.write_text(text, encoding="utf-8")
     data = target / opts.data_dir  # an absolute data_dir stays as it is
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)
     cert, key = target / "tls" / "cert.pem", target / "tls" / "key.pem"
     if not cert.exists():
-        hostname = opts.hostname or (f"pli.{opts.domain}" if opts.domain else "localhost")
-        write_self_signed(cert, key, hostname)
+        write_self_signed(cert, key, host_name(opts, fallback="localhost"))
         created += [str(cert), str(key)]
     policy = POLICIES / "default.toml"
     if policy.exists() and not (target / "policy.toml").exists():

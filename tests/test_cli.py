@@ -44,6 +44,24 @@ def test_init_user_check_and_list_work_together(tmp_path: Path) -> None:
     assert pli("user", "del", "-c", config, "martin").returncode == 1
 
 
+def test_an_accented_domain_gives_a_server_name_in_its_xn_form(tmp_path: Path) -> None:
+    folder = tmp_path / "cabinet"
+    result = pli("init", str(folder), "--domain", "cabinet-santé.fr")
+    assert result.returncode == 0, result.stderr
+    text = (folder / "pli.toml").read_text()
+    assert 'hostname = "pli.xn--cabinet-sant-meb.fr"' in text
+    assert pli("check", "-c", str(folder / "pli.toml")).returncode == 0
+    # A name that cannot be a host name is refused in words, before anything is written.
+    (folder / "pli.toml").write_text(text.replace('"pli.xn--cabinet-sant-meb.fr"',
+                                                  '"pli cabinet"', 1))
+    checked = pli("check", "-c", str(folder / "pli.toml"))
+    assert checked.returncode == 1 and "hostname" in checked.stderr
+    assert "xn--" in checked.stderr and "Traceback" not in checked.stderr
+    bad = pli("init", str(tmp_path / "other"), "--domain", "cabinet martin.fr")
+    assert bad.returncode == 1 and "--domain" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
 def test_config_comes_from_the_environment_then_the_current_folder(tmp_path: Path) -> None:
     assert pli("init", str(tmp_path / "a")).returncode == 0
     assert pli("check", cwd=tmp_path / "a").returncode == 0

@@ -25,6 +25,7 @@ from gateway.errors import (InsufficientStorage, MessageRejected, PolicyBlocked,
 from gateway.inspect import inspect_parsed, parse
 from gateway.logs import get_logger
 from gateway.policy import Policy, block_reply, decide
+from gateway.policy.domains import is_one_of
 from gateway.spool.store import QueuedMessage, Recipient, Spool, is_disk_full, new_queue_id
 from gateway.transform import Protector
 from gateway.transform.extract import Extracted, extract_parsed
@@ -163,7 +164,7 @@ async def check_header_from(job: Job) -> None:
             "L'en-tête From: est illisible ; vérifiez les réglages de votre messagerie",
             "The From: header cannot be read; check your mail client settings"))
     for address in addresses:
-        if address.lower() not in sub.allowed_senders:
+        if not is_one_of(address, sub.allowed_senders):
             allowed = ", ".join(sorted(sub.allowed_senders))
             raise SenderNotAllowed(bilingual(
                 f"L'en-tête From: indique {address}, que ce compte ne peut pas utiliser ; "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.logs import get_logger
+from gateway.policy.domains import is_one_of
 
 log = get_logger("pli.users")
 
@@ -66,7 +67,7 @@ class User:
     addresses: tuple[str, ...]
 
     def may_send_as(self, address: str) -> bool:
-        return address.lower() in self.addresses
+        return is_one_of(address, self.addresses)
 
 
 class UserStore:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from encodings import idna
 
@@ -61,6 +62,13 @@ def split_address(address: str) -> tuple[str, str]:
 def normalise_address(address: str) -> str:
     local, domain = split_address(address)
     return f"{local}@{domain}" if local else domain
+
+
+def is_one_of(address: str, addresses: Iterable[str]) -> bool:
+    """The same mailbox as one of ``addresses``, whatever the case, and whether an accented
+    domain is written as such or in its xn-- form (mail clients send either)."""
+    wanted = normalise_address(address)
+    return any(normalise_address(a) == wanted for a in addresses)
 
 
 @dataclass(frozen=True)

@@ -341,6 +341,34 @@ def test_an_internationalised_sender_address_is_accepted_in_the_header_too(
         app.stop()
 
 
+@pytest.mark.parametrize("registered, sent", [
+    ("dr@cabinet-santé.fr", "dr@xn--cabinet-sant-meb.fr"),
+    ("dr@xn--cabinet-sant-meb.fr", "Dr@Cabinet-Santé.fr"),
+])
+def test_an_accented_domain_is_the_same_address_in_either_form(
+        gw: Gateway, provider: Provider, loop, registered: str,  # type: ignore[no-untyped-def]
+        sent: str) -> None:
+    """Mail clients send an accented domain as is (SMTPUTF8) or in its xn-- form: the
+    practitioner's own address either way, in the envelope and in From:."""
+    from gateway.users import User, hash_password, load_users, save_users
+    users = load_users(gw.folder / "users.toml")
+    users["durand"] = User("durand", hash_password("un long mot de passe"), (registered,))
+    save_users(gw.folder / "users.toml", users)
+    app = RunningApp(loop, gw).start()
+    try:
+        options = [] if sent.isascii() else ["SMTPUTF8"]
+        with starttls_client(gw) as client:
+            client.login("durand", "un long mot de passe")
+            client.sendmail(sent, ["patient@example.org"], message(sender=sent),
+                            mail_options=options)
+            # Another domain that only looks alike is still refused.
+            code, _ = client.mail("dr@cabinet-sante.fr")
+            assert code == 550
+        assert wait_until(lambda: provider.received)[0].mail_from == sent
+    finally:
+        app.stop()
+
+
 def test_refusals_a_secretary_reads_come_in_french_then_english_in_plain_ascii(
         gw: Gateway, provider: Provider, pli: RunningApp) -> None:
     with starttls_client(gw) as client:

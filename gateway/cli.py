@@ -49,10 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="the practice's real provider")
     init.add_argument("--upstream-security", choices=["starttls", "tls", "none"],
                       default=None, help="default: tls for port 465, otherwise starttls")
-    init.add_argument("--submission-port", type=int, default=587)
-    init.add_argument("--submissions-port", type=int, default=465)
+    init.add_argument("--submission-port", type=port_number, default=587)
+    init.add_argument("--submissions-port", type=port_number, default=465)
     init.add_argument("--listen", default="0.0.0.0", help="address the SMTP listeners bind")
-    init.add_argument("--portal-port", type=int, default=8080,
+    init.add_argument("--portal-port", type=port_number, default=8080,
                       help="local port of the portal, behind the reverse proxy")
     init.add_argument("--portal-url", help="the portal's public address (https://...)")
     init.add_argument("--name", help="the practice's name, as patients know it")
@@ -67,10 +67,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run everything on localhost with a local provider")
     demo.add_argument("--dir", type=Path, help="keep the demo here (default: a new temp folder)")
-    demo.add_argument("--submission-port", type=int, default=2587)
-    demo.add_argument("--submissions-port", type=int, default=2465)
-    demo.add_argument("--provider-port", type=int, default=2525)
-    demo.add_argument("--portal-port", type=int, default=8080)
+    demo.add_argument("--submission-port", type=port_number, default=2587)
+    demo.add_argument("--submissions-port", type=port_number, default=2465)
+    demo.add_argument("--provider-port", type=port_number, default=2525)
+    demo.add_argument("--portal-port", type=port_number, default=8080)
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check", help="validate the configuration")
@@ -163,11 +163,18 @@ def _audit(settings: Settings, event: str, **fields: object) -> None:
 
 # -- init / run / demo / check -------------------------------------------------------
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from gateway.initdir import InitOptions, init_dir
 
     host, _, port_text = args.upstream.rpartition(":")
-    if not host or not port_text.isdigit():
+    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"--upstream {args.upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
     port = int(port_text)
     security = args.upstream_security or ("tls" if port == 465 else "starttls")

@@ -62,6 +62,15 @@ def test_an_accented_domain_gives_a_server_name_in_its_xn_form(tmp_path: Path) -
     assert not (tmp_path / "other").exists()
 
 
+def test_init_refuses_a_port_that_cannot_be_one_before_writing_anything(tmp_path: Path) -> None:
+    for args in (["--upstream", "smtp.ovh.net:99999"], ["--submission-port", "70000"],
+                 ["--portal-port", "0"]):
+        result = pli("init", str(tmp_path / "cabinet"), *args)
+        assert result.returncode != 0 and "port" in result.stderr.lower(), (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "cabinet").exists()
+
+
 def test_config_comes_from_the_environment_then_the_current_folder(tmp_path: Path) -> None:
     assert pli("init", str(tmp_path / "a")).returncode == 0
     assert pli("check", cwd=tmp_path / "a").returncode == 0

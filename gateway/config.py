@@ -192,7 +192,7 @@ class Audit(_Strict):
     max_file_mb: Annotated[float, Field(gt=0)] = 16.0
 
 
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # "_": some NAS names have one
 HOST_NAME_RULE = ("a host name such as pli.cabinet-martin.fr: letters, digits, hyphens and "
                   "dots (an accented domain in its xn-- form)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,23 @@ def test_a_password_credential_is_read_from_the_systemd_folder(
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(ConfigError, match="LoadCredential"):
         settings.upstream[0].password()
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("pli.cabinet-martin.fr", "pli.cabinet-martin.fr"), ("localhost", "localhost"),
+    ("pli.cabinet-martin.fr.", "pli.cabinet-martin.fr"), ("NAS_Cabinet.local", "NAS_Cabinet.local"),
+    ("pli.xn--cabinet-sant-meb.fr", "pli.xn--cabinet-sant-meb.fr"),
+])
+def test_a_host_name_is_kept(tmp_path: Path, given: str, kept: str) -> None:
+    text = render_config(InitOptions()).replace('hostname = "pli.localdomain"',
+                                                f"hostname = {json.dumps(given)}")
+    assert load_settings(write(tmp_path, text)).hostname == kept
+
+
+@pytest.mark.parametrize("given", ["pli cabinet", "pli.cabinet-santé.fr", "-pli.fr", "",
+                                   "pli..fr", "pli.fr\r\nBcc: x@y.fr"])
+def test_a_name_that_cannot_be_a_host_name_is_refused_in_words(tmp_path: Path, given: str) -> None:
+    text = render_config(InitOptions()).replace('hostname = "pli.localdomain"',
+                                                f"hostname = {json.dumps(given)}")
+    with pytest.raises(ConfigError, match="hostname.*xn--"):
+        load_settings(write(tmp_path, text))

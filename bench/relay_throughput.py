@@ -75,13 +75,29 @@ def serve_until_stopped(factory: Callable[[], asyncio.BaseProtocol], port: int) 
     asyncio.run(main())
 
 
+def serve_smtp(handler: object, authenticator: Callable[..., object], tls: ssl.SSLContext,
+               hostname: str, port: int) -> None:
+    """aiosmtpd with STARTTLS required and AUTH inside it, until stopped (child processes)."""
+    import warnings
+
+    from aiosmtpd.smtp import SMTP
+
+    def factory() -> SMTP:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return SMTP(handler, hostname=hostname, decode_data=False,
+                        enable_SMTPUTF8=True, tls_context=tls, require_starttls=True,
+                        authenticator=authenticator, auth_required=True,
+                        auth_require_tls=True)
+
+    serve_until_stopped(factory, port)
+
+
 # -- the provider: a child process of this script, which imports nothing from Pli --------
 
 def serve_provider(port: int, cert: str, key: str, accounts: int) -> None:
     """aiosmtpd with STARTTLS and AUTH; writes the monotonic time of each 250 to stdout."""
-    import warnings
-
-    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -100,17 +116,7 @@ def serve_provider(port: int, cert: str, key: str, accounts: int) -> None:
               and data.password == PROVIDER_PASSWORD.encode())
         return AuthResult(success=ok)
 
-    handler = Handler()
-
-    def factory() -> SMTP:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return SMTP(handler, hostname="provider.test", decode_data=False,
-                        enable_SMTPUTF8=True, tls_context=tls, require_starttls=True,
-                        authenticator=authenticator, auth_required=True,
-                        auth_require_tls=True)
-
-    serve_until_stopped(factory, port)
+    serve_smtp(Handler(), authenticator, tls, "provider.test", port)
 
 
 # -- the bare forwarder (--floor): a child process of this script, importing nothing from Pli
@@ -126,10 +132,8 @@ def serve_forwarder(port: int, target: int, cert: str, key: str, ca: str, passwo
     reaches is about the most any such gateway can reach on this machine. A message the
     provider does not take is dropped, and the benchmark counts it as lost. ``logins``
     maps each sender address to its provider login."""
-    import warnings
-
     import aiosmtplib
-    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     intake_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     intake_tls.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -171,17 +175,7 @@ def serve_forwarder(port: int, target: int, cert: str, key: str, ca: str, passwo
         ok = isinstance(data, LoginPassword) and data.password == password.encode()
         return AuthResult(success=ok)
 
-    handler = Handler()
-
-    def factory() -> SMTP:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return SMTP(handler, hostname="forwarder.test", decode_data=False,
-                        enable_SMTPUTF8=True, tls_context=intake_tls, require_starttls=True,
-                        authenticator=authenticator, auth_required=True,
-                        auth_require_tls=True)
-
-    serve_until_stopped(factory, port)
+    serve_smtp(Handler(), authenticator, intake_tls, "forwarder.test", port)
 
 
 # -- the network: a child process standing between the senders and the provider ---------

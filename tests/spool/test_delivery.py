@@ -100,25 +100,23 @@ def test_a_partly_deferred_message_is_not_sent_again_to_whom_already_has_it(
     assert [r.rcpt_tos for r in provider.received] == [[PATIENT], [OTHER_PATIENT]]
 
 
-def _enqueue_directly(spool: Spool, count: int) -> list[str]:
-    spool.create()
-    ids = []
-    for n in range(count):
-        queue_id = new_queue_id()
-        data = message(to=f"patient{n}@example.org", body=f"message {n}")
-        spool.enqueue(QueuedMessage(id=queue_id, mail_from=ADDRESS,
-                                    recipients=[Recipient(f"patient{n}@example.org")],
-                                    created=time.time(), size=len(data), route_sender=ADDRESS),
-                      data)
-        ids.append(queue_id)
-    return ids
+def _enqueue_for(spool: Spool, sender: str, n: int) -> None:
+    """Message n from ``sender`` to patient n, put in the spool as the intake would."""
+    data = message(sender=sender, to=f"patient{n}@example.org", body=f"message {n}")
+    spool.enqueue(QueuedMessage(id=new_queue_id(), mail_from=sender,
+                                recipients=[Recipient(f"patient{n}@example.org")],
+                                created=time.time(), size=len(data), route_sender=sender),
+                  data)
 
 
 def test_messages_queued_together_share_connections_to_the_provider(
         tmp_path: Path, loop: LoopThread) -> None:
     gw = make_gateway(tmp_path / "pli", delivery="concurrency = 2\n")
     provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
-    _enqueue_directly(spool_of(gw), 8)  # as after an outage: all due at start
+    spool = spool_of(gw)
+    spool.create()
+    for n in range(8):  # as after an outage: all due at start
+        _enqueue_for(spool, ADDRESS, n)
     app = RunningApp(loop, gw).start()
     try:
         wait_until(lambda: len(provider.received) == 8, timeout=15)
@@ -161,11 +159,7 @@ def test_each_upstream_account_has_its_own_connections(
     spool = spool_of(gw)
     spool.create()
     for n, sender in enumerate((ADDRESS, ADDRESS, OTHER_ADDRESS)):
-        data = message(sender=sender, to=f"patient{n}@example.org", body=f"message {n}")
-        spool.enqueue(QueuedMessage(id=new_queue_id(), mail_from=sender,
-                                    recipients=[Recipient(f"patient{n}@example.org")],
-                                    created=time.time(), size=len(data), route_sender=sender),
-                      data)
+        _enqueue_for(spool, sender, n)
     app = RunningApp(loop, gw).start()
     try:
         # Dr Martin's first message is held at the provider; Dr Durand's goes meanwhile.
@@ -272,14 +266,6 @@ def _three_accounts(gw: Gateway) -> None:
         f'port = {gw.provider_port}\nsecurity = "none"\n\n'
         for name, address in (("martin", ADDRESS), ("durand", OTHER_ADDRESS)))
     gw.config.write_text(config.replace(first, own + first, 1))
-
-
-def _enqueue_for(spool: Spool, sender: str, n: int) -> None:
-    data = message(sender=sender, to=f"patient{n}@example.org", body=f"message {n}")
-    spool.enqueue(QueuedMessage(id=new_queue_id(), mail_from=sender,
-                                recipients=[Recipient(f"patient{n}@example.org")],
-                                created=time.time(), size=len(data), route_sender=sender),
-                  data)
 
 
 def test_all_accounts_together_open_no_more_than_max_connections(

@@ -75,13 +75,13 @@ class App:
         self.worker = DeliveryWorker(self.spool, settings)
         protector = Protector(self.vault, settings, template_dirs(settings),
                               tag_names=lambda: self.current_policy().tag_names)
-        pipeline = Pipeline(default_steps(self.current_policy, protector, settings.hostname),
-                            self.spool,
-                            on_queued=self.worker.submit)
+        pipeline = Pipeline(default_steps(self.current_policy, protector, self.spool,
+                                          on_queued=self.worker.submit,
+                                          hostname=settings.hostname))
         self.worker.start()
         self._tasks.append(asyncio.create_task(self._purge_expired_links()))
         self.intake = await start_intake(settings, self.users, pipeline.process, tls,
-                                         has_room=self.room.enough)
+                                         self.spool, has_room=self.room.enough)
         if settings.portal.enabled:
             self._portal_runner = await start_portal(
                 settings, self.vault, trusted_proxies=settings.portal.trusted_proxies,
@@ -131,6 +131,7 @@ class App:
         if self._metrics_runner is not None:  # last: /healthz says 503 while draining
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
+        await asyncio.to_thread(self.spool.close)
         await asyncio.to_thread(self.audit.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()

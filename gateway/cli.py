@@ -238,8 +238,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from gateway.checks import load_checked_policy
-    from gateway.inspect import inspect_message
-    from gateway.intake.handler import normalise_line_endings
+    from gateway.inspect import inspect_bytes
+    from gateway.intake.data import normalise_line_endings
     from gateway.policy import explain
     from gateway.types import Envelope
 
@@ -250,8 +250,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise PliError(f"{args.message}: cannot read: {exc.strerror}") from None
     envelope = Envelope(mail_from=args.sender, rcpt_tos=tuple(args.to))
-    # The very steps the server runs on a submission: line endings, inspection, decision.
-    facts = inspect_message(normalise_line_endings(content))
+    # The very steps the server runs on a submission: the intake's line ends (a file as
+    # saved by a mail client may end its lines in LF alone), inspection, decision.
+    facts = inspect_bytes(normalise_line_endings(content))
     explanation = explain(policy, envelope, facts)
     print(explanation.to_json() if args.json else explanation.to_text())
     return 0

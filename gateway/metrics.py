@@ -304,24 +304,24 @@ def observer(metrics: Metrics) -> Callable[[Any, str, MutableMapping[str, Any]],
 
 
 def spool_queue_stats(spool_root: Path, clock: Callable[[], float] = time.time) -> QueueStats:
-    """(depth, oldest age) of a spool folder: one entry per ``meta/*.json``, aged by its
-    ``msg/*.eml`` (written once, when the message was accepted)."""
+    """(depth, oldest age) of a spool folder: one entry per queue file, aged by its
+    modification time (a queue file is written once, when the message is queued)."""
 
     def stats() -> tuple[int, float]:
-        meta, msg = spool_root / "meta", spool_root / "msg"
+        queue = spool_root / "queue"
         try:
-            names = [n[:-5] for n in os.listdir(meta) if n.endswith(".json")]
+            entries = list(os.scandir(queue))
         except FileNotFoundError:
             return 0, 0.0
         oldest: float | None = None
-        for queue_id in names:
+        for entry in entries:
             try:
-                created = (msg / f"{queue_id}.eml").stat().st_mtime
+                created = entry.stat().st_mtime
             except FileNotFoundError:
                 continue  # delivered and removed while we looked
             oldest = created if oldest is None else min(oldest, created)
         age = 0.0 if oldest is None else max(0.0, clock() - oldest)
-        return len(names), age
+        return len(entries), age
 
     return stats
 

@@ -24,6 +24,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.initdir import InitOptions, init_dir
+from gateway.spool.store import Spool, new_queue_id
+from gateway.message.model import Message
+from gateway.types import ByteRange, Envelope, Segment, Submission
+from gateway.types import Received as TypesReceived
 from gateway.users import User, hash_password, load_users, save_users
 
 T = TypeVar("T")
@@ -112,6 +116,35 @@ class LoopThread:
         self.loop.close()
 
 
+def body_bytes(body: Sequence[Segment], message: Message) -> bytes:
+    """An outgoing copy's bytes, its byte ranges read from ``message`` (what the spool
+    writes)."""
+    out = bytearray()
+    for segment in body:
+        if isinstance(segment, bytes):
+            out += segment
+        elif isinstance(segment, ByteRange):
+            out += message.raw(segment.start, segment.end)
+        else:
+            for chunk in segment():
+                out += chunk
+    return bytes(out)
+
+
+def submission_of(spool: Spool, content: bytes, mail_from: str, rcpt_tos: Sequence[str],
+                  *, user: str = USER, allowed: Sequence[str] | None = None) -> Submission:
+    """A submission as the intake hands it over: its bytes in a file of the spool's
+    ``incoming/`` folder (CRLF line ends, as the DATA phase writes them)."""
+    spool.create()
+    queue_id = new_queue_id()
+    path = spool.incoming(queue_id)
+    path.write_bytes(content)
+    return Submission(Envelope(mail_from, tuple(rcpt_tos)), path, user, HOST,
+                      frozenset(allowed if allowed is not None else (mail_from,)),
+                      received=TypesReceived(size=len(content), long_lines=True),
+                      queue_id=queue_id)
+
+
 @dataclass
 class Received:
     mail_from: str
@@ -131,10 +164,13 @@ class SinkHandler:
     open_now: int = 0  # connections open at this moment
     most_open: int = 0  # the most that were ever open at once
     users: dict[str, str] = field(default_factory=dict)
+    pipelining: bool = False  # offer PIPELINING (aiosmtpd reads pipelined commands anyway)
 
     async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope,

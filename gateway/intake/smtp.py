@@ -10,6 +10,11 @@
   replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare.
 - A connection over the session limits gets 421 instead of the greeting, and one that
   has not logged in ``login_timeout`` seconds after connecting gets 421 and is closed.
+- DATA is streamed to a file in the spool as it arrives (``intake.data``), never held
+  in memory; past SIZE the rest is read and thrown away, and the client hears 552.
+- A command line that ends in a bare LF, or holds one, is refused with 500 and the
+  connection closed, as Postfix 3.9 does with ``smtpd_forbid_bare_newline``: it is
+  never read as two commands.
 """
 
 from __future__ import annotations
@@ -18,15 +23,19 @@ import asyncio
 import binascii
 import re
 from base64 import b64decode
+from pathlib import Path
 from concurrent.futures import Executor
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult, syntax
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from gateway.errors import smtp_reply
+from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
+from gateway.intake.data import DataReader, IncomingFile, Transfer, receive
 from gateway.intake.limits import SessionLimits
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
+from gateway.spool.store import Spool, is_disk_full, new_queue_id
 from gateway.users import UserStore
 
 log = get_logger("pli.intake")
@@ -74,6 +83,53 @@ _LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : conne
                             "No login in time: closing the connection")
 
 
+_NUL = smtp_reply(550, "5.6.0", "Le message contient un octet nul, qu'aucune messagerie "
+                  "n'envoie : il n'est pas envoyé ; vérifiez le logiciel qui l'a écrit",
+                  "The message contains a NUL byte, which no mail client sends: it was not "
+                  "sent; check the software that wrote it")
+
+
+class BareNewline(SmtpReplyError):
+    """A command line with a bare LF: refused, and the connection closed."""
+
+    code = 500
+    status = "5.5.2"
+
+    def __init__(self) -> None:
+        super().__init__("Ligne de commande terminée par LF sans CR : refusée, connexion "
+                         "fermée / Command line ended by LF without CR: refused, closing "
+                         "the connection")
+
+
+class CommandReader(asyncio.StreamReader):
+    """aiosmtpd reads commands (and AUTH answers) with ``readuntil()``: a line that does
+    not end in CRLF is refused instead of being read as a command of its own, whatever
+    the client sent after it is thrown away, and the session ends (the next "command"
+    is Pli's own QUIT, so nothing the client sent can follow)."""
+
+    refused = False
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if separator == b"\n" and self.refused:
+            return b"QUIT\r\n"
+        line = await super().readuntil(separator)
+        if separator == b"\n" and not line.endswith(b"\r\n"):
+            self.refused = True
+            self._buffer.clear()
+            raise BareNewline()
+        return line
+
+
+class SubmissionEnvelope(SmtpEnvelope):
+    """aiosmtpd's envelope, with the file the message was written to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_id = ""
+        self.path: Path | None = None
+        self.transfer: Transfer | None = None
+
+
 def with_enhanced_status(reply: str) -> str:
     if reply in _REWORDED:
         return _REWORDED[reply]
@@ -90,6 +146,9 @@ def with_enhanced_status(reply: str) -> str:
 class SubmissionSMTP(SMTP):
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
+    # The reader's buffer: DATA is read in pieces of this size (aiosmtpd's own 1001 is
+    # for reading DATA line by line, which Pli does not do).
+    line_length_limit = 64 * 1024
 
     def __init__(
         self,
@@ -101,9 +160,11 @@ class SubmissionSMTP(SMTP):
         sessions: set[SubmissionSMTP],
         auth_pool: Executor,
         limits: SessionLimits,
+        spool: Spool,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self.spool = spool
         self.sessions = sessions
         self.limits = limits
         self._refused: str | None = None  # the limit a session was over, if it was
@@ -117,6 +178,21 @@ class SubmissionSMTP(SMTP):
         self._held_lines: list[str] | None = None  # a multi-line reply being built
 
     # -- connection ------------------------------------------------------------------
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        reader.__class__ = CommandReader  # same object, commands read as Pli reads them
+        super()._cb_client_connected(reader, writer)
+
+    def _create_envelope(self) -> SubmissionEnvelope:
+        return SubmissionEnvelope()
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareNewline):
+            log.info("session.bare_newline", client=self.client_address)
+            return error.reply
+        reply: str = await super().handle_exception(error)
+        return reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -210,6 +286,61 @@ class SubmissionSMTP(SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self._bare_replies = False
+
+    # -- DATA ---------------------------------------------------------------------------
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, SubmissionEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        envelope.queue_id = new_queue_id()
+        incoming = IncomingFile(self.spool.incoming(envelope.queue_id), self.spool.run)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            transfer = await receive(self._reader, DataReader(self.data_size_limit),
+                                     incoming.write, self._reset_timeout)
+        except BaseException as exc:
+            incoming.discard()
+            if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError)):
+                log.info("session.data_interrupted", client=self.client_address)
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            if is_disk_full(exc):  # nothing kept: the client keeps the message
+                assert isinstance(exc, OSError)
+                log.error("session.disk_full", client=self.client_address, at="data",
+                          error=exc.strerror or "no space left")
+                self._set_post_data_state()
+                await self.push(InsufficientStorage().reply)
+                return
+            raise
+        if transfer.too_big or transfer.nul:
+            incoming.discard()
+            log.info("session.data_refused", client=self.client_address,
+                     size=transfer.size, nul=transfer.nul, too_big=transfer.too_big)
+            self._set_post_data_state()
+            await self.push(_TOO_BIG if transfer.too_big else _NUL)
+            return
+        try:
+            incoming.close()
+        except BaseException:
+            incoming.discard()
+            raise
+        # From here the file is the handler's: the pipeline removes it once done with it.
+        envelope.path, envelope.transfer = incoming.path, transfer
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     # -- authentication ----------------------------------------------------------------
 

@@ -222,7 +222,7 @@ def _queue(spool: Spool, queue_id: str, age: float) -> None:
     spool.enqueue(QueuedMessage(id=queue_id, mail_from="a@cabinet.fr",
                                 recipients=[Recipient("b@example.org")], created=now - age,
                                 size=10, route_sender="a@cabinet.fr"), b"Subject: x\r\n\r\nx\r\n")
-    os.utime(spool.msg_dir / f"{queue_id}.eml", (now - age, now - age))
+    os.utime(spool.queue_dir / queue_id, (now - age, now - age))
 
 
 def test_spool_queue_stats(tmp_path: Path) -> None:

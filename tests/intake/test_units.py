@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.intake.handler import normalise_line_endings
+from gateway.intake.data import normalise_line_endings
 from gateway.intake.limits import SessionLimits
 from gateway.intake.smtp import with_enhanced_status
 from gateway.users import User, UserStore, hash_password, save_users, verify_password

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import events
 from gateway.errors import reply_codes
 
 GENESIS = "0" * 64
@@ -101,38 +102,40 @@ def _enum(*allowed: str) -> Callable[[Any], Any]:
 
 _ACTION = _enum("pass", "protect", "block")
 
-# Which events go to the trail, and the only fields each may carry.
+# Which events go to the trail, and the only fields each may carry (names: gateway.events).
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "policy.decided": {"queue_id": _id, "sender": _address, "recipients": _addresses,
-                       "rule": _name, "action": _ACTION, "attachments": _int,
-                       "types": _mimes, "sizes": _ints, "size": _int, "link": _id},
-    "policy.reloaded": {"rules": _int},
-    "policy.reload_failed": {},
-    "users.reload_failed": {},
-    "tls.reloaded": {},
-    "tls.reload_failed": {},
-    "spool.queued": {"queue_id": _id, "sender": _address, "recipients": _int, "size": _int,
-                     "user": _name, "client": _ip},
-    "delivery.sent": {"queue_id": _id, "recipient": _address, "reply": _reply},
-    "delivery.deferred": {"queue_id": _id, "recipient": _address, "reply": _reply,
-                          "attempts": _int},
-    "delivery.bounced": {"queue_id": _id, "recipient": _address, "reply": _reply},
-    "delivery.expired": {"queue_id": _id, "recipient": _address},
-    "dsn.queued": {"queue_id": _id, "about": _id, "recipient": _address, "failed": _int},
-    "portal.page": {"link": _id, "outcome": _name, "client": _ip},
-    "portal.code_accepted": {"link": _id, "client": _ip},
-    "portal.code_rejected": {"link": _id, "client": _ip, "remaining": _int,
-                             "locked": lambda v: v if isinstance(v, bool) else REDACTED},
-    "portal.download": {"link": _id, "object": _id, "outcome": _name, "client": _ip},
-    "portal.unavailable": {"link": _id, "reason": _name, "client": _ip},
-    "portal.code_throttled": {"link": _id, "client": _ip},
-    "admin.user_added": {"user": _name, "addresses": _addresses},
-    "admin.user_removed": {"user": _name},
-    "admin.link_revoked": {"link": _id},
-    "admin.links_purged": {"links": _int, "objects": _int},
-    "admin.queue_deleted": {"queue_id": _id},
-    "admin.queue_flushed": {},
-    "vault.purged": {"links": _int, "objects": _int},
+    events.POLICY_DECIDED: {"queue_id": _id, "sender": _address, "recipients": _addresses,
+                            "rule": _name, "action": _ACTION, "attachments": _int,
+                            "types": _mimes, "sizes": _ints, "size": _int, "link": _id},
+    events.POLICY_RELOADED: {"rules": _int},
+    events.POLICY_RELOAD_FAILED: {},
+    events.USERS_RELOAD_FAILED: {},
+    events.TLS_RELOADED: {},
+    events.TLS_RELOAD_FAILED: {},
+    events.SPOOL_QUEUED: {"queue_id": _id, "sender": _address, "recipients": _int,
+                          "size": _int, "user": _name, "client": _ip},
+    events.DELIVERY_SENT: {"queue_id": _id, "recipient": _address, "reply": _reply},
+    events.DELIVERY_DEFERRED: {"queue_id": _id, "recipient": _address, "reply": _reply,
+                               "attempts": _int},
+    events.DELIVERY_BOUNCED: {"queue_id": _id, "recipient": _address, "reply": _reply},
+    events.DELIVERY_EXPIRED: {"queue_id": _id, "recipient": _address},
+    events.DSN_QUEUED: {"queue_id": _id, "about": _id, "recipient": _address,
+                        "failed": _int},
+    events.PORTAL_PAGE: {"link": _id, "outcome": _name, "client": _ip},
+    events.PORTAL_CODE_ACCEPTED: {"link": _id, "client": _ip},
+    events.PORTAL_CODE_REJECTED: {"link": _id, "client": _ip, "remaining": _int,
+                                  "locked": lambda v: v if isinstance(v, bool) else REDACTED},
+    events.PORTAL_DOWNLOAD: {"link": _id, "object": _id, "outcome": _name,
+                             "client": _ip},
+    events.PORTAL_UNAVAILABLE: {"link": _id, "reason": _name, "client": _ip},
+    events.PORTAL_CODE_THROTTLED: {"link": _id, "client": _ip},
+    events.ADMIN_USER_ADDED: {"user": _name, "addresses": _addresses},
+    events.ADMIN_USER_REMOVED: {"user": _name},
+    events.ADMIN_LINK_REVOKED: {"link": _id},
+    events.ADMIN_LINKS_PURGED: {"links": _int, "objects": _int},
+    events.ADMIN_QUEUE_DELETED: {"queue_id": _id},
+    events.ADMIN_QUEUE_FLUSHED: {},
+    events.VAULT_PURGED: {"links": _int, "objects": _int},
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import ssl
@@ -229,5 +230,6 @@ class App:
 
 def run(settings: Settings) -> None:
     app = App(settings)
-    logs.configure(audit=app.audit, observers=[metrics.observer(app.metrics)])
+    logs.configure(level=logging.getLevelNamesMapping()[settings.log_level.upper()],
+                   audit=app.audit, observers=[metrics.observer(app.metrics)])
     asyncio.run(app.run_until_stopped())

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway import diskfull
 from gateway.logs import get_logger
 
 log = get_logger("pli.spool")
@@ -242,7 +243,8 @@ class DiskRoom:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    """ENOSPC or EDQUOT, or SQLite's words for them (see ``gateway.diskfull``)."""
+    return diskfull.is_disk_full(exc)
 
 
 def _fsync_dir(path: Path) -> None:

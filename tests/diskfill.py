@@ -32,13 +32,14 @@ def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                              str(folder)], capture_output=True, timeout=10)
+                              str(folder)], capture_output=True, timeout=10, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10,
+                       check=False)
 
 
 def leave_free(folder: Path, free: int) -> None:

@@ -66,15 +66,13 @@ def test_sqlite_full_counts_as_a_full_disk_and_other_sqlite_errors_do_not(
 
 
 def test_only_full_disk_sqlite_errors_become_os_errors(tmp_path: Path) -> None:
-    with pytest.raises(sqlite3.OperationalError):
-        with sqlite_errors_as_os_errors(tmp_path / "x.sqlite3"):
-            sqlite3.connect(":memory:").execute("SELECT * FROM missing")
+    with pytest.raises(sqlite3.OperationalError), sqlite_errors_as_os_errors(tmp_path / "x"):
+        sqlite3.connect(":memory:").execute("SELECT * FROM missing")
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE t (x BLOB)")
     db.execute("PRAGMA max_page_count = 2")
-    with pytest.raises(OSError) as raised:
-        with sqlite_errors_as_os_errors(tmp_path / "x.sqlite3"):
-            db.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    with pytest.raises(OSError) as raised, sqlite_errors_as_os_errors(tmp_path / "x.sqlite3"):
+        db.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
     assert raised.value.errno == errno.ENOSPC
     assert raised.value.filename == str(tmp_path / "x.sqlite3")
 

@@ -73,6 +73,10 @@ SDNOTIFY_FAILED = "sdnotify.failed"
 SDNOTIFY_WATCHDOG_WITHHELD = "sdnotify.watchdog_withheld"
 SDNOTIFY_WATCHDOG_RESUMED = "sdnotify.watchdog_resumed"
 AUDIT_FILES_EXPIRED = "audit.files_expired"
+AUDIT_GAP = "audit.gap"  # written by the trail itself, in place of records it could not keep
+AUDIT_UNWRITABLE = "audit.unwritable"
+AUDIT_RESUMED = "audit.resumed"
+AUDIT_DROPPED_AT_STOP = "audit.dropped_at_stop"
 DEMO_PROVIDER_RECEIVED = "demo.provider_received"
 
 # -- admin commands (written to the audit trail by `pli`, not logged by the server) ------

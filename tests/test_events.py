@@ -15,7 +15,7 @@ from gateway.metrics import COUNTED
 GATEWAY = Path(__file__).resolve().parents[1] / "gateway"
 LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "msg"}
 LOGGERS = {"log", "logger"}
-WRITTEN_BY_THE_TRAIL: frozenset[str] = frozenset()  # events the trail makes itself
+WRITTEN_BY_THE_TRAIL = frozenset({events.AUDIT_GAP})  # records the trail makes itself
 
 
 def _receiver(call: ast.Call) -> str | None:

@@ -73,6 +73,7 @@ SDNOTIFY_FAILED = "sdnotify.failed"
 SDNOTIFY_WATCHDOG_WITHHELD = "sdnotify.watchdog_withheld"
 SDNOTIFY_WATCHDOG_RESUMED = "sdnotify.watchdog_resumed"
 AUDIT_FILES_EXPIRED = "audit.files_expired"
+AUDIT_EXPIRY_FAILED = "audit.expiry_failed"
 AUDIT_GAP = "audit.gap"  # written by the trail itself, in place of records it could not keep
 AUDIT_UNWRITABLE = "audit.unwritable"
 AUDIT_RESUMED = "audit.resumed"

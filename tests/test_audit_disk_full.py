@@ -119,6 +119,22 @@ def test_records_beyond_what_may_wait_are_counted_in_a_gap_record(disk: Path) ->
     assert written[6]["queue_id"] == "Q35"  # then the trail goes on
 
 
+def test_what_still_waits_when_the_server_stops_is_said_in_the_log(disk: Path) -> None:
+    trail = AuditTrail(disk / "audit")
+    trail.start_writer(retry_interval=30)  # no second try before the stop
+    with capture_logs() as logged:
+        leave_free(disk, 0)
+        sent(trail, 0, 3)
+        wait_until(lambda: trail.waiting == 3)
+        started = time.monotonic()
+        trail.close()  # one last try, then the thread ends
+    assert time.monotonic() - started < 5
+    dropped = [e for e in logged if e["event"] == "audit.dropped_at_stop"]
+    assert [e["records"] for e in dropped] == [3] and dropped[0]["log_level"] == "error"
+    make_room(disk)
+    assert records(trail) == []
+
+
 def _reloads(audit: Path) -> int:
     count = 0
     for path in sorted(audit.glob("audit-*.jsonl")):

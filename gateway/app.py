@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ log = get_logger("pli.app")
 
 PID_FILE = "pli.pid"
 PURGE_INTERVAL = 3600.0
+"""Seconds between two purges of the vault's expired and revoked links."""
+AUDIT_EXPIRY_INTERVAL = 3600.0
+"""Seconds between two deletions of audit files past the retention period."""
 
 
 def open_audit(settings: Settings) -> AuditTrail:
@@ -40,7 +45,17 @@ def open_audit(settings: Settings) -> AuditTrail:
         max_file_bytes=int(settings.audit.max_file_mb * 1024 * 1024)))
 
 
+async def every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job`` now, then ``interval`` seconds after each run ends, until cancelled."""
+    while True:
+        await job()
+        await asyncio.sleep(interval)
+
+
 class App:
+    vault_purge_interval = PURGE_INTERVAL
+    audit_expiry_interval = AUDIT_EXPIRY_INTERVAL
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.audit = open_audit(settings)
@@ -79,7 +94,10 @@ class App:
                                           on_queued=self.worker.submit,
                                           hostname=settings.hostname))
         self.worker.start()
-        self._tasks.append(asyncio.create_task(self._purge_expired_links()))
+        self._tasks.append(asyncio.create_task(
+            every(self.vault_purge_interval, self._purge_vault)))
+        self._tasks.append(asyncio.create_task(
+            every(self.audit_expiry_interval, self._expire_audit)))
         self.intake = await start_intake(settings, self.users, pipeline.process, tls,
                                          self.spool, has_room=self.room.enough)
         if settings.portal.enabled:
@@ -137,20 +155,25 @@ class App:
             (self.settings.data_dir / PID_FILE).unlink()
         log.info("pli.stopped")
 
-    async def _purge_expired_links(self) -> None:
-        """Every hour: delete the vault objects of expired and revoked links for good, and
-        audit files older than the retention period."""
-        while True:
-            try:
-                purged = await asyncio.to_thread(self.vault.purge, time.time())
-                log.info("vault.purged", links=purged.links, objects=purged.objects,
-                         bytes=purged.bytes)
-                expired = await asyncio.to_thread(self.audit.expire_old_files)
-                if expired:
-                    log.info("audit.files_expired", files=expired)
-            except Exception as exc:
-                log.error("vault.purge_failed", error=type(exc).__name__)
-            await asyncio.sleep(PURGE_INTERVAL)
+    async def _purge_vault(self) -> None:
+        """Delete the vault objects of expired and revoked links for good (hourly)."""
+        try:
+            purged = await asyncio.to_thread(self.vault.purge, time.time())
+        except Exception as exc:  # noqa: BLE001 - tried again at the next run
+            log.error("vault.purge_failed", error=type(exc).__name__)
+            return
+        log.info("vault.purged", links=purged.links, objects=purged.objects,
+                 bytes=purged.bytes)
+
+    async def _expire_audit(self) -> None:
+        """Delete audit files older than the retention period (hourly)."""
+        try:
+            expired = await asyncio.to_thread(self.audit.expire_old_files)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next run
+            log.error("audit.expiry_failed", error=type(exc).__name__)
+            return
+        if expired:
+            log.info("audit.files_expired", files=expired)
 
     def _served_certificate_expiry(self) -> float:
         if self.certificate_expiry is None:
@@ -230,5 +253,6 @@ class App:
 
 def run(settings: Settings) -> None:
     app = App(settings)
-    logs.configure(audit=app.audit, observers=[metrics.observer(app.metrics)])
+    logs.configure(level=logging.getLevelNamesMapping()[settings.log_level.upper()],
+                   audit=app.audit, observers=[metrics.observer(app.metrics)])
     asyncio.run(app.run_until_stopped())

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from gateway import diskfull
 from gateway.logs import get_logger
 from gateway.spool.commit import FolderSync, fsync_folder
 from gateway.types import ByteRange, Segment
@@ -466,5 +467,6 @@ class DiskRoom:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    """ENOSPC or EDQUOT, or SQLite's words for them (see ``gateway.diskfull``)."""
+    return diskfull.is_disk_full(exc)
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.diskfull import sqlite_errors_as_os_errors
+
 MAX_CODE_ATTEMPTS = 5
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -153,13 +155,16 @@ class LinkIndex:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        finally:
-            db.close()
+        """A connection; a full disk met while using it is raised as OSError (ENOSPC), as
+        a file write says it, so the message path answers 452 4.3.1 for both."""
+        with sqlite_errors_as_os_errors(self.path):
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                yield db
+            finally:
+                db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -169,7 +174,8 @@ class LinkIndex:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 

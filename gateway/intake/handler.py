@@ -56,7 +56,7 @@ class SubmissionHandler:
         if user is None:  # the account was removed since this session logged in
             return smtp_reply(530, "5.7.0", "Votre compte n'existe plus sur ce serveur",
                               "Your account is no longer valid on this server")
-        if not address:
+        if address in ("", "<>"):  # aiosmtpd hands the null reverse-path on as "<>"
             return smtp_reply(550, "5.7.1", "Un expéditeur vide (<>) ne peut pas envoyer",
                               "An empty sender (<>) cannot be used to submit mail")
         if not self.has_room():  # said now, before the client uploads the message

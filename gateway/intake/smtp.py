@@ -2,7 +2,8 @@
 
 - AUTH PLAIN and LOGIN check passwords in a worker thread (scrypt must not stall the
   event loop), behind a per-address throttle, and LOGIN asks "Username:"/"Password:",
-  the only challenges Thunderbird and Outlook accept.
+  the only challenges Thunderbird and Outlook accept. PLAIN with an authorization
+  identity other than the login fails (RFC 4616): no user acts for another.
 - On the implicit-TLS listener the connection is TLS from the first byte; aiosmtpd only
   knows STARTTLS, so that listener is built with ``auth_require_tls=False`` and is only
   ever served over an SSL socket (see ``intake.server``).
@@ -70,6 +71,10 @@ _BUSY_ALL = smtp_reply(421, "4.7.0", "Le serveur a trop de connexions en cours ;
 _BUSY_CLIENT = smtp_reply(421, "4.7.0", "Trop de connexions ouvertes depuis votre adresse ; "
                           "réessayez dans un instant", "Too many connections open from "
                           "your address; try again in a moment")
+_ACTING_AS_ANOTHER = smtp_reply(
+    535, "5.7.8", "Ce serveur ne permet pas de se connecter au nom d'un autre utilisateur : "
+    "laissez vide l'identité d'autorisation", "This server does not let a login act as "
+    "another user: leave the authorization identity empty")
 _LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : connexion fermée",
                             "No login in time: closing the connection")
 
@@ -226,7 +231,14 @@ class SubmissionSMTP(SMTP):
         parts = blob.split(b"\x00")
         if len(parts) != 3:
             return await self._malformed()
-        return await self._check_password("PLAIN", parts[1], parts[2])
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            # RFC 4616: acting as someone else must fail unless the server allows it, and
+            # Pli lets no user send for another. Refused before any password is checked.
+            log.warning("session.auth_failed", client=self.client_address, mechanism="PLAIN",
+                        reason="authorization identity")
+            return AuthResult(success=False, handled=False, message=_ACTING_AS_ANOTHER)
+        return await self._check_password("PLAIN", login, password)
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:

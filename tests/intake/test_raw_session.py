@@ -4,7 +4,12 @@ STARTTLS left half-way."""
 
 from __future__ import annotations
 
-from tests.support import PASSWORD, USER, Gateway, RawSmtp, RunningApp
+import base64
+
+from structlog.testing import capture_logs
+
+from tests.support import (ADDRESS, OTHER_ADDRESS, OTHER_USER, PASSWORD, USER, Gateway, RawSmtp,
+                           RunningApp)
 
 
 def logged_in(gw: Gateway) -> RawSmtp:
@@ -20,3 +25,25 @@ def test_an_empty_sender_gets_the_sentence_written_for_it(gw: Gateway, pli: Runn
     assert code == 550
     assert text == (b"5.7.1 Un expediteur vide (<>) ne peut pas envoyer / "
                     b"An empty sender (<>) cannot be used to submit mail")
+
+
+def plain(authzid: str, login: str, password: str) -> str:
+    return "AUTH PLAIN " + base64.b64encode(f"{authzid}\0{login}\0{password}".encode()).decode()
+
+
+def test_auth_plain_acting_as_another_user_fails_and_logs_nobody_in(
+        gw: Gateway, pli: RunningApp) -> None:
+    """RFC 4616: an authorization identity other than the login must fail, since Pli
+    lets no user act for another; the same name as the login is no proxying."""
+    with RawSmtp(gw.submission_port) as session, capture_logs() as logs:
+        session.starttls(gw.client_context())
+        code, text = session.say(plain(OTHER_USER, USER, PASSWORD))
+        assert code == 535 and text.startswith(b"5.7.8 ")
+        assert b" / " in text and b"another user" in text
+        assert session.say(f"MAIL FROM:<{ADDRESS}>")[0] == 530  # still not logged in
+        assert session.say(f"MAIL FROM:<{OTHER_ADDRESS}>")[0] == 530
+        assert session.say(plain(USER, USER, PASSWORD))[0] == 235
+        assert session.say(f"MAIL FROM:<{ADDRESS}>")[0] == 250
+    failed = [e for e in logs if e["event"] == "session.auth_failed"]
+    assert len(failed) == 1 and failed[0]["client"] == "127.0.0.1"
+    assert OTHER_USER not in str(failed) and PASSWORD not in str(logs)

@@ -8,7 +8,8 @@
   knows STARTTLS, so that listener is built with ``auth_require_tls=False`` and is only
   ever served over an SSL socket (see ``intake.server``).
 - Every reply carries an enhanced status code (RFC 2034), added here to aiosmtpd's own
-  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare.
+  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare, and
+  is printable ASCII: what it quotes from the client is flattened here.
 - A connection over the session limits gets 421 instead of the greeting, and one that
   has not logged in ``login_timeout`` seconds after connecting gets 421 and is closed.
 """
@@ -34,6 +35,8 @@ log = get_logger("pli.intake")
 
 _HAS_STATUS = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b")
 _REPLY = re.compile(r"^([245]\d\d)([ -])(.*)$", re.S)
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_UNKNOWN_COMMAND = re.compile(r'^500 Error: command "(.*)" not recognized$', re.S)
 
 # Default enhanced status per reply code, for aiosmtpd's built-in replies.
 _STATUS_FOR_CODE = {
@@ -79,9 +82,22 @@ _LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : conne
                             "No login in time: closing the connection")
 
 
+def printable(text: str) -> str:
+    """Printable ASCII only: what a reply quotes from the client (a NUL, an escape,
+    bytes that are not UTF-8) becomes "?", so it can neither break the reply nor the
+    terminal or log that shows it."""
+    return _NOT_PRINTABLE.sub("?", text)
+
+
 def with_enhanced_status(reply: str) -> str:
     if reply in _REWORDED:
         return _REWORDED[reply]
+    unknown = _UNKNOWN_COMMAND.match(reply)
+    if unknown:
+        command = printable(unknown.group(1))
+        command = command if len(command) <= 32 else command[:32] + "..."
+        return smtp_reply(500, "5.5.2", f'Commande inconnue : "{command}"',
+                          f'Command not recognized: "{command}"')
     if _HAS_STATUS.match(reply):
         return reply
     match = _REPLY.match(reply)
@@ -179,6 +195,7 @@ class SubmissionSMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
+            status = "\r\n".join(printable(line) for line in status.split("\r\n"))
             if self._bare_replies:
                 if status.startswith("220 ") and "2.0.0" not in status:
                     self._bare_replies = False  # that was the greeting

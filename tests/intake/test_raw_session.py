@@ -47,3 +47,31 @@ def test_auth_plain_acting_as_another_user_fails_and_logs_nobody_in(
     failed = [e for e in logs if e["event"] == "session.auth_failed"]
     assert len(failed) == 1 and failed[0]["client"] == "127.0.0.1"
     assert OTHER_USER not in str(failed) and PASSWORD not in str(logs)
+
+
+def printable(text: bytes) -> bool:
+    return all(0x20 <= byte <= 0x7E for byte in text.replace(b"\n", b""))
+
+
+def test_an_unknown_command_is_quoted_in_printable_ascii_only(
+        gw: Gateway, pli: RunningApp) -> None:
+    with RawSmtp(gw.submission_port) as session:
+        session.starttls(gw.client_context())
+        code, text = session.say(b"\x00MAIL FROM:<dr.martin@cabinet-martin.fr>")
+        assert code == 500 and text.startswith(b"5.5.2 ") and printable(text), text
+        assert b'"?MAIL"' in text and b" / " in text
+        code, text = session.say(b"MA\x1bIL\x7f")
+        assert code == 500 and printable(text) and b'"MA?IL?"' in text, text
+        assert session.say("NOOP")[0] == 250
+
+
+def test_no_reply_carries_control_characters_or_undecodable_bytes(
+        gw: Gateway, pli: RunningApp) -> None:
+    """Whatever a reply quotes from the client is flattened to printable ASCII, and
+    bytes that are not UTF-8 never make the reply itself fail."""
+    with logged_in(gw) as session, capture_logs() as logs:
+        for command in (b"VRFY <a@b@c>\x00", b"VRFY <a@b@c>\xff"):
+            code, text = session.say(command)
+            assert code == 502 and text.startswith(b"5.5.1 ") and printable(text), text
+        assert session.say("NOOP")[0] == 250
+    assert not [e for e in logs if e["event"] == "session.internal_error"]

@@ -23,7 +23,7 @@ from base64 import b64decode
 from concurrent.futures import Executor
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException
 
 from gateway.errors import smtp_reply
 from gateway.intake.limits import SessionLimits
@@ -78,6 +78,8 @@ _ACTING_AS_ANOTHER = smtp_reply(
     535, "5.7.8", "Ce serveur ne permet pas de se connecter au nom d'un autre utilisateur : "
     "laissez vide l'identité d'autorisation", "This server does not let a login act as "
     "another user: leave the authorization identity empty")
+_TLS_FAILED = smtp_reply(454, "4.7.0", "La connexion chiffrée n'a pas pu s'établir",
+                        "The encrypted connection could not be set up")
 _LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : connexion fermée",
                             "No login in time: closing the connection")
 
@@ -182,6 +184,17 @@ class SubmissionSMTP(SMTP):
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(_LOGIN_TIMEOUT.encode() + b"\r\n")
         transport.close()
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that closed after "220 Ready to start TLS", spoke in clear, or did
+            # not trust the certificate: an everyday event, not a fault of Pli's. aiosmtpd
+            # closes the connection without sending the reply returned here.
+            cause = error.__cause__
+            reason = getattr(cause, "reason", None) or type(cause).__name__
+            log.info("session.tls_failed", client=self.client_address, reason=str(reason))
+            return _TLS_FAILED
+        return str(await super().handle_exception(error))
 
     @property
     def client_address(self) -> str:

@@ -9,7 +9,7 @@ import base64
 from structlog.testing import capture_logs
 
 from tests.support import (ADDRESS, OTHER_ADDRESS, OTHER_USER, PASSWORD, USER, Gateway, RawSmtp,
-                           RunningApp)
+                           RunningApp, wait_until)
 
 
 def logged_in(gw: Gateway) -> RawSmtp:
@@ -75,3 +75,22 @@ def test_no_reply_carries_control_characters_or_undecodable_bytes(
             assert code == 502 and text.startswith(b"5.5.1 ") and printable(text), text
         assert session.say("NOOP")[0] == 250
     assert not [e for e in logs if e["event"] == "session.internal_error"]
+
+
+def test_a_starttls_left_without_a_handshake_is_an_ordinary_event_with_the_client_address(
+        gw: Gateway, pli: RunningApp) -> None:
+    with capture_logs() as logs:
+        with RawSmtp(gw.submission_port) as session:
+            assert session.say("EHLO [192.0.2.1]")[0] == 250
+            assert session.say("STARTTLS")[0] == 220
+        with RawSmtp(gw.submission_port) as session:  # talks on in clear instead
+            assert session.say("EHLO [192.0.2.1]")[0] == 250
+            assert session.say("STARTTLS")[0] == 220
+            session.sock.sendall(b"MAIL FROM:<dr.martin@cabinet-martin.fr>\r\n")
+            session.sock.settimeout(10)
+            assert session.sock.recv(1024) == b""  # the server closes the connection
+        wait_until(lambda: len([e for e in logs if e["event"] == "session.tls_failed"]) == 2)
+    events = [e for e in logs if e["event"] == "session.tls_failed"]
+    assert all(e["client"] == "127.0.0.1" and e["log_level"] == "info" for e in events)
+    assert events[1]["reason"] == "WRONG_VERSION_NUMBER"  # what OpenSSL says of clear text
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]

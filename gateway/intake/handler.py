@@ -15,6 +15,7 @@ from aiosmtpd.smtp import Session
 
 from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
 from gateway.logs import get_logger
+from gateway.policy.domains import routes_elsewhere
 from gateway.types import Envelope, Submission
 from gateway.users import UserStore
 
@@ -87,6 +88,15 @@ class SubmissionHandler:
         if "@" not in address:
             return smtp_reply(553, "5.1.3", "Un destinataire doit être une adresse complète "
                               "(nom@domaine)", "A recipient must be a full address (name@domain)")
+        if routes_elsewhere(address):
+            # The provider may deliver it to another domain than the one the policy sees.
+            log.info("session.recipient_refused", client=_client(session),
+                     recipient=address, reason="routes elsewhere")
+            return smtp_reply(
+                553, "5.1.3", "Adresse refusée : un « % », un « ! » ou un second « @ » avant "
+                "le domaine peut mener le message ailleurs ; vérifiez l'adresse du destinataire",
+                "Address refused: a \"%\", \"!\" or second \"@\" before the domain can take "
+                "the message elsewhere; check the recipient's address")
         if address.lower() not in (r.lower() for r in envelope.rcpt_tos):
             envelope.rcpt_tos.append(address)  # a repeated recipient gets one copy
             envelope.rcpt_options.extend(rcpt_options)

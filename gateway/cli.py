@@ -194,7 +194,22 @@ Next steps:
        pli user add -c {config} NAME --address name@{args.domain or 'your-domain'}
   3. Check the whole configuration:   pli check -c {config}
   4. Start:                            pli run -c {config}""")
+    ca = args.dir / "tls" / "ca.pem"
+    if str(ca) in created:
+        print(f"""  5. On each computer that sends mail, import the practice CA once (the client
+     guides say how): {ca}
+{_fingerprints(ca, indent="     ")}""")
     return 0
+
+
+def _fingerprints(ca: Path, indent: str) -> str:
+    from cryptography import x509
+
+    from gateway.certs import fingerprint
+
+    certificate = x509.load_pem_x509_certificate(ca.read_bytes())
+    return (f"{indent}SHA-256 (Thunderbird): {fingerprint(certificate, 'sha256')}\n"
+            f"{indent}SHA-1 (Windows thumbprint): {fingerprint(certificate, 'sha1')}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -287,10 +287,16 @@ class Gateway:
 
     @property
     def cert(self) -> Path:
+        """The server certificate followed by the practice CA's, as `pli init` writes it."""
         return self.folder / "tls" / "cert.pem"
 
+    @property
+    def ca(self) -> Path:
+        return self.folder / "tls" / "ca.pem"
+
     def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
+        """Trusting the practice CA alone, as a mail client that imported it."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def settings(self) -> Any:
         return load_settings(self.config)

@@ -3,7 +3,7 @@
 A mail client trusts Pli's own certificate once per computer by importing the practice CA
 (``tls/ca.pem``) as an authority; every server certificate issued by it afterwards, on
 either port, is then trusted too, so a renewal needs nothing on the computers. The CA key
-stays next to the server's (``tls/ca-key.pem``, 0600), where a renewal can use it.
+stays next to the server's (``tls/ca-key.pem``, 0600) for ``pli tls renew``.
 
 - The server certificate is an end entity (basicConstraints CA:FALSE, key usage
   digitalSignature, extended key usage serverAuth): Thunderbird refuses a CA certificate
@@ -62,6 +62,15 @@ class PracticeCA:
     def permits(self, hostname: str) -> bool:
         host, names = hostname.lower().rstrip("."), self.names
         return names is None or any(host == n or host.endswith("." + n) for n in names)
+
+
+@dataclass(frozen=True)
+class Renewal:
+    cert: Path
+    valid_until: float
+    ca: Path
+    authority: x509.Certificate
+    ca_created: bool  # a new CA: every computer must import it (once)
 
 
 def server_names(hostname: str) -> list[x509.GeneralName]:
@@ -187,6 +196,41 @@ def write_practice_certificates(cert: Path, key: Path, hostname: str) -> list[Pa
     return [*written, cert, key]
 
 
+def renew(cert: Path, key: Path, hostname: str, days: int = SERVER_DAYS) -> Renewal:
+    """``pli tls renew``: a new server certificate from the practice CA, which is made
+    first when the installation has none (one from before Pli had a CA). A certificate
+    Pli did not make (the NAS's, a public CA's) is left alone."""
+    current = _first_certificate(cert)
+    if current is not None and not renewable(cert):
+        raise ConfigError(
+            f"TLS: {cert} was issued by {current.issuer.rfc4514_string()}, not by Pli: "
+            f"renew it where it comes from, then reload Pli")
+    ca = load_ca(cert)
+    ca_path = ca_files(cert)[0]
+    created = ca is None
+    if ca is None:
+        ca = make_ca(hostname)
+        write_ca(ca, cert)
+    elif not ca.permits(hostname):
+        raise ConfigError(
+            f"TLS: the practice CA {ca_path} vouches for {', '.join(ca.names or ())} only, "
+            f"not for {hostname}: move {ca_path.name} and {ca_files(cert)[1].name} aside "
+            f"and renew again to make a new CA, which every computer then imports")
+    issued = write_server_certificate(ca, cert, key, hostname, days)
+    return Renewal(cert, issued.not_valid_after_utc.timestamp(), ca_path, ca.certificate,
+                   created)
+
+
+def renewable(cert: Path) -> bool:
+    """Whether ``pli tls renew`` may replace ``cert``: Pli made it, as an older Pli's
+    self-signed certificate or issued by the practice CA beside it."""
+    current = _first_certificate(cert)
+    if current is None or _self_signed(current):
+        return True
+    ca = load_ca(cert)
+    return ca is not None and issued_by(current, ca.certificate)
+
+
 def issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     if certificate.issuer != ca.subject:
         return False
@@ -195,6 +239,19 @@ def issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def is_authority(cert: Path) -> bool:
+    """Whether the certificate a server presents from ``cert`` says it is a CA: what
+    Thunderbird refuses once that certificate is trusted as an authority."""
+    certificate = _first_certificate(cert)
+    if certificate is None:
+        return False
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+                    .value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def fingerprint(certificate: x509.Certificate, algorithm: str) -> str:

@@ -70,9 +70,9 @@ max_sessions_per_client = 50    # connections at once from one address
 
 [tls]
 # Issued by the practice CA `pli init` made (tls/ca.pem: each computer imports it once,
-# see the client guides). To use the NAS's real certificate instead, point these at its
-# full-chain certificate and key (readable by the pli user), then reload Pli (SIGHUP:
-# `systemctl reload pli`).
+# see the client guides); `pli tls renew` issues the next one. To use the NAS's real
+# certificate instead, point these at its full-chain certificate and key (readable by
+# the pli user). Either way, then reload Pli (SIGHUP: `systemctl reload pli`).
 cert = "tls/cert.pem"
 key = "tls/key.pem"
 

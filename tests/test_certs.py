@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,7 +23,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.certs import SERVER_DAYS, load_ca, server_certificate
 from gateway.initdir import InitOptions, init_dir
-from tests.support import HOST, PliProcess, make_gateway
+from tests.support import HOST, LoopThread, PliProcess, RunningApp, make_gateway, wait_until
+from tests.test_cli import pli
 
 
 def mozilla_end_entity_problems(certificate: x509.Certificate) -> list[str]:
@@ -130,16 +132,30 @@ def test_init_writes_an_end_entity_certificate_issued_by_a_practice_ca(tmp_path:
     assert mozilla_end_entity_problems(old) == ["MOZILLA_PKIX_ERROR_CA_CERT_USED_AS_END_ENTITY"]
 
 
-def test_both_ports_are_trusted_through_the_ca_alone(tmp_path: Path) -> None:
+def test_both_ports_are_trusted_through_the_ca_alone_and_stay_so_after_a_renewal(
+        tmp_path: Path) -> None:
     gw = make_gateway(tmp_path / "pli")
     imported = tmp_path / "imported-ca.pem"  # what each computer keeps, once
     shutil.copyfile(gw.ca, imported)
     ports = ((gw.submission_port, False), (gw.submissions_port, True))
     process = PliProcess(gw, tmp_path / "pli.log").start()
+    assert process.proc is not None
     try:
         first = [served(port, imported, implicit=implicit) for port, implicit in ports]
         assert first[0] == first[1]
         assert mozilla_end_entity_problems(first[0]) == []
+
+        renewed = pli("tls", "renew", "-c", str(gw.config))
+        assert renewed.returncode == 0, renewed.stderr
+        assert "renewed" in renewed.stdout and "That CA is new" not in renewed.stdout
+        process.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: '"event": "tls.reloaded"' in process.log())
+
+        second = [served(port, imported, implicit=implicit) for port, implicit in ports]
+        assert second[0] == second[1] != first[0]  # a new certificate, the same trust
+        assert second[0].public_key() != first[0].public_key()  # and a new key
+        assert mozilla_end_entity_problems(second[0]) == []
+        assert imported.read_bytes() == gw.ca.read_bytes()  # the CA itself did not change
     finally:
         process.kill(signal.SIGTERM)
 
@@ -196,3 +212,59 @@ def test_the_practice_ca_vouches_for_pli_s_own_names_and_nothing_else(tmp_path: 
         else:
             with pytest.raises(ssl.SSLCertVerificationError, match="permitted subtree"):
                 handshake_with(forged, key, cert.parent / "ca.pem", name, tmp_path)
+
+
+def test_an_older_installation_keeps_working_and_pli_check_says_how_to_move_on(
+        tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    old_self_signed(gw.cert, gw.folder / "tls" / "key.pem", "localhost")
+    gw.ca.unlink()
+    (gw.folder / "tls" / "ca-key.pem").unlink()
+    loop = LoopThread()
+    app = RunningApp(loop, gw).start()
+    try:  # the exception each computer made for it goes on working, on both ports
+        for port, implicit in ((gw.submission_port, False), (gw.submissions_port, True)):
+            served(port, gw.cert, implicit=implicit)
+    finally:
+        app.stop()
+        loop.close()
+    checked = pli("check", "-c", str(gw.config))
+    assert checked.returncode == 0, checked.stderr  # it works: a note, not a problem
+    assert "note: TLS:" in checked.stdout and "CA:TRUE" in checked.stdout
+    assert "pli tls renew" in checked.stdout
+
+    renewed = pli("tls", "renew", "-c", str(gw.config))
+    assert renewed.returncode == 0, renewed.stderr
+    assert "That CA is new: import it once on each computer" in renewed.stdout
+    assert "SHA-256" in renewed.stdout and "SHA-1" in renewed.stdout
+    leaf = x509.load_pem_x509_certificate(gw.cert.read_bytes())
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(gw.ca.read_bytes()))
+    assert mozilla_end_entity_problems(leaf) == []
+    checked = pli("check", "-c", str(gw.config))
+    assert checked.returncode == 0 and "note:" not in checked.stdout
+
+
+def test_renew_leaves_a_certificate_pli_did_not_make_alone(tmp_path: Path) -> None:
+    assert pli("init", str(tmp_path), "--domain", "cabinet-martin.fr").returncode == 0
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    issued = trustme.CA().issue_cert("pli.cabinet-martin.fr")  # as the NAS's would be
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+    before = cert.read_bytes(), key.read_bytes()
+    renewed = pli("tls", "renew", "-c", str(tmp_path / "pli.toml"))
+    assert renewed.returncode == 1
+    assert "not by Pli: renew it where it comes from" in renewed.stderr
+    assert (cert.read_bytes(), key.read_bytes()) == before
+
+
+def test_renew_refuses_a_host_name_the_practice_ca_does_not_cover(tmp_path: Path) -> None:
+    assert pli("init", str(tmp_path), "--domain", "cabinet-martin.fr").returncode == 0
+    config = tmp_path / "pli.toml"
+    config.write_text(config.read_text().replace('hostname = "pli.cabinet-martin.fr"',
+                                                 'hostname = "pli.autre-cabinet.fr"'))
+    before = (tmp_path / "tls" / "cert.pem").read_bytes()
+    renewed = pli("tls", "renew", "-c", str(config))
+    assert renewed.returncode == 1
+    assert "vouches for pli.cabinet-martin.fr, localhost only, not for pli.autre-cabinet.fr" \
+        in renewed.stderr
+    assert (tmp_path / "tls" / "cert.pem").read_bytes() == before

@@ -199,7 +199,7 @@ def write_practice_certificates(cert: Path, key: Path, hostname: str) -> list[Pa
 def renew(cert: Path, key: Path, hostname: str, days: int = SERVER_DAYS) -> Renewal:
     """``pli tls renew``: a new server certificate from the practice CA, which is made
     first when the installation has none (one from before Pli had a CA). A certificate
-    Pli did not make (the NAS's, a public CA's) is left alone."""
+    issued by another authority (the NAS's, a public CA's) is left alone."""
     current = _first_certificate(cert)
     if current is not None and not renewable(cert):
         raise ConfigError(
@@ -293,11 +293,15 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(check)
     check.set_defaults(func=cmd_check)
 
+    tls = sub.add_parser("tls", help="the certificate Pli presents to mail clients")
+    tls_sub = tls.add_subparsers(metavar="ACTION", required=True)
+    renew = tls_sub.add_parser("renew", help="issue a new server certificate from the "
+                               "practice CA (made first for an installation without one)")
+    config_arg(renew)
+    renew.set_defaults(func=cmd_tls_renew)
+
     explain = sub.add_parser("explain", help="show what the policy does with a message")
     config_arg(explain)
     explain.add_argument("message", metavar="MESSAGE.eml")
@@ -194,7 +201,22 @@ Next steps:
        pli user add -c {config} NAME --address name@{args.domain or 'your-domain'}
   3. Check the whole configuration:   pli check -c {config}
   4. Start:                            pli run -c {config}""")
+    ca = args.dir / "tls" / "ca.pem"
+    if str(ca) in created:
+        print(f"""  5. On each computer that sends mail, import the practice CA once (the client
+     guides say how): {ca}
+{_fingerprints(ca, indent="     ")}""")
     return 0
+
+
+def _fingerprints(ca: Path, indent: str) -> str:
+    from cryptography import x509
+
+    from gateway.certs import fingerprint
+
+    certificate = x509.load_pem_x509_certificate(ca.read_bytes())
+    return (f"{indent}SHA-256 (Thunderbird): {fingerprint(certificate, 'sha256')}\n"
+            f"{indent}SHA-1 (Windows thumbprint): {fingerprint(certificate, 'sha1')}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -214,11 +236,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.checks import all_problems
+    from gateway.checks import all_problems, tls_notes
     from gateway.tls import utc_day
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
+    for note in tls_notes(settings):
+        print(f"note: {note}")
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -233,6 +257,23 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
           f"days in files of at most {settings.audit.max_file_mb:g} MB, TLS certificate valid "
           f"until {utc_day(counts['certificate_expiry'])}")
+    return 0
+
+
+def cmd_tls_renew(args: argparse.Namespace) -> int:
+    from gateway.certs import renew
+    from gateway.tls import utc_day
+
+    settings = _settings(args)
+    renewal = renew(settings.tls.cert, settings.tls.key, settings.hostname)
+    print(f"renewed {renewal.cert} for {settings.hostname}: valid until "
+          f"{utc_day(renewal.valid_until)}, issued by the practice CA {renewal.ca}, whose "
+          f"fingerprints are:")
+    if renewal.ca_created:
+        print("That CA is new: import it once on each computer that sends mail (the client "
+              "guides say how), and remove the exceptions made for the former certificate.")
+    print(_fingerprints(renewal.ca, indent="  "))
+    print("Reload Pli to serve it: systemctl reload pli (or kill -HUP its pid)")
     return 0
 
 

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import Session
 
 from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
 from gateway.logs import get_logger
+from gateway.policy.domains import routes_elsewhere
 from gateway.types import Envelope, Received, Submission
 from gateway.users import UserStore
 
@@ -48,7 +49,7 @@ class SubmissionHandler:
         if user is None:  # the account was removed since this session logged in
             return smtp_reply(530, "5.7.0", "Votre compte n'existe plus sur ce serveur",
                               "Your account is no longer valid on this server")
-        if not address:
+        if address in ("", "<>"):  # aiosmtpd hands the null reverse-path on as "<>"
             return smtp_reply(550, "5.7.1", "Un expéditeur vide (<>) ne peut pas envoyer",
                               "An empty sender (<>) cannot be used to submit mail")
         if not self.has_room():  # said now, before the client uploads the message
@@ -79,6 +80,15 @@ class SubmissionHandler:
         if "@" not in address:
             return smtp_reply(553, "5.1.3", "Un destinataire doit être une adresse complète "
                               "(nom@domaine)", "A recipient must be a full address (name@domain)")
+        if routes_elsewhere(address):
+            # The provider may deliver it to another domain than the one the policy sees.
+            log.info("session.recipient_refused", client=_client(session),
+                     recipient=address, reason="routes elsewhere")
+            return smtp_reply(
+                553, "5.1.3", "Adresse refusée : un « % », un « ! » ou un second « @ » avant "
+                "le domaine peut mener le message ailleurs ; vérifiez l'adresse du destinataire",
+                "Address refused: a \"%\", \"!\" or second \"@\" before the domain can take "
+                "the message elsewhere; check the recipient's address")
         if address.lower() not in (r.lower() for r in envelope.rcpt_tos):
             envelope.rcpt_tos.append(address)  # a repeated recipient gets one copy
             envelope.rcpt_options.extend(rcpt_options)

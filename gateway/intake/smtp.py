@@ -2,12 +2,14 @@
 
 - AUTH PLAIN and LOGIN check passwords in a worker thread (scrypt must not stall the
   event loop), behind a per-address throttle, and LOGIN asks "Username:"/"Password:",
-  the only challenges Thunderbird and Outlook accept.
+  the only challenges Thunderbird and Outlook accept. PLAIN with an authorization
+  identity other than the login fails (RFC 4616): no user acts for another.
 - On the implicit-TLS listener the connection is TLS from the first byte; aiosmtpd only
   knows STARTTLS, so that listener is built with ``auth_require_tls=False`` and is only
   ever served over an SSL socket (see ``intake.server``).
 - Every reply carries an enhanced status code (RFC 2034), added here to aiosmtpd's own
-  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare.
+  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare, and
+  is printable ASCII: what it quotes from the client is flattened here.
 - A connection over the session limits gets 421 instead of the greeting, and one that
   has not logged in ``login_timeout`` seconds after connecting gets 421 and is closed.
 - DATA is streamed to a file in the spool as it arrives (``intake.data``), never held
@@ -27,7 +29,7 @@ from pathlib import Path
 from concurrent.futures import Executor
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
@@ -42,6 +44,8 @@ log = get_logger("pli.intake")
 
 _HAS_STATUS = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b")
 _REPLY = re.compile(r"^([245]\d\d)([ -])(.*)$", re.S)
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_UNKNOWN_COMMAND = re.compile(r'^500 Error: command "(.*)" not recognized$', re.S)
 
 # Default enhanced status per reply code, for aiosmtpd's built-in replies.
 _STATUS_FOR_CODE = {
@@ -79,6 +83,12 @@ _BUSY_ALL = smtp_reply(421, "4.7.0", "Le serveur a trop de connexions en cours ;
 _BUSY_CLIENT = smtp_reply(421, "4.7.0", "Trop de connexions ouvertes depuis votre adresse ; "
                           "réessayez dans un instant", "Too many connections open from "
                           "your address; try again in a moment")
+_ACTING_AS_ANOTHER = smtp_reply(
+    535, "5.7.8", "Ce serveur ne permet pas de se connecter au nom d'un autre utilisateur : "
+    "laissez vide l'identité d'autorisation", "This server does not let a login act as "
+    "another user: leave the authorization identity empty")
+_TLS_FAILED = smtp_reply(454, "4.7.0", "La connexion chiffrée n'a pas pu s'établir",
+                        "The encrypted connection could not be set up")
 _LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : connexion fermée",
                             "No login in time: closing the connection")
 
@@ -130,9 +140,22 @@ class SubmissionEnvelope(SmtpEnvelope):
         self.transfer: Transfer | None = None
 
 
+def printable(text: str) -> str:
+    """Printable ASCII only: what a reply quotes from the client (a NUL, an escape,
+    bytes that are not UTF-8) becomes "?", so it can neither break the reply nor the
+    terminal or log that shows it."""
+    return _NOT_PRINTABLE.sub("?", text)
+
+
 def with_enhanced_status(reply: str) -> str:
     if reply in _REWORDED:
         return _REWORDED[reply]
+    unknown = _UNKNOWN_COMMAND.match(reply)
+    if unknown:
+        command = printable(unknown.group(1))
+        command = command if len(command) <= 32 else command[:32] + "..."
+        return smtp_reply(500, "5.5.2", f'Commande inconnue : "{command}"',
+                          f'Command not recognized: "{command}"')
     if _HAS_STATUS.match(reply):
         return reply
     match = _REPLY.match(reply)
@@ -187,13 +210,6 @@ class SubmissionSMTP(SMTP):
     def _create_envelope(self) -> SubmissionEnvelope:
         return SubmissionEnvelope()
 
-    async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, BareNewline):
-            log.info("session.bare_newline", client=self.client_address)
-            return error.reply
-        reply: str = await super().handle_exception(error)
-        return reply
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
@@ -238,6 +254,20 @@ class SubmissionSMTP(SMTP):
         transport.write(_LOGIN_TIMEOUT.encode() + b"\r\n")
         transport.close()
 
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that closed after "220 Ready to start TLS", spoke in clear, or did
+            # not trust the certificate: an everyday event, not a fault of Pli's. aiosmtpd
+            # closes the connection without sending the reply returned here.
+            cause = error.__cause__
+            reason = getattr(cause, "reason", None) or type(cause).__name__
+            log.info("session.tls_failed", client=self.client_address, reason=str(reason))
+            return _TLS_FAILED
+        if isinstance(error, BareNewline):
+            log.info("session.bare_newline", client=self.client_address)
+            return error.reply
+        return str(await super().handle_exception(error))
+
     @property
     def client_address(self) -> str:
         peer = self.session.peer if self.session else None
@@ -250,6 +280,7 @@ class SubmissionSMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
+            status = "\r\n".join(printable(line) for line in status.split("\r\n"))
             if self._bare_replies:
                 if status.startswith("220 ") and "2.0.0" not in status:
                     self._bare_replies = False  # that was the greeting
@@ -357,7 +388,14 @@ class SubmissionSMTP(SMTP):
         parts = blob.split(b"\x00")
         if len(parts) != 3:
             return await self._malformed()
-        return await self._check_password("PLAIN", parts[1], parts[2])
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            # RFC 4616: acting as someone else must fail unless the server allows it, and
+            # Pli lets no user send for another. Refused before any password is checked.
+            log.warning("session.auth_failed", client=self.client_address, mechanism="PLAIN",
+                        reason="authorization identity")
+            return AuthResult(success=False, handled=False, message=_ACTING_AS_ANOTHER)
+        return await self._check_password("PLAIN", login, password)
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:

@@ -5,13 +5,15 @@ What each request may use up:
   fetch links before the patient does; they must not cost a download or a code try.
 - POST of a code: one try of the link (the vault counts them, 5 by default, then locks)
   and, when wrong, one strike against the client address (:class:`CodeThrottle`).
-- GET of a file object, whole (no Range): one download, counted just before its last
-  chunk leaves, so the limit holds even for downloads racing each other. The manifest,
-  HEAD and range requests never count.
+- GET of a file object, whole (no Range): one download of that document (each may be
+  downloaded ``download_limit`` times), counted just before its last chunk leaves, so
+  the limit holds even for downloads racing each other. The manifest, HEAD and range
+  requests never count.
 
-Unknown, expired, revoked, exhausted and locked links all get the same answer, page or
-JSON, with the same status (404), so ids cannot be probed for their state. Every request
-is logged (link id, outcome, client address); never a code, a secret or a file name.
+Unknown, expired, revoked, exhausted (every document used up) and locked links all get
+the same answer, page or JSON, with the same status (404), so ids cannot be probed for
+their state. Every request is logged (link id, outcome, client address); never a code,
+a secret or a file name.
 """
 
 from __future__ import annotations
@@ -112,14 +114,18 @@ class Handlers:
             return self.unavailable_json(request)
         access = self.has_access(request, info)
         log.info("portal.state", link=link_id, outcome="ok", access=access, client=client)
-        return web.json_response({
+        state: dict[str, object] = {
             "state": "ok",
             "has_code": info.has_code,
             "needs_code": not access,
             "tries_left": max(0, self.vault.index.max_code_attempts - info.failed_attempts),
             "expires": info.expires,
-            "downloads_left": max(0, info.download_limit - info.downloads),
-        })
+            "download_limit": info.download_limit,
+        }
+        if access:  # what is left of each document, for whoever may download them
+            state["documents"] = [{"object": f.id, "downloads_left": info.downloads_left(f)}
+                                  for f in info.files]
+        return web.json_response(state)
 
     async def code(self, request: web.Request) -> web.Response:
         """POST /api/l/<id>/code with {"code": "..."}: the token cookie, or tries left."""
@@ -190,12 +196,12 @@ class Handlers:
                      method=request.method, client=client)
             return self.unavailable_json(request)
         try:
-            return await self._serve(request, reader, link_id, kind, client)
+            return await self._serve(request, reader, link_id, object_id, kind, client)
         finally:
             reader.close()
 
     async def _serve(self, request: web.Request, reader: CiphertextReader, link_id: str,
-                     kind: str, client: str) -> web.StreamResponse:
+                     object_id: str, kind: str, client: str) -> web.StreamResponse:
         size = reader.size
         try:
             wanted = parse_range(request.headers.get("Range"), size)
@@ -227,9 +233,9 @@ class Handlers:
                 if following is None and counts:
                     # The last chunk is held back until the download is counted: two
                     # downloads racing for the last one cannot both complete.
-                    counted = await asyncio.to_thread(self.vault.count_download, link_id,
-                                                      self.clock())
-                    if not counted:
+                    left = await asyncio.to_thread(self.vault.grant_download, link_id,
+                                                   object_id, self.clock())
+                    if left is None:
                         log.warning("portal.download", link=link_id, object=kind,
                                     outcome="limit_reached", client=client)
                         _abort(request)

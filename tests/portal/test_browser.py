@@ -172,19 +172,46 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-def send(gw: Gateway) -> None:
+def send(gw: Gateway, documents: list[tuple[str, str, str, bytes]] = DOCUMENTS) -> None:
     message = EmailMessage()
     message["From"] = f"Dr Martin <{ADDRESS}>"
     message["To"] = "Mme Dupont <patient@gmail.com>"
     message["Subject"] = SUBJECT
     message["Date"] = formatdate(localtime=True)
     message.set_content(BODY)
-    for name, maintype, subtype, data in DOCUMENTS:
+    for name, maintype, subtype, data in documents:
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     with smtplib.SMTP(HOST, gw.submission_port, timeout=10) as client:
         client.starttls(context=gw.client_context())
         client.login(USER, PASSWORD)
         client.send_message(message)
+
+
+@dataclass
+class Sent:
+    url: str  # the link in the notice, with its key
+    link_id: str
+    code: str  # from the sender's receipt
+
+
+def send_and_receive(stack: Stack,
+                     documents: list[tuple[str, str, str, bytes]] = DOCUMENTS) -> Sent:
+    """Send a message to a patient through Pli; the link from the notice and the code
+    from the receipt the provider received."""
+    before = len(stack.provider.received)
+    send(stack.gw, documents)
+    received = wait_until(lambda: len(stack.provider.received) >= before + 2
+                          and stack.provider.received[before:])
+    by_rcpt = {tuple(r.rcpt_tos): r.content for r in received}
+    notice = text_of(by_rcpt[("patient@gmail.com",)])
+    receipt = text_of(by_rcpt[(ADDRESS,)])
+    found = re.search(re.escape(stack.base) + r"/l/([A-Za-z0-9_-]{22})#([A-Za-z0-9_-]{43})",
+                      notice)
+    assert found, notice
+    code_found = re.search(r"(?m)^\s+(\d{6})\s*$", receipt)
+    assert code_found, receipt
+    assert "chaque document peut être téléchargé 5 fois au plus" in notice, notice
+    return Sent(found.group(0), found.group(1), code_found.group(1))
 
 
 def text_of(raw: bytes) -> str:
@@ -207,18 +234,8 @@ def seal_direct(vault: Vault, *, code: str | None, expires_in: float = 86400.0,
 
 def test_a_message_sent_through_smtp_opens_in_the_browser_with_the_code(
         stack: Stack, tab: Watched) -> None:
-    send(stack.gw)
-    received = wait_until(lambda: len(stack.provider.received) >= 2 and stack.provider.received)
-    by_rcpt = {tuple(r.rcpt_tos): r.content for r in received}
-    notice = text_of(by_rcpt[("patient@gmail.com",)])
-    receipt = text_of(by_rcpt[(ADDRESS,)])
-    found = re.search(re.escape(stack.base) + r"/l/([A-Za-z0-9_-]{22})#([A-Za-z0-9_-]{43})",
-                      notice)
-    assert found, notice
-    url, link_id = found.group(0), found.group(1)
-    code_found = re.search(r"(?m)^\s+(\d{6})\s*$", receipt)
-    assert code_found, receipt
-    code = code_found.group(1)
+    sent = send_and_receive(stack)
+    url, link_id, code = sent.url, sent.link_id, sent.code
     page = tab.page
 
     page.goto(url)
@@ -247,6 +264,10 @@ def test_a_message_sent_through_smtp_opens_in_the_browser_with_the_code(
     infos = page.locator("#documents .info").all_inner_texts()
     assert infos[0].startswith("Document PDF · ") and infos[0].endswith(" ko")
     assert infos[1] == "Image PNG · 1 ko"  # 1 057 bytes
+    assert page.locator("#documents .left").all_inner_texts() == [
+        "Encore 5 téléchargements possibles."] * 3
+    assert "chaque document peut être téléchargé 5 fois au plus" in (
+        page.locator("#limits").inner_text())
     assert page.locator("#documents img").count() == 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     shot(page, "message-view.png")
@@ -266,17 +287,64 @@ def test_a_message_sent_through_smtp_opens_in_the_browser_with_the_code(
     assert saved[0].suggested_filename == DOCUMENTS[0][0]
     assert saved[1].suggested_filename == DOCUMENTS[1][0]
     page.locator("#documents .progress").nth(2).filter(has_text="Enregistré").wait_for()
-    assert "Il reste 2 téléchargements" in page.locator("#limits").inner_text()
+    assert page.locator("#documents .left").all_inner_texts() == [
+        "Encore 4 téléchargements possibles."] * 3
     shot(page, "message-view-downloaded.png")
 
     info = stack.vault.get(link_id)
     assert info is not None and info.downloads == 3 and info.failed_attempts == 1
+    assert [f.downloads for f in info.files] == [1, 1, 1]
     tab.check_quiet()
 
     # Reloading cannot bring the key back: it was removed from the address.
     page.reload()
     page.locator("#problem").wait_for(state="visible")
     assert "incomplet" in page.locator("#problem-text").inner_text()
+
+
+def test_a_message_with_more_than_five_documents_opens_whole_each_with_its_count(
+        stack: Stack, tab: Watched) -> None:
+    """Seven attachments under the default policy (5 downloads per document): every one
+    downloads, each says what it has left, and one used up leaves the others be."""
+    documents = [(f"analyse-{n}.pdf", "application", "pdf",
+                  PDF.replace(b"report", b"rapport %d" % n)) for n in range(7)]
+    sent = send_and_receive(stack, documents)
+    page = tab.page
+    page.goto(sent.url)
+    page.locator("#code").fill(sent.code)
+    page.locator("#code-submit").click()
+    page.locator("#message").wait_for(state="visible")
+    assert page.locator("#documents .name").all_inner_texts() == [d[0] for d in documents]
+    buttons = page.locator("#documents .download")
+    left = page.locator("#documents .left")
+    progress = page.locator("#documents .progress")
+    for index, (name, _, _, data) in enumerate(documents):
+        with page.expect_download() as saved:
+            buttons.nth(index).click()
+        assert Path(saved.value.path()).read_bytes() == data, name
+        progress.nth(index).filter(has_text="Enregistré").wait_for()
+    assert left.all_inner_texts() == ["Encore 4 téléchargements possibles."] * 7
+    shot(page, "seven-documents.png")
+
+    for remaining in (3, 2, 1, 0):
+        with page.expect_download() as saved:
+            buttons.first.click()
+        assert Path(saved.value.path()).read_bytes() == documents[0][3]
+        left.first.filter(has_text=(f"Encore {remaining} téléchargement" if remaining
+                                    else "Plus aucun téléchargement possible.")).wait_for()
+    assert buttons.first.is_disabled() and not buttons.nth(1).is_disabled()
+    assert left.all_inner_texts()[1:] == ["Encore 4 téléchargements possibles."] * 6
+    with page.expect_download() as saved:
+        buttons.nth(6).click()
+    assert Path(saved.value.path()).read_bytes() == documents[6][3]
+    left.nth(6).filter(has_text="Encore 3 téléchargements possibles.").wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    shot(page, "seven-documents-one-used-up.png")
+
+    info = stack.vault.get(sent.link_id)
+    assert info is not None and [f.downloads for f in info.files] == [5, 1, 1, 1, 1, 1, 2]
+    assert stack.vault.status(sent.link_id) == "ok"
+    tab.check_quiet()
 
 
 def test_the_sixth_wrong_code_is_refused_in_english_too(stack: Stack, tab: Watched) -> None:

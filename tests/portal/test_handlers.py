@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientPayloadError
@@ -93,7 +94,7 @@ def test_every_link_that_cannot_be_opened_gets_the_same_page_and_status(
     elif state == "revoked":
         vault.revoke(link.id)
     elif state == "exhausted":
-        vault.count_download(link.id)
+        assert vault.grant_download(link.id, file_id(vault, link)) == 0
     elif state == "locked":
         for _ in range(5):
             vault.check_code(link.id, "0000")
@@ -149,12 +150,15 @@ def test_the_state_says_whether_a_code_is_needed_and_what_is_left(
         async with serve(vault, settings) as client:
             state = await (await client.get(f"/api/l/{with_code.id}")).json()
             assert state["needs_code"] is True and state["has_code"] is True
-            assert state["tries_left"] == 5 and state["downloads_left"] == 3
+            assert state["tries_left"] == 5 and state["download_limit"] == 3
             assert abs(state["expires"] - with_code.expires_at) < 1
+            assert "documents" not in state  # not before the code
             cookie = await enter_code(client, with_code)
             state = await (await client.get(f"/api/l/{with_code.id}",
                                             headers={"Cookie": cookie})).json()
             assert state["needs_code"] is False
+            assert state["documents"] == [
+                {"object": file_id(vault, with_code), "downloads_left": 3}]
             state = await (await client.get(f"/api/l/{without.id}")).json()
             assert state["needs_code"] is False and state["has_code"] is False
     run(scenario)
@@ -336,6 +340,40 @@ def test_each_whole_file_download_counts_once_and_the_limit_holds(
     run(scenario)
 
 
+def test_a_message_with_seven_documents_opens_whole_each_up_to_the_limit(
+        vault: Vault, settings: Settings) -> None:
+    """The limit is per document: 7 documents with 2 downloads each make 14 downloads."""
+    files = [(f"piece-{n}.pdf", PDF[: 1000 * (n + 1)]) for n in range(7)]
+    link = seal(vault, code=None, download_limit=2, files=files)
+    ids = [file_id(vault, link, n) for n in range(7)]
+
+    async def left(client: Any) -> list[int]:
+        state = await (await client.get(f"/api/l/{link.id}")).json()
+        assert [d["object"] for d in state["documents"]] == ids
+        return [d["downloads_left"] for d in state["documents"]]
+
+    async def scenario() -> None:
+        async with serve(vault, settings) as client:
+            assert await left(client) == [2] * 7
+            for round_left in (1, 0):
+                for n, object_id in enumerate(ids):
+                    response = await client.get(f"/api/l/{link.id}/o/{object_id}")
+                    assert response.status == 200, (round_left, n)
+                    assert len(await response.read()) > len(files[n][1])
+                    if (round_left, n) != (0, 6):
+                        assert (await client.get(f"/l/{link.id}")).status == 200
+                        assert (await client.get(f"/api/l/{link.id}/o/manifest")).status == 200
+                if round_left:
+                    assert await left(client) == [1] * 7
+            # Every document used up: the link is used up, and says so as any other.
+            assert (await client.get(f"/l/{link.id}")).status == 404
+            assert (await client.get(f"/api/l/{link.id}")).status == 404
+    run(scenario)
+    info = vault.get(link.id)
+    assert info is not None and info.downloads == 14
+    assert [f.downloads for f in info.files] == [2] * 7
+
+
 def test_the_manifest_never_counts_as_a_download(vault: Vault, settings: Settings) -> None:
     link = seal(vault, code=None, download_limit=1)
 
@@ -420,7 +458,7 @@ def test_a_download_refused_at_the_last_moment_is_cut_short(
     """Two downloads racing for the last one: the loser never receives a whole object."""
     link = seal(vault, code=None)
     object_id = file_id(vault, link)
-    monkeypatch.setattr(vault, "count_download", lambda *_: False)
+    monkeypatch.setattr(vault, "grant_download", lambda *_: None)
 
     async def scenario() -> None:
         async with serve(vault, settings) as client:

@@ -101,6 +101,7 @@ $("code-form").addEventListener("submit", async (event) => {
     if (response.ok && answer.ok) {
       $("code-step").hidden = true;
       input.value = "";
+      state = await getState(); // now with what is left of each document
       await openMessage();
     } else if (response.status === 429) {
       codeError(T.throttled(Math.max(1, Math.ceil((answer.retry_after || 60) / 60))));
@@ -168,6 +169,20 @@ function showMessage() {
   $("subject").focus(); // announces the subject; the message follows in reading order
 }
 
+// Each document may be downloaded a number of times of its own; the server says how
+// many are left (state.documents), and each download it grants says it again.
+function downloadsLeft(file) {
+  const found = (state?.documents || []).find((d) => d.object === file.object);
+  return found ? Math.max(0, Number(found.downloads_left) || 0) : 0;
+}
+
+function setDownloadsLeft(file, left, button, leftText) {
+  const found = (state?.documents || []).find((d) => d.object === file.object);
+  if (found) found.downloads_left = left;
+  leftText.textContent = T.left(left);
+  button.disabled = left <= 0;
+}
+
 function documentItem(file, index) {
   const item = document.createElement("li");
   const name = document.createElement("p");
@@ -177,6 +192,8 @@ function documentItem(file, index) {
   const info = document.createElement("p");
   info.className = "info";
   info.textContent = `${typeLabel(file)} · ${formatSize(Number(file.size) || 0)}`;
+  const left = document.createElement("p");
+  left.className = "left";
   const button = document.createElement("button");
   button.type = "button";
   button.className = "download";
@@ -185,12 +202,13 @@ function documentItem(file, index) {
   const status = document.createElement("p");
   status.className = "progress";
   status.setAttribute("role", "status");
-  button.addEventListener("click", () => download(file, button, status));
-  item.append(name, info, button, status);
+  setDownloadsLeft(file, downloadsLeft(file), button, left);
+  button.addEventListener("click", () => download(file, button, status, left));
+  item.append(name, info, left, button, status);
   return item;
 }
 
-async function download(file, button, status) {
+async function download(file, button, status, leftText) {
   button.disabled = true;
   status.classList.remove("error");
   status.textContent = T.downloading(0);
@@ -202,8 +220,7 @@ async function download(file, button, status) {
     if (blob.size !== Number(file.size)) throw new VaultError("size");
     save(blob, text(file.name) || "document");
     status.textContent = T.downloaded;
-    if (state && state.downloads_left > 0) state.downloads_left -= 1;
-    showLimits();
+    setDownloadsLeft(file, downloadsLeft(file) - 1, button, leftText);
   } catch (error) {
     status.classList.add("error");
     if (error instanceof VaultError) status.textContent = T.damagedFile;
@@ -212,7 +229,7 @@ async function download(file, button, status) {
     else if (error instanceof NetworkError) status.textContent = T.network;
     else status.textContent = T.unexpected;
   } finally {
-    button.disabled = false;
+    button.disabled = downloadsLeft(file) <= 0;
   }
 }
 
@@ -232,7 +249,7 @@ function showLimits() {
   if (!state) return;
   const date = new Intl.DateTimeFormat(T.locale, { dateStyle: "long", timeStyle: "short" })
     .format(new Date(state.expires * 1000));
-  $("limits").textContent = T.limits(date, state.downloads_left);
+  $("limits").textContent = T.limits(date, state.download_limit);
 }
 
 // -- problems -------------------------------------------------------------------------

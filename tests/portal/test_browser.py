@@ -172,6 +172,18 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
+def save_by_clicking(page: Any, button: Any) -> bytes:
+    """Click a document's button as a person would, and return the file it saved.
+
+    Chromium drops an 11th download that starts right after ten others (measured here:
+    10 of 14 saved when clicked back to back, 25 of 25 with a tenth of a second between
+    clicks), so the test leaves a person's pause between clicks."""
+    page.wait_for_timeout(250)
+    with page.expect_download() as saved:
+        button.click()
+    return Path(saved.value.path()).read_bytes()
+
+
 def send(gw: Gateway, documents: list[tuple[str, str, str, bytes]] = DOCUMENTS) -> None:
     message = EmailMessage()
     message["From"] = f"Dr Martin <{ADDRESS}>"
@@ -319,24 +331,19 @@ def test_a_message_with_more_than_five_documents_opens_whole_each_with_its_count
     left = page.locator("#documents .left")
     progress = page.locator("#documents .progress")
     for index, (name, _, _, data) in enumerate(documents):
-        with page.expect_download() as saved:
-            buttons.nth(index).click()
-        assert Path(saved.value.path()).read_bytes() == data, name
+        assert save_by_clicking(page, buttons.nth(index)) == data, name
         progress.nth(index).filter(has_text="Enregistré").wait_for()
     assert left.all_inner_texts() == ["Encore 4 téléchargements possibles."] * 7
     shot(page, "seven-documents.png")
 
     for remaining in (3, 2, 1, 0):
-        with page.expect_download() as saved:
-            buttons.first.click()
-        assert Path(saved.value.path()).read_bytes() == documents[0][3]
+        assert save_by_clicking(page, buttons.first) == documents[0][3]
         left.first.filter(has_text=(f"Encore {remaining} téléchargement" if remaining
                                     else "Plus aucun téléchargement possible.")).wait_for()
-    assert buttons.first.is_disabled() and not buttons.nth(1).is_disabled()
+    page.wait_for_function("document.querySelector('#documents .download').disabled")
+    assert not buttons.nth(1).is_disabled()
     assert left.all_inner_texts()[1:] == ["Encore 4 téléchargements possibles."] * 6
-    with page.expect_download() as saved:
-        buttons.nth(6).click()
-    assert Path(saved.value.path()).read_bytes() == documents[6][3]
+    assert save_by_clicking(page, buttons.nth(6)) == documents[6][3]
     left.nth(6).filter(has_text="Encore 3 téléchargements possibles.").wait_for()
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     shot(page, "seven-documents-one-used-up.png")
@@ -411,6 +418,50 @@ def test_a_damaged_document_shows_an_error_and_nothing_is_saved(
     page.wait_for_timeout(300)
     assert tab.downloads == []
     tab.check_quiet()
+
+
+def test_a_download_cut_short_goes_on_where_it_stopped_and_counts_once(
+        stack: Stack, tab: Watched) -> None:
+    """The answer stops after 70 000 bytes, then the connection fails outright: the page
+    asks again from byte 70 000 under the same grant, saves the file whole, and the
+    server counted one download."""
+    link = seal_direct(stack.vault, code=None)
+    info = stack.vault.get(link.id)
+    assert info is not None
+    object_id = info.files[0].id
+    size = (stack.gw.settings().vault_dir / "objects" / link.id / object_id).stat().st_size
+    assert size > 100_000
+    page = tab.page
+    ranges: list[str | None] = []
+    grants: list[str] = []
+
+    def on_object(route: Any) -> None:
+        ranges.append(route.request.headers.get("range"))
+        if len(ranges) == 1:  # the server's answer, of which only the start arrives
+            response = route.fetch()
+            assert response.status == 206
+            body = response.body()[:70_000]
+            route.fulfill(status=206, body=body, headers={
+                **response.headers, "content-length": str(len(body)),
+                "content-range": f"bytes 0-69999/{size}"})
+        elif len(ranges) == 2:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route(f"**/api/l/{link.id}/o/{object_id}", on_object)
+    page.on("request", lambda r: grants.append(r.method) if r.url.endswith("/grant") else None)
+    page.goto(link.fragment_url(stack.base))
+    assert save_by_clicking(page, page.locator("#documents .download").first) == PDF
+    page.locator("#documents .progress").first.filter(has_text="Enregistré").wait_for()
+    assert ranges == ["bytes=0-", "bytes=70000-", "bytes=70000-"]
+    assert grants == ["POST"]
+    assert page.locator("#documents .left").first.inner_text() == (
+        "Encore 4 téléchargements possibles.")
+    info = stack.vault.get(link.id)
+    assert info is not None and info.files[0].downloads == 1
+    assert tab.dialogs == []
+    assert [e for e in tab.errors if "ERR_CONNECTION_RESET" not in e] == []
 
 
 def test_the_spec_test_vector_opens_in_the_browser(stack: Stack, tab: Watched) -> None:

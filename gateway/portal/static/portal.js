@@ -7,6 +7,7 @@
 // its HTML with the tags dropped: nothing of the sender's markup is ever rendered.
 
 import { concat, deriveKeys, isLinkId, isSecret, openStream, VaultError } from "./vault.js";
+import { DownloadInterrupted, fetchGranted, GrantRefused } from "./download.js";
 import { texts } from "./texts.js";
 
 const T = document.documentElement.lang === "en" ? texts.en : texts.fr;
@@ -26,6 +27,7 @@ let manifest = null;
 class Unavailable extends Error {}
 class CodeRequired extends Error {}
 class NetworkError extends Error {}
+class UsedUp extends Error {}
 
 async function main() {
   if (!window.crypto?.subtle || !window.ReadableStream || !window.TextDecoder) {
@@ -58,17 +60,30 @@ async function getState() {
   return response.json();
 }
 
-async function fetchObject(objectId, onProgress) {
-  const response = await request(`${api}/o/${encodeURIComponent(objectId)}`);
+async function fetchManifest() {
+  const response = await request(`${api}/o/manifest`);
   if (!response.ok || !response.body) throw new NetworkError();
-  const key = objectId === "manifest" ? keys.manifest : keys.content;
-  const total = Number(response.headers.get("Content-Length")) || 0;
   try {
-    return await openStream(key, objectId, response.body, (n) => onProgress?.(n, total));
+    return await openStream(keys.manifest, "manifest", response.body);
   } catch (error) {
     if (error instanceof VaultError) throw error;
     throw new VaultError("truncated"); // the connection broke: the object is incomplete
   }
+}
+
+// One download of a document, counted by the server now; its answer is the grant under
+// which the ciphertext is then fetched, and how many downloads the document has left.
+async function requestGrant(objectId) {
+  const response = await request(`${api}/o/${encodeURIComponent(objectId)}/grant`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{}",
+  });
+  if (response.status === 410) throw new UsedUp();
+  if (!response.ok) throw new NetworkError();
+  const answer = await response.json().catch(() => ({}));
+  if (typeof answer.grant !== "string") throw new NetworkError();
+  return answer;
 }
 
 // -- the access code ------------------------------------------------------------------
@@ -134,7 +149,7 @@ function codeError(message) {
 
 async function openMessage() {
   setStatus(T.decrypting);
-  const parts = await fetchObject("manifest");
+  const parts = await fetchManifest();
   try {
     manifest = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(concat(parts)));
   } catch {
@@ -213,19 +228,30 @@ async function download(file, button, status, leftText) {
   status.classList.remove("error");
   status.textContent = T.downloading(0);
   try {
-    const parts = await fetchObject(file.object, (received, total) => {
-      if (total) status.textContent = T.downloading(Math.floor((100 * received) / total));
-    });
+    const grant = await requestGrant(file.object);
+    setDownloadsLeft(file, Number(grant.downloads_left) || 0, button, leftText);
+    button.disabled = true;
+    const url = `${api}/o/${encodeURIComponent(file.object)}`;
+    const parts = await fetchGranted(url, grant.grant, keys.content, file.object,
+      (received, total) => {
+        status.textContent = T.downloading(Math.floor((100 * received) / total));
+      });
     const blob = new Blob(parts, { type: blobType(file) });
     if (blob.size !== Number(file.size)) throw new VaultError("size");
     save(blob, text(file.name) || "document");
     status.textContent = T.downloaded;
-    setDownloadsLeft(file, downloadsLeft(file) - 1, button, leftText);
   } catch (error) {
     status.classList.add("error");
     if (error instanceof VaultError) status.textContent = T.damagedFile;
-    else if (error instanceof Unavailable) return showProblem(T.unavailable);
-    else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
+    else if (error instanceof UsedUp) {
+      setDownloadsLeft(file, 0, button, leftText);
+      status.textContent = T.usedUp;
+    } else if (error instanceof Unavailable ||
+      (error instanceof GrantRefused && error.status === 404)) {
+      return showProblem(T.unavailable); // the link stopped working meanwhile
+    } else if (error instanceof DownloadInterrupted || error instanceof GrantRefused) {
+      status.textContent = T.interrupted;
+    } else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
     else if (error instanceof NetworkError) status.textContent = T.network;
     else status.textContent = T.unexpected;
   } finally {

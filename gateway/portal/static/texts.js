@@ -34,6 +34,9 @@ const fr = {
   downloaded: "Enregistré dans vos téléchargements.",
   damagedFile: "Ce document est endommagé ou incomplet : rien n'a été enregistré. " +
     "Réessayez, ou contactez le cabinet.",
+  interrupted: "Le téléchargement a été interrompu : rien n'a été enregistré. Vérifiez " +
+    "votre connexion, puis réessayez (cela comptera un nouveau téléchargement).",
+  usedUp: "Ce document a déjà été téléchargé autant de fois que prévu.",
   // The same words as the notice's (policies/templates/fr/default/notice.txt).
   limits: (date, n) => `Ce lien est valable jusqu'au ${date}, et chaque document peut ` +
     `être téléchargé ${n} fois au plus.`,
@@ -76,6 +79,9 @@ const en = {
   downloaded: "Saved to your downloads.",
   damagedFile: "This document is damaged or incomplete: nothing was saved. Try again, " +
     "or contact the practice.",
+  interrupted: "The download was interrupted: nothing was saved. Check your connection " +
+    "and try again (it will count as another download).",
+  usedUp: "This document has already been downloaded as many times as allowed.",
   // The same words as the notice's (policies/templates/en/default/notice.txt).
   limits: (date, n) => `This link is valid until ${date}, and downloads are limited to ` +
     `${n} per document.`,

@@ -130,6 +130,8 @@ class Handlers:
         if access:  # what is left of each document, for whoever may download them
             state["documents"] = [{"object": f.id, "downloads_left": info.downloads_left(f)}
                                   for f in info.files]
+            # When Pli took the message: the page's date when the original had none.
+            state["received"] = info.created
         return web.json_response(state)
 
     async def code(self, request: web.Request) -> web.Response:

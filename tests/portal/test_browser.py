@@ -17,10 +17,12 @@ import smtplib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -234,10 +236,11 @@ def text_of(raw: bytes) -> str:
 
 
 def seal_direct(vault: Vault, *, code: str | None, expires_in: float = 86400.0,
-                files: tuple[tuple[str, bytes], ...] = (("lettre.pdf", PDF),)) -> SealedLink:
+                files: tuple[tuple[str, bytes], ...] = (("lettre.pdf", PDF),),
+                date: str = "") -> SealedLink:
     return vault.seal(
-        Manifest(sender=f"Dr Martin <{ADDRESS}>", subject="Lettre", date="", text="Bonjour",
-                 html=None),
+        Manifest(sender=f"Dr Martin <{ADDRESS}>", subject="Lettre", date=date,
+                 text="Bonjour", html=None),
         [SealFile(name, "application/pdf", "application/pdf", data) for name, data in files],
         sender=ADDRESS, recipient="patient@gmail.com", expires_at=time.time() + expires_in,
         download_limit=5, access_code=code,
@@ -462,6 +465,36 @@ def test_a_download_cut_short_goes_on_where_it_stopped_and_counts_once(
     assert info is not None and info.files[0].downloads == 1
     assert tab.dialogs == []
     assert [e for e in tab.errors if "ERR_CONNECTION_RESET" not in e] == []
+
+
+FRENCH_DAYS = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
+FRENCH_MONTHS = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
+                 "septembre", "octobre", "novembre", "décembre"]
+
+
+def french_time(moment: datetime) -> str:
+    """As the page writes a date in French: "mardi 1 décembre 2026 à 09:15"."""
+    return (f"{FRENCH_DAYS[moment.weekday()]} {moment.day} {FRENCH_MONTHS[moment.month - 1]}"
+            f" {moment.year} à {moment:%H:%M}")
+
+
+@pytest.mark.parametrize("date", ["", "Mon, 02 Nov 2026 09:15:00 +0100"],
+                         ids=["no Date header", "its Date header"])
+def test_the_date_is_the_messages_or_else_when_pli_received_it(
+        stack: Stack, tab: Watched, date: str) -> None:
+    """A message sent without a Date: header showed "Date" and nothing after it."""
+    link = seal_direct(stack.vault, code=None, date=date)
+    info = stack.vault.get(link.id)
+    assert info is not None
+    paris = ZoneInfo("Europe/Paris")  # the browser's time zone in these tests
+    expected = (french_time(parsedate_to_datetime(date).astimezone(paris)) if date
+                else french_time(datetime.fromtimestamp(info.created, paris)))
+    page = tab.page
+    page.goto(link.fragment_url(stack.base))
+    page.locator("#message").wait_for(state="visible")
+    assert page.locator("#date-label").is_visible()
+    assert page.locator("#date").inner_text() == expected
+    tab.check_quiet()
 
 
 def test_the_spec_test_vector_opens_in_the_browser(stack: Stack, tab: Watched) -> None:

@@ -150,13 +150,15 @@ def test_the_state_says_whether_a_code_is_needed_and_what_is_left(
             assert state["needs_code"] is True and state["has_code"] is True
             assert state["tries_left"] == 5 and state["download_limit"] == 3
             assert abs(state["expires"] - with_code.expires_at) < 1
-            assert "documents" not in state  # not before the code
+            assert "documents" not in state and "received" not in state  # not before the code
             cookie = await enter_code(client, with_code)
             state = await (await client.get(f"/api/l/{with_code.id}",
                                             headers={"Cookie": cookie})).json()
             assert state["needs_code"] is False
             assert state["documents"] == [
                 {"object": file_id(vault, with_code), "downloads_left": 3}]
+            info = vault.get(with_code.id)
+            assert info is not None and state["received"] == info.created
             state = await (await client.get(f"/api/l/{without.id}")).json()
             assert state["needs_code"] is False and state["has_code"] is False
     run(scenario)

@@ -164,7 +164,11 @@ async function openMessage() {
 function showMessage() {
   $("subject").textContent = text(manifest.subject) || T.noSubject;
   $("sender").textContent = text(manifest.sender);
-  $("date").textContent = formatMessageDate(text(manifest.date));
+  // A message sent without a Date: header gets the time Pli received it, as the copy
+  // Pli passes on would; with neither, no date line at all.
+  const date = formatMessageDate(text(manifest.date)) || formatTime(state?.received);
+  $("date").textContent = date;
+  $("date").hidden = $("date-label").hidden = !date;
   $("body").textContent = lines(text(manifest.text)).trim() ||
     htmlToText(lines(text(manifest.html))) || T.noText;
   const list = $("documents");
@@ -341,9 +345,14 @@ function blobType(file) {
 
 function formatMessageDate(value) {
   const date = new Date(value);
-  if (!value || Number.isNaN(date.getTime())) return value;
+  if (!value.trim() || Number.isNaN(date.getTime())) return value.trim();
+  return formatTime(date.getTime() / 1000);
+}
+
+function formatTime(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
   return new Intl.DateTimeFormat(T.locale, { dateStyle: "full", timeStyle: "short" })
-    .format(date);
+    .format(new Date(seconds * 1000));
 }
 
 // A message with only an HTML body is shown as its text: tags dropped, a few entities

@@ -388,11 +388,16 @@ def cmd_links_list(args: argparse.Namespace) -> int:
         size = sum(o.size for o in link.objects)
         expires = (f"expires in {_duration(link.expires - now)}" if link.expires > now
                    else "expired")
+        # The limit is per document: show the most downloaded one, and how many are used up.
+        files = link.files
+        most = max((f.downloads for f in files), default=0)
+        used_up = sum(1 for f in files if not link.downloads_left(f))
         print(f"{link.id}  {link.status(now):<9}  {link.sender} -> {', '.join(link.recipients)}"
-              f"  {link.downloads}/{link.download_limit} downloads  {expires}"
+              f"  {most}/{link.download_limit} downloads (most downloaded file,"
+              f" {used_up} used up)  {expires}"
               f"  {'code' if link.has_code else 'no code'}"
               f"{f' ({link.failed_attempts} wrong)' if link.failed_attempts else ''}"
-              f"  {len(link.objects) - 1} file(s), {size} B")
+              f"  {len(files)} file(s), {size} B")
     print(f"{len(rows)} link(s)")
     return 0
 

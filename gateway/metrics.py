@@ -139,8 +139,8 @@ class Metrics:
                      "Delivery attempts to the provider by outcome, per recipient "
                      "(bounced includes recipients given up after the retry lifetime).",
                      ("outcome",), initial=[(o,) for o in OUTCOMES])
-        self.counter("pli_portal_downloads_total", "Files downloaded whole from the portal "
-                     "(the downloads counted against a link's limit).", initial=[()])
+        self.counter("pli_portal_downloads_total", "Downloads of documents granted by the "
+                     "portal (each counted against that document's limit).", initial=[()])
         self.counter("pli_portal_code_failures_total", "Wrong access codes typed on the "
                      "portal.", initial=[()])
         self.counter("pli_auth_failures_total", "Failed SMTP logins.", initial=[()])
@@ -243,7 +243,7 @@ class Metrics:
         if target is None:
             return
         if event == events.PORTAL_DOWNLOAD and fields.get("outcome", "counted") != "counted":
-            return  # a HEAD, a range, an interrupted transfer: not a download of the file
+            return  # bytes served under a grant, a HEAD, a refusal: not another download
         name, label = target
         if label is None:
             self.inc(name)

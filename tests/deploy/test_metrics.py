@@ -127,8 +127,10 @@ def test_events_count_by_decision_and_outcome() -> None:
     assert sample(families, "pli_deliveries_total", outcome="bounced") == 2  # expired too
     assert sample(families, "pli_portal_downloads_total") == 1
     assert sample(families, "pli_portal_code_failures_total") == 2
-    # Only a whole file counted against the link's limit is a download.
-    for outcome in ("head", "partial", "interrupted", "limit_reached", "code_required"):
+    # Only a download counted against a document's limit is one; fetching its bytes under
+    # the grant, whole or by ranges, is not another.
+    for outcome in ("head", "partial", "complete", "interrupted", "limit_reached",
+                    "code_required", "grant_required"):
         metrics.observe("portal.download", {"outcome": outcome, "object": "file"})
     metrics.observe("portal.download", {"outcome": "counted", "object": "file"})
     assert metrics.value("pli_portal_downloads_total") == 2

@@ -130,6 +130,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     events.USERS_RELOAD_FAILED: {},
     events.TLS_RELOADED: {},
     events.TLS_RELOAD_FAILED: {},
+    events.PIPELINE_HEADER_REFUSED: {"queue_id": _id, "user": _name},
     events.SPOOL_QUEUED: {"queue_id": _id, "sender": _address, "recipients": _int,
                           "size": _int, "user": _name, "client": _ip},
     events.DELIVERY_SENT: {"queue_id": _id, "recipient": _address, "reply": _reply},

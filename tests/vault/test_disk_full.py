@@ -100,7 +100,7 @@ def test_a_full_disk_met_by_the_link_index_gets_452_over_smtp(tmp_path: Path,
         vault = inside(pli, gw.settings().vault_dir)
         assert not list(vault.glob("objects/*")) and not list(vault.glob("tmp/*"))
         spool = inside(pli, gw.settings().spool_dir)
-        assert not any((spool / "meta").iterdir()) and not any((spool / "msg").iterdir())
+        assert not any((spool / "queue").iterdir()) and not any((spool / "incoming").iterdir())
         make_room(data)
         submit(gw)  # mail flows again, with its link
         assert len(list(vault.glob("objects/*"))) == 1

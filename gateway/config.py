@@ -121,6 +121,10 @@ class Delivery(_Strict):
     scan_interval: Seconds = 10.0
     connect_timeout: Seconds = 30.0
     command_timeout: Seconds = 300.0
+    # The wait for the provider's answer to the end of a message (the final dot): RFC
+    # 5321 §4.5.3.2.6 asks for 10 minutes, as Postfix's smtp_data_done_timeout gives. A
+    # provider that scans a large message before it answers must not be sent it twice.
+    data_timeout: Seconds = 600.0
     idle_close: Seconds = 5.0
 
 

@@ -302,7 +302,7 @@ class DeliveryWorker:
         try:
             await send(smtp, message, pending, read_blocks(queued, self.spool.run),
                        size=queued.size, options=options, timeout=delivery.command_timeout,
-                       data_timeout=delivery.command_timeout)
+                       data_timeout=delivery.data_timeout)
         except aiosmtplib.SMTPServerDisconnected:
             raise
         except TemporaryError:

@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,9 @@ class Spool:
         self.tmp_dir = root / "tmp"
         self.queue_sync = FolderSync(self.queue_dir)
         self._io: ThreadPoolExecutor | None = None
+        # Outcomes the disk would not take (see finish), by queue id.
+        self._unsaved: dict[str, QueuedMessage] = {}
+        self._unsaved_lock = threading.Lock()
 
     def create(self) -> None:
         for folder in (self.root, self.incoming_dir, self.queue_dir, self.state_dir,
@@ -198,6 +202,33 @@ class Spool:
             self.queue_sync.sync()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / f"{queue_id}.json").unlink()
+        self.forget(queue_id)
+
+    def finish(self, message: QueuedMessage) -> bool:
+        """Blocking: write down what delivery learnt, or remove the message once nobody is
+        left to serve or to tell. True if it was removed.
+
+        What the disk does not take (a full disk) is kept in memory, and :meth:`load`
+        gives it instead of the file until a later ``finish`` writes it, so that a
+        recipient already served is not sent the message again and retries keep their
+        pace; the OSError is raised all the same. Only a restart before then loses it."""
+        done = not (message.pending or message.unreported)
+        try:
+            if done:
+                self.remove(message.id)
+            else:
+                self.save(message)
+        except OSError:
+            with self._unsaved_lock:
+                self._unsaved[message.id] = QueuedMessage.from_json(message.to_json())
+            raise
+        self.forget(message.id)
+        return done
+
+    def forget(self, queue_id: str) -> None:
+        """Drop what is kept in memory about a message that is no longer queued."""
+        with self._unsaved_lock:
+            self._unsaved.pop(queue_id, None)
 
     # -- reading --------------------------------------------------------------------
 
@@ -209,7 +240,12 @@ class Spool:
         return sorted(names)
 
     def load(self, queue_id: str) -> QueuedMessage | None:
-        """The message's envelope as it stands (its state file, else its queue file)."""
+        """The message's envelope as it stands: what :meth:`finish` could not write down,
+        else its state file, else its queue file."""
+        with self._unsaved_lock:
+            unsaved = self._unsaved.get(queue_id)
+        if unsaved is not None:
+            return QueuedMessage.from_json(unsaved.to_json())
         try:
             return QueuedMessage.from_json((self.state_dir / f"{queue_id}.json").read_bytes())
         except FileNotFoundError:

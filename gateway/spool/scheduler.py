@@ -1,0 +1,109 @@
+"""Which message goes next, through which account, and when.
+
+New messages are handed over by the intake as they are queued; deferred ones are found
+by a scan of the spool (on a thread: it reads files), every ``scan_interval`` or sooner
+when the next one falls due, and at once after ``pli queue flush`` (a marker file in the
+spool, and SIGUSR1). Each upstream account has its own queue, so one practitioner's
+batch of letters does not hold up a colleague's message; a message is claimed by one
+sender at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from gateway.config import Settings
+from gateway.logs import get_logger
+from gateway.spool.store import Spool
+
+log = get_logger("pli.delivery")
+
+FLUSH_MARKER = "flush"
+
+AccountKey = str | None  # an [[upstream]] account's name; None for senders none covers
+
+
+class Scheduler:
+    def __init__(self, spool: Spool, settings: Settings, *,
+                 on_account: Callable[[AccountKey, asyncio.Queue[str], int], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        """``on_account(key, queue, senders)`` is called when an account first has mail:
+        the delivery loop starts that many senders on that queue."""
+        self.spool = spool
+        self.settings = settings
+        self.clock = clock
+        self._on_account = on_account
+        self._queues: dict[AccountKey, asyncio.Queue[str]] = {}
+        self._claimed: set[str] = set()
+        self._wake = asyncio.Event()
+        self.stopping = False
+
+    def submit(self, queue_id: str, route_sender: str) -> None:
+        """A message was queued (or is due again): hand it to the senders of the account
+        ``route_sender`` goes out with, unless one has it already. Once stopping, it
+        stays in the spool for the next start."""
+        if queue_id in self._claimed or self.stopping:
+            return
+        self._claimed.add(queue_id)
+        self._queue_for(route_sender).put_nowait(queue_id)
+
+    def done(self, queue_id: str) -> None:
+        """A sender is through with the message (delivered, deferred, or gone)."""
+        self._claimed.discard(queue_id)
+
+    def _queue_for(self, route_sender: str) -> asyncio.Queue[str]:
+        account = self.settings.upstream_for(route_sender)
+        key = account.name if account is not None else None
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+            # Mail no account covers is only deferred: one sender will do.
+            self._on_account(key, queue,
+                             self.settings.delivery.concurrency if account is not None else 1)
+        return queue
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._queues.clear()
+
+    async def run(self) -> None:
+        """Scan the spool for due messages, forever (cancelled at stop)."""
+        while True:
+            # Cleared before the scan, so a wake-up (pli queue flush) during it is not lost.
+            self._wake.clear()
+            try:
+                due, soonest = await asyncio.to_thread(self._scan)
+            except Exception as exc:  # noqa: BLE001 - a failed scan must not end every later one
+                log.error("delivery.scan_failed", error=type(exc).__name__)
+                due, soonest = [], None
+            # Back in the loop: the queues and the claimed set are not thread-safe.
+            for queue_id, route_sender in due:
+                self.submit(queue_id, route_sender)
+            wait = self.settings.delivery.scan_interval
+            if soonest is not None:
+                wait = max(0.05, min(wait, soonest - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _scan(self) -> tuple[list[tuple[str, str]], float | None]:
+        """Find due messages (in a worker thread: reads the spool, changes nothing else
+        shared); return them and when the next deferred one falls due."""
+        marker = self.spool.root / FLUSH_MARKER
+        flush = marker.exists()
+        if flush:
+            marker.unlink(missing_ok=True)
+            log.info("queue.flushed")
+        now = self.clock()
+        due: list[tuple[str, str]] = []
+        soonest: float | None = None
+        for message in self.spool.messages():
+            if flush or message.next_attempt <= now:
+                due.append((message.id, message.route_sender))
+            elif soonest is None or message.next_attempt < soonest:
+                soonest = message.next_attempt
+        return due, soonest

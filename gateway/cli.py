@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import re
@@ -12,10 +13,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config import Settings, load_settings, resolve_config_path
 from gateway.errors import ConfigError, PliError
+
+if TYPE_CHECKING:
+    from gateway.spool.store import QueuedMessage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(qdel)
     qdel.add_argument("id")
     qdel.set_defaults(func=cmd_queue_delete)
+    release = queue_sub.add_parser("release", help="send a held message again (pli queue "
+                                   "list says why it was held)")
+    config_arg(release)
+    release.add_argument("id")
+    release.set_defaults(func=cmd_queue_release)
     return p
 
 
@@ -464,16 +474,27 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     count = 0
     for message in spool.messages():
         count += 1
-        pending = [r.address for r in message.pending]
-        age = _duration(now - message.created)
         due = "now" if message.next_attempt <= now else f"in {_duration(message.next_attempt - now)}"
-        sender = message.mail_from or "<>"
-        print(f"{message.id}  {age:>6} old  {message.size:>9} B  {sender} -> "
-              f"{', '.join(pending)}  (tries {message.attempts}, next {due})")
+        print(f"{_queue_line(message, now)}  (tries {message.attempts}, next {due})")
         if message.last_error:
             print(f"    last answer: {message.last_error}")
-    print(f"{count} message(s) queued")
+    held = 0
+    for message in spool.messages(held=True):
+        held += 1
+        print(f"{_queue_line(message, now)}  (held)")
+        print(f"    held: {message.held or 'reason not recorded'}; "
+              f"`pli queue release {message.id}` sends it again")
+        if message.last_error:
+            print(f"    last answer: {message.last_error}")
+    print(f"{count} message(s) queued" + (f", {held} held" if held else ""))
     return 0
+
+
+def _queue_line(message: QueuedMessage, now: float) -> str:
+    sender = message.mail_from or "<>"
+    pending = ", ".join(r.address for r in message.pending)
+    return (f"{message.id}  {_duration(now - message.created):>6} old  {message.size:>9} B  "
+            f"{sender} -> {pending}")
 
 
 def cmd_queue_flush(args: argparse.Namespace) -> int:
@@ -516,22 +537,54 @@ def _running_pid(settings: Settings) -> int | None:
     return pid if is_pli and b"run" in args else None
 
 
+def _queue_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
+        raise PliError(f"{text!r} is not a queue id (pli queue list shows them)")
+    return text
+
+
 def cmd_queue_delete(args: argparse.Namespace) -> int:
     from gateway.spool.store import Busy, Spool
 
     settings = _settings(args)
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", args.id):
-        raise PliError(f"{args.id!r} is not a queue id (pli queue list shows them)")
+    queue_id = _queue_id(args.id)
     spool = Spool(settings.spool_dir)
     try:
-        with spool.locked(args.id) as message:
+        with spool.locked(queue_id) as message:
             if message is None:
-                raise PliError(f"no queued message {args.id}")
-            spool.remove(args.id)
-            _audit(settings, "admin.queue_deleted", queue_id=args.id)
+                with spool.locked(queue_id, held=True) as message:
+                    if message is None:
+                        raise PliError(f"no queued message {queue_id}")
+                    spool.remove(queue_id)
+            else:
+                spool.remove(queue_id)
+            _audit(settings, "admin.queue_deleted", queue_id=queue_id)
     except Busy:
-        raise PliError(f"{args.id} is being delivered right now; try again in a moment") from None
-    print(f"deleted {args.id} ({len(message.pending)} recipient(s) will not receive it)")
+        raise PliError(f"{queue_id} is being delivered right now; try again in a moment") from None
+    print(f"deleted {queue_id} ({len(message.pending)} recipient(s) will not receive it)")
+    return 0
+
+
+def cmd_queue_release(args: argparse.Namespace) -> int:
+    from gateway.spool.store import Busy, Spool
+
+    settings = _settings(args)
+    queue_id = _queue_id(args.id)
+    spool = Spool(settings.spool_dir)
+    try:
+        with spool.locked(queue_id, held=True) as message:
+            if message is None:
+                raise PliError(f"no held message {queue_id} (pli queue list shows them)")
+            spool.release(message)
+            _audit(settings, "admin.queue_released", queue_id=queue_id)
+    except Busy:
+        raise PliError(f"{queue_id} is being handled right now; try again in a moment") from None
+    pid = _running_pid(settings)
+    if pid is not None:
+        with contextlib.suppress(OSError):  # without the signal, the next scan finds it
+            os.kill(pid, signal.SIGUSR1)
+    print(f"released {queue_id}: it goes to {len(message.pending)} recipient(s) again"
+          + ("" if pid is not None else " when Pli starts"))
     return 0
 
 

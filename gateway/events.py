@@ -18,6 +18,7 @@ SPOOL_RECOVERED = "spool.recovered"
 SPOOL_REMOVED = "spool.removed"
 SPOOL_STATE_UNSAVED = "spool.state_unsaved"
 SPOOL_UNREADABLE = "spool.unreadable"
+SPOOL_HELD = "spool.held"
 PIPELINE_DISK_FULL = "pipeline.disk_full"
 PIPELINE_HEADER_REFUSED = "pipeline.header_refused"
 PIPELINE_UNDO_FAILED = "pipeline.undo_failed"
@@ -93,6 +94,7 @@ ADMIN_LINK_REVOKED = "admin.link_revoked"
 ADMIN_LINKS_PURGED = "admin.links_purged"
 ADMIN_QUEUE_DELETED = "admin.queue_deleted"
 ADMIN_QUEUE_FLUSHED = "admin.queue_flushed"
+ADMIN_QUEUE_RELEASED = "admin.queue_released"
 
 ALL: frozenset[str] = frozenset(
     value for name, value in dict(globals()).items()

@@ -25,6 +25,7 @@ from gateway.spool import outcomes
 from gateway.spool.connections import Connections, Holder
 from gateway.spool.dsn import queue_dsn
 from gateway.spool.outcomes import TemporaryError
+from gateway.spool.retry import next_delay
 from gateway.spool.scheduler import FLUSH_MARKER, AccountKey, Scheduler
 from gateway.spool.store import Busy, QueuedFile, QueuedMessage, Recipient, Spool
 from gateway.spool.transaction import relay
@@ -32,6 +33,9 @@ from gateway.spool.transaction import relay
 __all__ = ["FLUSH_MARKER", "DeliveryWorker"]
 
 log = get_logger("pli.delivery")
+
+HOLD_AFTER = 3
+"""Internal errors in a row after which a message goes to hold/ (``pli queue release``)."""
 
 
 class DeliveryWorker:
@@ -103,7 +107,7 @@ class DeliveryWorker:
                     await self._deliver(queue_id, holder)
                 except Exception as exc:  # noqa: BLE001 - one message must not stop the sender
                     log.error("delivery.internal_error", queue_id=queue_id,
-                              error=type(exc).__name__)
+                              error=type(exc).__name__)  # outside its lock: nothing kept
                 finally:
                     self._busy -= 1
                     self.scheduler.done(queue_id)
@@ -117,12 +121,39 @@ class DeliveryWorker:
             with self.spool.locked(queue_id) as message:
                 if message is None:
                     self.spool.forget(queue_id)
-                elif message.pending:
-                    await self._attempt(message, holder)
-                else:  # a DSN still to queue, or an outcome still to write down
-                    await self._finish(message)
+                    return
+                try:
+                    if message.pending:
+                        await self._attempt(message, holder)
+                    else:  # a DSN still to queue, or an outcome still to write down
+                        await self._finish(message)
+                except Exception as exc:  # noqa: BLE001 - a fault of Pli's, not the provider's
+                    await self._internal_error(message, exc)
         except Busy:
             log.info("delivery.skipped_busy", queue_id=queue_id)
+
+    async def _internal_error(self, message: QueuedMessage, exc: Exception) -> None:
+        """Something on Pli's side failed (a bug, a spool file edited by hand): try again
+        later, as after a provider's 4xx; the third time in a row, set the message aside
+        in hold/ for a person, instead of trying it again and again."""
+        message.internal_errors += 1
+        error = type(exc).__name__
+        log.error("delivery.internal_error", queue_id=message.id, error=error,
+                  times=message.internal_errors)
+        delivery = self.settings.delivery
+        try:
+            if message.internal_errors >= HOLD_AFTER:
+                reason = (f"internal error ({error}) at {message.internal_errors} attempts "
+                          f"in a row")
+                await self.spool.run(self.spool.hold, message, reason)
+                log.warning("spool.held", queue_id=message.id, error=error)
+                return
+            message.next_attempt = self.clock() + next_delay(
+                message.internal_errors, delivery.retry_min, delivery.retry_max)
+            await self.spool.run(self.spool.finish, message)
+        except OSError as failed:
+            log.error("spool.state_unsaved", queue_id=message.id,
+                      error=failed.strerror or type(failed).__name__)
 
     async def _attempt(self, message: QueuedMessage, holder: Holder) -> None:
         pending = message.pending
@@ -140,6 +171,7 @@ class DeliveryWorker:
                 queued.close()
         self._log(message, outcomes.settle(message, pending, self.clock(),
                                            self.settings.delivery))
+        message.internal_errors = 0  # this attempt went through to the end
         await self._finish(message)
 
     async def _relay(self, message: QueuedMessage, pending: list[Recipient],

@@ -467,9 +467,14 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 # -- queue ---------------------------------------------------------------------------
 
 def cmd_queue_list(args: argparse.Namespace) -> int:
+    from gateway.spool.limits import LIMITS_FILE, SendingLimits
     from gateway.spool.store import Spool
 
-    spool = Spool(_settings(args).spool_dir)
+    settings = _settings(args)
+    spool = Spool(settings.spool_dir)
+    limits = SendingLimits(settings.data_dir / LIMITS_FILE, settings)
+    limits.load()
+    due_now: dict[str, int] = {}  # messages due now, by account: they take turns
     now = time.time()
     count = 0
     for message in spool.messages():
@@ -478,6 +483,19 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
         print(f"{_queue_line(message, now)}  (tries {message.attempts}, next {due})")
         if message.last_error:
             print(f"    last answer: {message.last_error}")
+        account = settings.upstream_for(message.route_sender)
+        if message.waiting and message.next_attempt > now:
+            print(f"    waiting: {message.waiting}, until {_local(message.next_attempt)}")
+        elif message.next_attempt <= now and account is not None:
+            acct = limits.account(account)
+            ahead = due_now[account.name] = due_now.get(account.name, -1) + 1
+            held = acct.held_until(now)
+            turn = acct.turns_for(now, ahead + 1)[-1]
+            if held:
+                print(f"    waiting: {acct.reason}, until {_local(held)}")
+            elif turn > now + 1:
+                print(f"    waiting its turn: account {account.name!r} sends at most "
+                      f"{acct.per_minute} messages a minute; about {_local(turn)}")
     held = 0
     for message in spool.messages(held=True):
         held += 1
@@ -488,6 +506,10 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
             print(f"    last answer: {message.last_error}")
     print(f"{count} message(s) queued" + (f", {held} held" if held else ""))
     return 0
+
+
+def _local(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
 
 
 def _queue_line(message: QueuedMessage, now: float) -> str:

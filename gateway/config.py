@@ -52,6 +52,13 @@ class Upstream(_Strict):
     password_credential: str | None = None
     verify_certificate: bool = True
     ca_file: Path | None = None
+    # What the provider lets one mailbox send (unset: no limit). Over the rate a message
+    # waits its turn; over the recipients per message it goes as several transactions;
+    # the day's counts are over a rolling 24 hours and survive a restart.
+    max_messages_per_minute: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    max_recipients_per_message: Annotated[int, Field(ge=1)] | None = None
+    max_recipients_per_day: Annotated[int, Field(ge=1)] | None = None
+    max_messages_per_day: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("senders")
     @classmethod

@@ -5,7 +5,8 @@ by a scan of the spool (on a thread: it reads files), every ``scan_interval`` or
 when the next one falls due, and at once after ``pli queue flush`` (a marker file in the
 spool, and SIGUSR1). Each upstream account has its own queue, so one practitioner's
 batch of letters does not hold up a colleague's message; a message is claimed by one
-sender at a time.
+sender at a time. Each account's sending limits (:mod:`~gateway.spool.limits`) say when
+its next transaction may start and how many recipients it may still have today.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 from gateway.config import Settings
 from gateway.logs import get_logger
+from gateway.spool.limits import LIMITS_FILE, SendingLimits, write
 from gateway.spool.store import Spool
 
 log = get_logger("pli.delivery")
@@ -40,6 +42,10 @@ class Scheduler:
         self._claimed: set[str] = set()
         self._wake = asyncio.Event()
         self.stopping = False
+        self.limits = SendingLimits(settings.data_dir / LIMITS_FILE, settings)
+        self.limits.load()
+        self._saving = False
+        self._unsaved_limits = False
 
     def submit(self, queue_id: str, route_sender: str) -> None:
         """A message was queued (or is due again): hand it to the senders of the account
@@ -67,6 +73,26 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def save_limits(self) -> None:
+        """Write the accounts' limits down after a change; changes made while a write is
+        under way go in the next one, so writes never pile up."""
+        if not self.limits.changed():
+            return
+        self._unsaved_limits = True
+        if self._saving:
+            return
+        self._saving = True
+        try:
+            while self._unsaved_limits:
+                self._unsaved_limits = False
+                await self.spool.run(write, self.limits.path, self.limits.snapshot())
+        except OSError as exc:  # the counts stay in memory; the next change tries again
+            for limits in self.limits.accounts.values():
+                limits.changed = True
+            log.error("delivery.limits_unsaved", error=exc.strerror or type(exc).__name__)
+        finally:
+            self._saving = False
 
     def clear(self) -> None:
         self._queues.clear()

@@ -85,6 +85,7 @@ class QueuedMessage:
     extra: dict[str, str] = field(default_factory=dict)
     internal_errors: int = 0  # attempts in a row that failed on Pli's side (a bug, a bad file)
     held: str = ""  # why it was set aside in hold/, in words (never the message's content)
+    waiting: str = ""  # the sending limit it waits for until next_attempt, in words
 
     @property
     def pending(self) -> list[Recipient]:

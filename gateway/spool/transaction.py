@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from gateway.spool.outcomes import TemporaryError
+from gateway.spool.outcomes import TemporaryError, is_final
 from gateway.spool.store import QueuedFile, QueuedMessage, Recipient
 
 CHUNK = 64 * 1024
@@ -275,7 +275,7 @@ async def _reset(transport: asyncio.WriteTransport, talk: _Conversation,
 
 
 def _all(recipients: list[Recipient], reply: Reply) -> None:
-    if reply.code >= 500:
+    if is_final(reply.code, str(reply)):
         for r in recipients:
             r.state, r.reply = "failed", str(reply)
         return
@@ -284,5 +284,5 @@ def _all(recipients: list[Recipient], reply: Reply) -> None:
 
 def _record(recipient: Recipient, reply: Reply) -> None:
     recipient.reply = str(reply)
-    if reply.code >= 500:
+    if is_final(reply.code, str(reply)):
         recipient.state = "failed"

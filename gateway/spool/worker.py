@@ -13,8 +13,11 @@ others are not sent twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aiosmtplib
 
@@ -24,6 +27,7 @@ from gateway.logs import get_logger
 from gateway.spool import outcomes
 from gateway.spool.connections import Connections, Holder
 from gateway.spool.dsn import queue_dsn
+from gateway.spool.limits import AccountLimits
 from gateway.spool.outcomes import TemporaryError
 from gateway.spool.retry import next_delay
 from gateway.spool.scheduler import FLUSH_MARKER, AccountKey, Scheduler
@@ -36,6 +40,20 @@ log = get_logger("pli.delivery")
 
 HOLD_AFTER = 3
 """Internal errors in a row after which a message goes to hold/ (``pli queue release``)."""
+
+
+@dataclass
+class Wait:
+    """Recipients not tried in this attempt because of a sending limit, until when."""
+
+    account: str
+    recipients: list[Recipient]
+    until: float
+    reason: str
+
+
+def utc(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DeliveryWorker:
@@ -156,29 +174,120 @@ class DeliveryWorker:
                       error=failed.strerror or type(failed).__name__)
 
     async def _attempt(self, message: QueuedMessage, holder: Holder) -> None:
+        message.waiting = ""
         pending = message.pending
         account = self.settings.upstream_for(message.route_sender)
+        wait: Wait | None = None
+        not_before = 0.0
         if account is None:
             outcomes.defer_all(message, f"451 4.3.5 No upstream account in pli.toml covers "
                                         f"the sender {message.route_sender}")
+            tried = pending
         else:
             queued = await self.spool.run(self.spool.open_message, message.id)
             try:
-                await self._relay(message, pending, queued, account, holder)
-            except TemporaryError as exc:
-                outcomes.defer_all(message, exc.reply)
+                tried, wait = await self._transactions(message, pending, queued, account,
+                                                       holder)
             finally:
                 queued.close()
-        self._log(message, outcomes.settle(message, pending, self.clock(),
-                                           self.settings.delivery))
+                await self.scheduler.save_limits()
+            not_before = self.scheduler.limits.account(account).blocked_until
+        now = self.clock()
+        delivery = self.settings.delivery
+        settled = outcomes.settle(message, tried, now, delivery, not_before=not_before)
+        if settled.deferred and not_before > now and account is not None:
+            message.waiting = self.scheduler.limits.account(account).reason  # the day's quota
+        if wait is not None:
+            settled.expired += outcomes.wait_for_limit(
+                message, wait.recipients, wait.until, wait.reason, now, delivery,
+                deferred=bool(settled.deferred))
+            if message.waiting:
+                log.info("delivery.waiting", queue_id=message.id, account=wait.account,
+                         recipients=len(wait.recipients), until=utc(wait.until))
+        self._log(message, settled)
         message.internal_errors = 0  # this attempt went through to the end
         await self._finish(message)
 
+    async def _transactions(self, message: QueuedMessage, pending: list[Recipient],
+                            queued: QueuedFile, account: Upstream,
+                            holder: Holder) -> tuple[list[Recipient], Wait | None]:
+        """As many transactions as the account's limits allow now, each to at most
+        ``max_recipients_per_message``, each at its turn of ``max_messages_per_minute``.
+        Returns the recipients tried, and those left to wait for a limit."""
+        limits = self.scheduler.limits.account(account)
+        todo = outcomes.batches(pending, account.max_recipients_per_message)
+        tried: list[Recipient] = []
+        while todo:
+            batch = todo.pop(0)
+            now = self.clock()
+            rest = [*batch, *itertools.chain.from_iterable(todo)]
+            held = limits.held_until(now)
+            if held:  # the provider asked the account to wait
+                return tried, Wait(account.name, rest, held, limits.reason)
+            granted = limits.reserve(now, len(batch))
+            if not granted:
+                return tried, Wait(account.name, rest, limits.room_at(now),
+                                   f"account {account.name!r} has reached its limit of "
+                                   f"{limits.describe_day()}")
+            if granted < len(batch):  # the rest of the day's room: the others wait
+                todo.insert(0, batch[granted:])
+                batch = batch[:granted]
+            try:
+                await self._relay(message, batch, queued, account, holder,
+                                  ready=lambda: self._turn(limits))
+            except TemporaryError as exc:
+                outcomes.defer_all(message, exc.reply)
+                self._learn(account, [exc.reply], sent=False)
+                return [*tried, *rest], None
+            finally:
+                limits.count(self.clock(), granted, sum(r.state == "sent" for r in batch))
+            tried += batch
+            self._learn(account, [r.reply for r in batch if r.state == "pending"],
+                        sent=any(r.state == "sent" for r in batch))
+        return tried, None
+
+    async def _turn(self, limits: AccountLimits) -> None:
+        """With a connection ready: wait for the account's next turn, so that its MAIL
+        commands reach the provider at its pace, whichever connection sends them."""
+        now = self.clock()
+        turn = limits.take_turn(now)
+        if turn > now:
+            await asyncio.sleep(turn - now)
+
+    def _learn(self, account: Upstream, replies: list[str], *, sent: bool) -> None:
+        """A provider's words about the account's pace: slow down, or stop for the day."""
+        limits = self.scheduler.limits.account(account)
+        now = self.clock()
+        quota = next((r for r in replies if outcomes.is_quota_reply(r)), None)
+        rate = next((r for r in replies if outcomes.is_rate_reply(r)), None)
+        if quota is not None:
+            codes = reply_codes(quota) or "no code"
+            until = limits.block(now, f"the provider said account {account.name!r} has used "
+                                      f"its sending quota for the day ({codes})")
+            log.warning("upstream.rate_limited", account=account.name, reply=codes,
+                        until=utc(until), quota=True)
+        elif rate is not None:
+            codes = reply_codes(rate) or "no code"
+            delivery = self.settings.delivery
+            until = limits.slow_down(now, delivery.retry_min, delivery.retry_max,
+                                     f"the provider asked account {account.name!r} to "
+                                     f"slow down ({codes})")
+            log.warning("upstream.rate_limited", account=account.name, reply=codes,
+                        until=utc(until), quota=False)
+        elif sent:
+            limits.went_well()
+
     async def _relay(self, message: QueuedMessage, pending: list[Recipient],
-                     queued: QueuedFile, account: Upstream, holder: Holder) -> None:
+                     queued: QueuedFile, account: Upstream, holder: Holder,
+                     ready: Callable[[], Awaitable[None]]) -> None:
+        """One transaction, once the connection is ``ready`` (the account's turn)."""
         delivery = self.settings.delivery
         for attempt in (1, 2):
             smtp, reused = await self.connections.get(account, holder)
+            if attempt == 1:
+                await ready()
+                if not smtp.is_connected:  # dropped while it waited
+                    continue
             try:
                 await relay(smtp, message, pending, queued, self.spool.run,
                             timeout=delivery.command_timeout,

@@ -12,7 +12,8 @@ DELIVERY = Delivery()  # the shipped settings: 300 s doubling to 4000 s, for 5 d
 
 
 def message(*states: str, created: float = NOW - 60, kind: str = "message") -> QueuedMessage:
-    recipients = [Recipient(f"p{n}@example.org", state=s) for n, s in enumerate(states)]  # type: ignore[arg-type]
+    recipients = [Recipient(f"p{n}@example.org", state=s)  # type: ignore[arg-type]
+                  for n, s in enumerate(states)]
     return QueuedMessage(id="Q1", mail_from="dr@cabinet.fr", recipients=recipients,
                          created=created, size=10, route_sender="dr@cabinet.fr",
                          kind=kind)  # type: ignore[arg-type]
@@ -52,3 +53,23 @@ def test_a_bounce_is_never_bounced() -> None:
     nobody = message("failed")
     nobody.mail_from = ""
     assert not outcomes.wants_dsn(nobody)
+
+
+def test_which_answers_are_about_the_accounts_pace_or_its_day() -> None:
+    slow = ["432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+            "421 4.7.0 Too many connections, slow down",
+            "451 4.4.1 smtp.example.net:587 answered 421 4.7.0 Too many messages"]
+    day = ["550 5.4.5 Daily user sending quota exceeded",
+           "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException"]
+    neither = ["451 4.7.1 Greylisted, come back in a moment", "550 5.1.1 No such user",
+               "452 4.2.2 Mailbox full", "550 5.7.1 Daily digest refused"]
+    assert all(outcomes.is_rate_reply(r) for r in slow)
+    assert all(outcomes.is_quota_reply(r) and not outcomes.is_final(550, r) for r in day)
+    assert not any(outcomes.is_rate_reply(r) or outcomes.is_quota_reply(r) for r in neither)
+    assert outcomes.is_final(550, neither[1]) and not outcomes.is_final(452, neither[2])
+
+
+def test_recipients_go_in_transactions_of_the_size_allowed() -> None:
+    rs = [Recipient(f"p{n}@example.org") for n in range(5)]
+    assert [len(b) for b in outcomes.batches(rs, 2)] == [2, 2, 1]
+    assert outcomes.batches(rs, None) == [rs] and outcomes.batches([], 2) == []

@@ -9,8 +9,10 @@ gives its slot back after each message.
 
 A connection is opened with STARTTLS or TLS from the first byte as the account says,
 with the provider's certificate checked against a context made once per account, and
-never in clear when STARTTLS is missing. Every failure is a :class:`TemporaryError`
-whose reply says, in words, what the practice can do about it.
+never in clear when STARTTLS is missing; then Pli logs in with the account's password or
+with an OAuth2 access token (SASL XOAUTH2, tokens from :mod:`~gateway.spool.oauth`).
+Every failure is a :class:`TemporaryError` whose reply says, in words, what the practice
+can do about it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from collections.abc import Iterator
 import aiosmtplib
 
 from gateway.config import Settings, Upstream
+from gateway.errors import reply_codes
+from gateway.logs import get_logger
+from gateway.spool.oauth import Token, Tokens
 from gateway.spool.outcomes import TemporaryError
+
+log = get_logger("pli.delivery")
 
 
 class Holder:
@@ -44,6 +51,7 @@ class Connections:
         self._waiters = 0  # holders waiting for a slot
         self._idle: set[Holder] = set()  # holding a slot, waiting for mail
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
+        self._tokens: dict[str, Tokens] = {}
 
     # -- slots -------------------------------------------------------------------------
 
@@ -107,6 +115,8 @@ class Connections:
 
     async def open(self, account: Upstream) -> aiosmtplib.SMTP:
         delivery = self.settings.delivery
+        # A token first: a token service that refuses costs the provider no connection.
+        token = await self.tokens(account).get() if account.auth == "xoauth2" else None
         smtp = aiosmtplib.SMTP(
             hostname=account.host,
             port=account.port,
@@ -126,7 +136,7 @@ class Connections:
                         f"451 4.7.4 The provider {where} does not offer STARTTLS, which account "
                         f"{account.name!r} requires: Pli does not send mail in clear")
                 await smtp.starttls()
-            await self.authenticate(smtp, account)
+            await self.authenticate(smtp, account, token)
         except TemporaryError:
             smtp.close()
             raise
@@ -153,12 +163,42 @@ class Connections:
             ) from None
         return smtp
 
-    async def authenticate(self, smtp: aiosmtplib.SMTP, account: Upstream) -> None:
-        """Log in as the account says (nothing for an account without a username)."""
-        if account.username:
+    async def authenticate(self, smtp: aiosmtplib.SMTP, account: Upstream,
+                           token: Token | None) -> None:
+        """Log in as the account says: a password, an OAuth2 token (XOAUTH2), or nothing
+        for an account without a username."""
+        if token is not None:
+            await self._xoauth2(smtp, account, token)
+        elif account.username:
             await smtp.login(account.username, account.password() or "")
         else:
             await smtp.ehlo()
+
+    def tokens(self, account: Upstream) -> Tokens:
+        tokens = self._tokens.get(account.name)
+        if tokens is None:
+            tokens = self._tokens[account.name] = Tokens(
+                account, self.settings.delivery.connect_timeout)
+        return tokens
+
+    async def _xoauth2(self, smtp: aiosmtplib.SMTP, account: Upstream, token: Token) -> None:
+        assert account.username is not None and account.oauth is not None
+        where = f"{account.host}:{account.port}"
+        await smtp.ehlo()
+        if "xoauth2" not in smtp.server_auth_methods:
+            raise TemporaryError(
+                f"451 4.7.4 The provider {where} does not offer AUTH XOAUTH2, which account "
+                f"{account.name!r} logs in with")
+        try:
+            await smtp.auth_xoauth2(account.username, token.value)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            self.tokens(account).refused(token)
+            log.warning("upstream.token_refused", account=account.name,
+                        reply=reply_codes(f"{exc.code} {exc.message}") or str(exc.code))
+            raise TemporaryError(
+                f"451 4.7.0 The provider {where} refused the access token for account "
+                f"{account.name!r} ({exc.code} {exc.message}); "
+                f"{_who_may_send(account)}") from None
 
     def tls_context(self, account: Upstream) -> ssl.SSLContext:
         """One context per account, made once: loading the CA store for every connection
@@ -172,6 +212,16 @@ class Connections:
                 context.verify_mode = ssl.CERT_NONE
             self._tls_contexts[account.name] = context
         return context
+
+
+def _who_may_send(account: Upstream) -> str:
+    assert account.oauth is not None
+    if account.oauth.provider == "google":
+        return (f"check that the service account may act for {account.username} "
+                "(domain-wide delegation of https://mail.google.com/)")
+    return (f"check that the application may send as {account.username} (SMTP.SendAsApp "
+            "granted, its service principal added to the mailbox) and that SMTP AUTH is "
+            "enabled for the mailbox")
 
 
 def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the configuration")
     config_arg(check)
+    check.add_argument("--upstream", action="store_true",
+                       help="also log in to each provider (a token first for OAuth2 "
+                            "accounts), without sending anything")
     check.set_defaults(func=cmd_check)
 
     tls = sub.add_parser("tls", help="the certificate Pli presents to mail clients")
@@ -253,10 +256,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems, counts = all_problems(settings)
     for note in tls_notes(settings):
         print(f"note: {note}")
+    sessions_ok = True
+    if args.upstream:
+        from gateway.checks import upstream_sessions
+
+        for line, ok in asyncio.run(upstream_sessions(settings)):
+            print(line, file=sys.stdout if ok else sys.stderr)
+            sessions_ok = sessions_ok and ok
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    if not sessions_ok:
+        print("a provider could not be logged in to: see above", file=sys.stderr)
         return 1
     listeners = [f"{x.host}:{x.port}" for x in (settings.submission, settings.submissions)
                  if x.enabled]

@@ -255,8 +255,8 @@ def test_a_google_service_account_signs_its_assertion_for_the_mailbox(
     assert sink(provider).logins == [MAILBOX]
 
 
-def test_an_entra_application_certificate_instead_of_a_secret(
-        tmp_path: Path, loop: LoopThread, ca: trustme.CA, started: list[Any]) -> None:
+def self_signed() -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """An application certificate as one makes it for Entra ID (RSA, self-signed)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Pli, Cabinet Martin")])
     now = datetime.datetime.now(datetime.UTC)
@@ -264,13 +264,23 @@ def test_an_entra_application_certificate_instead_of_a_secret(
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
                    .sign(key, hashes.SHA256()))
+    return certificate, key
+
+
+def pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def test_an_entra_application_certificate_instead_of_a_secret(
+        tmp_path: Path, loop: LoopThread, ca: trustme.CA, started: list[Any]) -> None:
+    certificate, key = self_signed()
     endpoint = TokenEndpoint(loop, secrets=set(), certificate=certificate).start()
     started.append(endpoint)
     gw = make_gateway(tmp_path / "pli", upstream_security="starttls")
     (gw.folder / "entra.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (gw.folder / "entra-key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
+    (gw.folder / "entra-key.pem").write_bytes(pem_key(key))
     upstreams(gw, ca, oauth_account(
         gw.provider_port, endpoint,
         f'provider = "microsoft365"\nclient_id = "{CLIENT_ID}"\n'
@@ -284,3 +294,75 @@ def test_an_entra_application_certificate_instead_of_a_secret(
     assert endpoint.refusals == [] and "client_secret" not in endpoint.grants[0]
     assert endpoint.grants[0]["client_assertion_type"] == (
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+
+
+def check_upstream(gw: Gateway) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "check", "--upstream", "-c",
+                           str(gw.config)], check=False, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_upstream_gets_a_token_and_logs_in_without_sending_anything(
+        tmp_path: Path, loop: LoopThread, ca: trustme.CA, started: list[Any]) -> None:
+    gw = make_gateway(tmp_path / "pli", upstream_security="starttls")
+    endpoint = TokenEndpoint(loop).start()
+    started.append(endpoint)
+    upstreams(gw, ca, oauth_account(gw.provider_port, endpoint, client_secret(gw)))
+    provider = oauth_provider(loop, ca, gw.provider_port, endpoint)
+    started.append(provider)
+    done = check_upstream(gw)
+    assert done.returncode == 0, done.stderr
+    assert (f"upstream 'default' 127.0.0.1:{gw.provider_port} (starttls, xoauth2 as {MAILBOX}): "
+            f"token obtained (valid 60 min); connected, STARTTLS, logged in: OK") in done.stdout
+    assert sink(provider).logins == [MAILBOX] and provider.handler.sessions == 1
+    assert provider.received == [] and provider.handler.mail_replies == []
+    assert CLIENT_SECRET not in done.stdout + done.stderr
+    assert not any(token in done.stdout + done.stderr for token in endpoint.tokens)
+
+    endpoint.secrets.clear()  # the secret expired
+    done = check_upstream(gw)
+    assert done.returncode == 1
+    assert "FAILED: 451 4.7.0 The token service" in done.stderr
+    assert "(401 invalid_client); check the client secret" in done.stderr
+    assert provider.handler.sessions == 1  # no connection without a token
+
+
+def test_check_reports_an_oauth_secret_it_cannot_read_or_a_key_that_does_not_fit(
+        tmp_path: Path, loop: LoopThread, ca: trustme.CA, started: list[Any]) -> None:
+    gw = make_gateway(tmp_path / "pli", upstream_security="starttls")
+    endpoint = TokenEndpoint(loop)
+    upstreams(gw, ca, oauth_account(gw.provider_port, endpoint, client_secret(gw)))
+    (gw.folder / "client-secret").unlink()
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check", "-c", str(gw.config)],
+                          check=False, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "upstream 'default': cannot read the client secret from" in done.stderr
+
+    certificate, _ = self_signed()
+    _, other_key = self_signed()
+    (gw.folder / "entra.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (gw.folder / "entra-key.pem").write_bytes(pem_key(other_key))
+    upstreams(gw, ca, oauth_account(
+        gw.provider_port, endpoint,
+        f'provider = "microsoft365"\nclient_id = "{CLIENT_ID}"\n'
+        f'certificate_file = "entra.pem"\nprivate_key_file = "entra-key.pem"\n'))
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check", "-c", str(gw.config)],
+                          check=False, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "the private key does not go with the certificate" in done.stderr
+
+
+def test_smtp_gmail_com_is_refused_for_a_password_but_taken_for_a_workspace_service_account(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    (gw.folder / "sa.json").write_text("{}")
+    check = [sys.executable, "-m", "gateway.cli", "check", "-c", str(gw.config)]
+    upstreams(gw, ca, '[[upstream]]\nhost = "smtp.gmail.com"\n')
+    done = subprocess.run(check, check=False, capture_output=True, text=True, timeout=30)
+    assert "consumer mail provider" in done.stderr
+    upstreams(gw, ca, f'[[upstream]]\nhost = "smtp.gmail.com"\nusername = "{MAILBOX}"\n'
+                      'auth = "xoauth2"\n\n[upstream.oauth]\nprovider = "google"\n'
+                      'service_account_file = "sa.json"\n')
+    done = subprocess.run(check, check=False, capture_output=True, text=True, timeout=30)
+    assert "consumer mail provider" not in done.stderr
+    assert "the service account key has no client_email or private_key" in done.stderr

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from gateway import __version__
 from gateway.config import Settings, load_settings, resolve_config_path
 from gateway.errors import ConfigError, PliError
+from gateway.providers import NAMES as PROVIDERS
 
 if TYPE_CHECKING:
     from gateway.spool.store import QueuedMessage
@@ -50,8 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create a configuration folder")
     init.add_argument("dir", type=Path)
     init.add_argument("--domain", help="the practice's own mail domain")
-    init.add_argument("--upstream", default="smtp.example.net:587", metavar="HOST:PORT",
-                      help="the practice's real provider")
+    init.add_argument("--provider", choices=list(PROVIDERS),
+                      help="write the account for this provider: its server, how to log "
+                           "in (OAuth2 for microsoft365 and google), its sending limits, "
+                           "and what to create there")
+    init.add_argument("--upstream", default=None, metavar="HOST:PORT",
+                      help="the practice's real provider (default: the --provider's server, "
+                           "else smtp.example.net:587)")
     init.add_argument("--upstream-security", choices=["starttls", "tls", "none"],
                       default=None, help="default: tls for port 465, otherwise starttls")
     init.add_argument("--submission-port", type=port_number, default=587)
@@ -192,27 +198,43 @@ def port_number(text: str) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from gateway.initdir import InitOptions, init_dir
+    from gateway.providers import PRESETS
 
-    host, _, port_text = args.upstream.rpartition(":")
+    preset = PRESETS[args.provider] if args.provider else None
+    upstream = args.upstream
+    if upstream is None:
+        if preset is not None and preset.host is None:
+            raise ConfigError(f"--provider {preset.name}: give the outgoing server your "
+                              f"{preset.title} customer area names, with --upstream "
+                              f"HOST:PORT (e.g. --upstream smtp.example.fr:{preset.port})")
+        upstream = (f"{preset.host}:{preset.port}" if preset is not None
+                    else "smtp.example.net:587")
+    host, _, port_text = upstream.rpartition(":")
     if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"--upstream {args.upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
+        raise ConfigError(f"--upstream {upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
     port = int(port_text)
-    security = args.upstream_security or ("tls" if port == 465 else "starttls")
+    security = args.upstream_security or (
+        preset.security if preset is not None and port == preset.port
+        else "tls" if port == 465 else "starttls")
     created = init_dir(args.dir, InitOptions(
         domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
         listen_host=args.listen, submission_port=args.submission_port,
         submissions_port=args.submissions_port, portal_port=args.portal_port,
         portal_url=args.portal_url, practice_name=args.name, data_dir=args.data_dir,
+        provider=args.provider,
     ))
     for path in created:
         print(f"created {path}")
     config = args.dir / "pli.toml"
+    account = (preset.next_step.format(folder=args.dir) if preset is not None
+               else "set the provider account (username, password_file)")
     print(f"""
 Next steps:
-  1. Read {config} and set the provider account (username, password_file).
+  1. Read {config} and {account}.
   2. Add a user per person who sends mail:
        pli user add -c {config} NAME --address name@{args.domain or 'your-domain'}
   3. Check the whole configuration:   pli check -c {config}
+     and the provider login:          pli check --upstream -c {config}
   4. Start:                            pli run -c {config}""")
     ca = args.dir / "tls" / "ca.pem"
     if str(ca) in created:

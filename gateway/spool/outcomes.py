@@ -28,6 +28,8 @@ class TemporaryError(Exception):
 _BUSY = re.compile(r"(?<![\d.])(?:432|4\.3\.2)(?![\d.])")
 _POLICY_4 = re.compile(r"(?<![\d.])4\.7\.\d{1,3}(?![\d.])")
 _RATE_WORDS = re.compile(r"rate|throttl|too many|limit|exceeded|slow down|busy", re.IGNORECASE)
+_RATE_PHRASES = re.compile(r"limit exceeded|rate limit|too many messages|slow down|sending rate",
+                           re.IGNORECASE)
 _CONGESTION_5 = re.compile(r"(?<![\d.])5\.4\.5(?![\d.])")
 _STATUS_5 = re.compile(r"(?<![\d.])5\.\d{1,3}\.\d{1,3}(?![\d.])")
 _QUOTA_WORDS = re.compile(r"quota|sending limit|daily limit|limit exceeded", re.IGNORECASE)
@@ -42,9 +44,12 @@ def is_busy_reply(reply: str) -> bool:
 
 
 def is_rate_reply(reply: str) -> bool:
-    """The provider says this account sends too fast for now: busy (above), or a 4.7.x
-    whose words speak of a rate or a limit ("421 4.7.0 Too many connections")."""
-    return is_busy_reply(reply) or bool(_POLICY_4.search(reply) and _RATE_WORDS.search(reply))
+    """The provider says this account sends too fast for now: busy (above), a 4.7.x whose
+    words speak of a rate or a limit ("421 4.7.0 Too many connections"), or a 4xx that
+    says so in as many words (IONOS: "450 Mail send limit exceeded")."""
+    return (is_busy_reply(reply)
+            or bool(_POLICY_4.search(reply) and _RATE_WORDS.search(reply))
+            or bool(reply.lstrip().startswith("4") and _RATE_PHRASES.search(reply)))
 
 
 def is_quota_reply(reply: str) -> bool:

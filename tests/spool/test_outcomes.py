@@ -58,10 +58,13 @@ def test_a_bounce_is_never_bounced() -> None:
 def test_which_answers_are_about_the_accounts_pace_or_its_day() -> None:
     slow = ["432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
             "421 4.7.0 Too many connections, slow down",
-            "451 4.4.1 smtp.example.net:587 answered 421 4.7.0 Too many messages"]
+            "451 4.4.1 smtp.example.net:587 answered 421 4.7.0 Too many messages",
+            "450 Requested mail action not taken: mailbox unavailable\nMail send limit "
+            "exceeded."]
     day = ["550 5.4.5 Daily user sending quota exceeded",
            "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException"]
     neither = ["451 4.7.1 Greylisted, come back in a moment", "550 5.1.1 No such user",
+               "451 4.3.0 Mailbox busy, try later",
                "452 4.2.2 Mailbox full", "550 5.7.1 Daily digest refused"]
     assert all(outcomes.is_rate_reply(r) for r in slow)
     assert all(outcomes.is_quota_reply(r) and not outcomes.is_final(550, r) for r in day)

@@ -88,6 +88,11 @@ class AccountLimits:
             self.changed = True
         return turn
 
+    def started(self, now: float) -> None:
+        """The transaction whose turn came starts only now (the loop woke it late)."""
+        if self.per_minute and now > self.last_turn:
+            self.last_turn = now
+
     def turns_for(self, now: float, count: int) -> list[float]:
         """When the next ``count`` transactions would start, at this pace."""
         first = self.next_turn(now)

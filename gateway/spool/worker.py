@@ -30,11 +30,9 @@ from gateway.spool.dsn import queue_dsn
 from gateway.spool.limits import AccountLimits
 from gateway.spool.outcomes import TemporaryError
 from gateway.spool.retry import next_delay
-from gateway.spool.scheduler import FLUSH_MARKER, AccountKey, Scheduler
+from gateway.spool.scheduler import AccountKey, Scheduler
 from gateway.spool.store import Busy, QueuedFile, QueuedMessage, Recipient, Spool
 from gateway.spool.transaction import relay
-
-__all__ = ["FLUSH_MARKER", "DeliveryWorker"]
 
 log = get_logger("pli.delivery")
 
@@ -253,6 +251,7 @@ class DeliveryWorker:
         turn = limits.take_turn(now)
         if turn > now:
             await asyncio.sleep(turn - now)
+            limits.started(self.clock())  # a late wake-up moves the next turns with it
 
     def _learn(self, account: Upstream, replies: list[str], *, sent: bool) -> None:
         """A provider's words about the account's pace: slow down, or stop for the day."""

@@ -17,6 +17,8 @@ def test_transactions_start_60_over_n_seconds_apart_whoever_starts_them() -> Non
     turns = [limits.take_turn(T) for _ in range(4)]  # three senders asking at once, then one
     assert turns == [T, T + 2, T + 4, T + 6]
     assert limits.take_turn(T + 60) == T + 60  # a pause in the mail: no debt carried over
+    limits.started(T + 60.3)  # woken late: the next turn keeps the gap from the real start
+    assert limits.take_turn(T + 61) == T + 62.3
     assert AccountLimits().take_turn(T) == T  # no limit: no wait
 
 

@@ -556,7 +556,7 @@ def _queue_line(message: QueuedMessage, now: float) -> str:
 
 def cmd_queue_flush(args: argparse.Namespace) -> int:
     from gateway.spool.store import Spool
-    from gateway.spool.worker import FLUSH_MARKER
+    from gateway.spool.scheduler import FLUSH_MARKER
 
     settings = _settings(args)
     spool = Spool(settings.spool_dir)

@@ -7,7 +7,8 @@ provider refuses, and a refusal costs a retry minutes later; so Pli keeps under 
 
 - ``max_messages_per_minute``: transactions start at least 60/N seconds apart (a pace,
   as Postfix's rate delay, rather than a burst then a wait), whichever sender of the
-  account starts them;
+  account starts them, and never N + 1 within 60 seconds however late some of them
+  were woken (a quarter of a second to spare: the provider counts what reaches it);
 - ``max_recipients_per_day`` and ``max_messages_per_day``: counted over a rolling 24
   hours, as the providers count, in 10-minute buckets (a bucket is forgotten only once
   its last moment is 24 hours old, so the count never runs low);
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ from gateway.spool.retry import BUSY_RETRY
 LIMITS_FILE = "sending-limits.json"
 DAY = 86400.0
 BUCKET = 600.0
+WINDOW_MARGIN = 0.25
+"""Seconds added to the minute between a transaction and the one N before it: what
+reaches the provider comes a little after Pli let it start, by a varying few ms."""
 
 
 @dataclass
@@ -50,9 +55,11 @@ class AccountLimits:
     strikes: int = 0  # slow-down answers in a row
     blocked_until: float = 0.0
     reason: str = ""  # why it is paused or blocked, in words, for pli queue list
-    # Taken by transactions under way, not yet counted (memory only).
+    # Taken by transactions under way, not yet counted, and the starts of the last
+    # per_minute transactions (memory only).
     reserved_recipients: int = 0
     reserved_messages: int = 0
+    starts: deque[float] = field(default_factory=deque)
     changed: bool = False  # since it was last written down
 
     @property
@@ -78,20 +85,33 @@ class AccountLimits:
 
     def next_turn(self, now: float) -> float:
         """The earliest moment the next transaction may start."""
-        return max(now, self.last_turn + self.spacing, self.paused_until, self.blocked_until)
+        turn = max(now, self.last_turn + self.spacing, self.paused_until, self.blocked_until)
+        if self.per_minute and len(self.starts) >= self.per_minute:
+            turn = max(turn, self.starts[-self.per_minute] + 60.0 + WINDOW_MARGIN)
+        return turn
 
     def take_turn(self, now: float) -> float:
-        """Reserve the next turn (the caller waits until then); returns it."""
+        """Reserve the next turn (the caller waits until then, then says
+        :meth:`started`); returns it."""
         turn = self.next_turn(now)
         if self.per_minute:
             self.last_turn = turn
+            self.starts.append(turn)
+            while len(self.starts) > self.per_minute:
+                self.starts.popleft()
             self.changed = True
         return turn
 
-    def started(self, now: float) -> None:
-        """The transaction whose turn came starts only now (the loop woke it late)."""
-        if self.per_minute and now > self.last_turn:
-            self.last_turn = now
+    def started(self, turn: float, now: float) -> None:
+        """The transaction given ``turn`` starts at ``now`` (later, if the loop woke it
+        late): the next turns are counted from there."""
+        if not self.per_minute:
+            return
+        self.last_turn = max(self.last_turn, now)
+        for n in range(len(self.starts) - 1, -1, -1):
+            if self.starts[n] == turn:
+                self.starts[n] = max(turn, now)
+                break
 
     def turns_for(self, now: float, count: int) -> list[float]:
         """When the next ``count`` transactions would start, at this pace."""

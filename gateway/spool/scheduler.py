@@ -15,17 +15,35 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from gateway.config import Settings
+from gateway.config import Settings, Upstream
+from gateway.errors import reply_codes
 from gateway.logs import get_logger
 from gateway.spool.limits import LIMITS_FILE, SendingLimits, write
-from gateway.spool.store import Spool
+from gateway.spool.outcomes import is_quota_reply, is_rate_reply
+from gateway.spool.store import Recipient, Spool
 
 log = get_logger("pli.delivery")
 
 FLUSH_MARKER = "flush"
 
 AccountKey = str | None  # an [[upstream]] account's name; None for senders none covers
+
+
+@dataclass
+class Wait:
+    """Recipients not tried now because of a sending limit, until when, and why."""
+
+    account: str
+    until: float
+    reason: str
+    recipients: list[Recipient] = field(default_factory=list)
+
+
+def utc(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Scheduler:
@@ -73,6 +91,60 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    # -- the accounts' limits -----------------------------------------------------------
+
+    def admit(self, account: Upstream, recipients: int) -> int | Wait:
+        """May a transaction to ``recipients`` start for the account now: how many of
+        them it may have today, or until when everything waits."""
+        limits = self.limits.account(account)
+        now = self.clock()
+        held = limits.held_until(now)
+        if held:  # the provider asked the account to wait
+            return Wait(account.name, held, limits.reason)
+        granted = limits.reserve(now, recipients)
+        if not granted:
+            return Wait(account.name, limits.room_at(now),
+                        f"account {account.name!r} has reached its limit of "
+                        f"{limits.describe_day()}")
+        return granted
+
+    async def turn(self, account: Upstream) -> None:
+        """Wait for the account's next turn (``max_messages_per_minute``), so that its
+        MAIL commands reach the provider at its pace, whichever connection sends them."""
+        limits = self.limits.account(account)
+        now = self.clock()
+        turn = limits.take_turn(now)
+        if turn > now:
+            await asyncio.sleep(turn - now)
+        limits.started(turn, self.clock())  # a late wake-up moves the next turns with it
+
+    def counted(self, account: Upstream, granted: int, accepted: int) -> None:
+        """A transaction admitted for ``granted`` recipients is over; ``accepted`` took."""
+        self.limits.account(account).count(self.clock(), granted, accepted)
+
+    def learn(self, account: Upstream, replies: list[str], *, sent: bool) -> None:
+        """A provider's words about the account's pace: slow down, or stop for the day."""
+        limits = self.limits.account(account)
+        now = self.clock()
+        quota = next((r for r in replies if is_quota_reply(r)), None)
+        rate = next((r for r in replies if is_rate_reply(r)), None)
+        if quota is not None:
+            codes = reply_codes(quota) or "no code"
+            until = limits.block(now, f"the provider said account {account.name!r} has used "
+                                      f"its sending quota for the day ({codes})")
+            log.warning("upstream.rate_limited", account=account.name, reply=codes,
+                        until=utc(until), quota=True)
+        elif rate is not None:
+            codes = reply_codes(rate) or "no code"
+            delivery = self.settings.delivery
+            until = limits.slow_down(now, delivery.retry_min, delivery.retry_max,
+                                     f"the provider asked account {account.name!r} to "
+                                     f"slow down ({codes})")
+            log.warning("upstream.rate_limited", account=account.name, reply=codes,
+                        until=utc(until), quota=False)
+        elif sent:
+            limits.went_well()
 
     async def save_limits(self) -> None:
         """Write the accounts' limits down after a change; changes made while a write is

@@ -16,8 +16,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiosmtplib
 
@@ -27,10 +25,9 @@ from gateway.logs import get_logger
 from gateway.spool import outcomes
 from gateway.spool.connections import Connections, Holder
 from gateway.spool.dsn import queue_dsn
-from gateway.spool.limits import AccountLimits
 from gateway.spool.outcomes import TemporaryError
 from gateway.spool.retry import next_delay
-from gateway.spool.scheduler import AccountKey, Scheduler
+from gateway.spool.scheduler import AccountKey, Scheduler, Wait, utc
 from gateway.spool.store import Busy, QueuedFile, QueuedMessage, Recipient, Spool
 from gateway.spool.transaction import relay
 
@@ -38,20 +35,6 @@ log = get_logger("pli.delivery")
 
 HOLD_AFTER = 3
 """Internal errors in a row after which a message goes to hold/ (``pli queue release``)."""
-
-
-@dataclass
-class Wait:
-    """Recipients not tried in this attempt because of a sending limit, until when."""
-
-    account: str
-    recipients: list[Recipient]
-    until: float
-    reason: str
-
-
-def utc(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DeliveryWorker:
@@ -212,69 +195,31 @@ class DeliveryWorker:
         """As many transactions as the account's limits allow now, each to at most
         ``max_recipients_per_message``, each at its turn of ``max_messages_per_minute``.
         Returns the recipients tried, and those left to wait for a limit."""
-        limits = self.scheduler.limits.account(account)
         todo = outcomes.batches(pending, account.max_recipients_per_message)
         tried: list[Recipient] = []
         while todo:
             batch = todo.pop(0)
-            now = self.clock()
             rest = [*batch, *itertools.chain.from_iterable(todo)]
-            held = limits.held_until(now)
-            if held:  # the provider asked the account to wait
-                return tried, Wait(account.name, rest, held, limits.reason)
-            granted = limits.reserve(now, len(batch))
-            if not granted:
-                return tried, Wait(account.name, rest, limits.room_at(now),
-                                   f"account {account.name!r} has reached its limit of "
-                                   f"{limits.describe_day()}")
+            granted = self.scheduler.admit(account, len(batch))
+            if isinstance(granted, Wait):
+                granted.recipients = rest
+                return tried, granted
             if granted < len(batch):  # the rest of the day's room: the others wait
                 todo.insert(0, batch[granted:])
                 batch = batch[:granted]
             try:
                 await self._relay(message, batch, queued, account, holder,
-                                  ready=lambda: self._turn(limits))
+                                  ready=lambda: self.scheduler.turn(account))
             except TemporaryError as exc:
                 outcomes.defer_all(message, exc.reply)
-                self._learn(account, [exc.reply], sent=False)
+                self.scheduler.learn(account, [exc.reply], sent=False)
                 return [*tried, *rest], None
             finally:
-                limits.count(self.clock(), granted, sum(r.state == "sent" for r in batch))
+                self.scheduler.counted(account, granted, sum(r.state == "sent" for r in batch))
             tried += batch
-            self._learn(account, [r.reply for r in batch if r.state == "pending"],
-                        sent=any(r.state == "sent" for r in batch))
+            self.scheduler.learn(account, [r.reply for r in batch if r.state == "pending"],
+                                 sent=any(r.state == "sent" for r in batch))
         return tried, None
-
-    async def _turn(self, limits: AccountLimits) -> None:
-        """With a connection ready: wait for the account's next turn, so that its MAIL
-        commands reach the provider at its pace, whichever connection sends them."""
-        now = self.clock()
-        turn = limits.take_turn(now)
-        if turn > now:
-            await asyncio.sleep(turn - now)
-            limits.started(self.clock())  # a late wake-up moves the next turns with it
-
-    def _learn(self, account: Upstream, replies: list[str], *, sent: bool) -> None:
-        """A provider's words about the account's pace: slow down, or stop for the day."""
-        limits = self.scheduler.limits.account(account)
-        now = self.clock()
-        quota = next((r for r in replies if outcomes.is_quota_reply(r)), None)
-        rate = next((r for r in replies if outcomes.is_rate_reply(r)), None)
-        if quota is not None:
-            codes = reply_codes(quota) or "no code"
-            until = limits.block(now, f"the provider said account {account.name!r} has used "
-                                      f"its sending quota for the day ({codes})")
-            log.warning("upstream.rate_limited", account=account.name, reply=codes,
-                        until=utc(until), quota=True)
-        elif rate is not None:
-            codes = reply_codes(rate) or "no code"
-            delivery = self.settings.delivery
-            until = limits.slow_down(now, delivery.retry_min, delivery.retry_max,
-                                     f"the provider asked account {account.name!r} to "
-                                     f"slow down ({codes})")
-            log.warning("upstream.rate_limited", account=account.name, reply=codes,
-                        until=utc(until), quota=False)
-        elif sent:
-            limits.went_well()
 
     async def _relay(self, message: QueuedMessage, pending: list[Recipient],
                      queued: QueuedFile, account: Upstream, holder: Holder,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from gateway.config import Upstream
-from gateway.spool.limits import BUCKET, DAY, AccountLimits, read, write
+from gateway.spool.limits import BUCKET, DAY, WINDOW_MARGIN, AccountLimits, read, write
 
 T = 1_750_000_200.0  # a bucket boundary: T % 600 == 0
 
@@ -17,8 +17,20 @@ def test_transactions_start_60_over_n_seconds_apart_whoever_starts_them() -> Non
     turns = [limits.take_turn(T) for _ in range(4)]  # three senders asking at once, then one
     assert turns == [T, T + 2, T + 4, T + 6]
     assert limits.take_turn(T + 60) == T + 60  # a pause in the mail: no debt carried over
-    limits.started(T + 60.3)  # woken late: the next turn keeps the gap from the real start
+    limits.started(T + 60, T + 60.3)  # woken late: the next turn keeps the gap from there
     assert limits.take_turn(T + 61) == T + 62.3
+
+
+def test_never_more_than_n_start_within_a_minute_however_late_some_were_woken() -> None:
+    limits = AccountLimits(per_minute=3)  # one every 20 s
+    turns = [limits.take_turn(T) for _ in range(3)]  # three senders at once
+    assert turns == [T, T + 20, T + 40]
+    limits.started(T, T + 5)  # the first was woken 5 s late, the others on time
+    limits.started(T + 20, T + 20)
+    limits.started(T + 40, T + 40)
+    # 20 s after the third would be T + 60, only 55 s after the first really started:
+    # the fourth waits until that one is a minute (and a margin) old.
+    assert limits.take_turn(T) == T + 5 + 60 + WINDOW_MARGIN
     assert AccountLimits().take_turn(T) == T  # no limit: no wait
 
 

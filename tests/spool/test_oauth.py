@@ -83,7 +83,8 @@ def upstreams(gw: Gateway, ca: trustme.CA, blocks: str) -> None:
     """Replace the gateway's [[upstream]] account with ``blocks``."""
     ca.cert_pem.write_to_path(str(gw.folder / "provider-ca.pem"))
     config = gw.config.read_text()
-    config = re.sub(r"^\[\[upstream\]\].*?(?=\n\[delivery\])", blocks, config, flags=re.DOTALL | re.MULTILINE)
+    config = re.sub(r"^\[\[upstream\]\].*?(?=\n\[delivery\])", blocks, config,
+                    flags=re.DOTALL | re.MULTILINE)
     gw.config.write_text(config)
 
 

@@ -33,6 +33,10 @@ class SubmissionHandler:
         self.process = process
         self.has_room = has_room
 
+    def __dir__(self) -> list[str]:
+        """aiosmtpd finds the hooks with ``dir()`` for every connection: list just them."""
+        return [n for n in dir(type(self)) if n.startswith("handle_")]
+
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: SmtpEnvelope, hostname: str,
         responses: list[str],

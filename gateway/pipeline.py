@@ -317,7 +317,7 @@ class Queue:
         self.on_queued = on_queued
 
     async def __call__(self, job: Job) -> None:
-        writing = asyncio.ensure_future(self.spool.run(self._write, job))
+        writing = self.spool.submit(self._write, job)  # a future, straight on the threads
         try:
             job.queued = await asyncio.shield(writing)
         except asyncio.CancelledError:

@@ -214,7 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.checks import all_problems
+    from gateway.preflight import all_problems
     from gateway.tls import utc_day
 
     settings = _settings(args)
@@ -237,7 +237,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.checks import load_checked_policy
+    from gateway.preflight import load_checked_policy
     from gateway.inspect import inspect_message
     from gateway.intake.handler import normalise_line_endings
     from gateway.policy import explain
@@ -258,7 +258,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_import(args: argparse.Namespace) -> int:
-    from gateway.checks import policy_path
+    from gateway.preflight import policy_path
     from gateway.policy import import_list, load_policy
 
     settings = _settings(args)

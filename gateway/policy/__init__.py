@@ -37,7 +37,7 @@ The policy file format is described in :mod:`gateway.policy.schema` and shown, c
 in ``policies/default.toml``.
 """
 
-from gateway.policy.check import PolicyError, Problem, check_policy, load_policy
+from gateway.policy.loader import PolicyError, Problem, check_policy, load_policy
 from gateway.policy.engine import Policy, decide
 from gateway.policy.explain import Explanation, explain
 from gateway.policy.lists import ImportSummary, consumer_smtp_reason, import_list

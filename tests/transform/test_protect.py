@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.checks import template_dirs
+from gateway.preflight import template_dirs
 from gateway.errors import SenderNotAllowed
 from gateway.transform import Protected, Protector
 from gateway.types import ProtectSettings

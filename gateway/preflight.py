@@ -1,4 +1,11 @@
-"""Whole-configuration checks shared by `pli check` and start-up, so both say the same."""
+"""Preflight: the server-level checks behind `pli check` and `pli run`'s start-up.
+
+Where the policy, its lists and the notice templates are; the policy loaded with the
+checks that need the server settings too (no relay through a consumer SMTP host, every
+protect rule finds its templates); and everything else `pli check` reports (certificate,
+users, upstream passwords, disk room). Both commands call the same functions, so both
+say the same. The policy file itself is read by :mod:`gateway.policy.loader`.
+"""
 
 from __future__ import annotations
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import defaults
 from gateway.config import HOST_NAME_RULE, is_host_name
 from gateway.errors import ConfigError
 from gateway.policy.domains import to_ascii
 from gateway.tls import write_self_signed
-
-POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
 @dataclass
@@ -122,6 +120,9 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     if config.exists():
         raise ConfigError(f"{config} already exists: pli init never overwrites a configuration")
     text = render_config(opts)  # a bad option stops here, before anything is written
+    own_policy = (target / "policy.toml").exists()
+    if not own_policy:
+        defaults.folder()  # missing defaults stop here too, before anything is written
     target.mkdir(parents=True, exist_ok=True)
     created = [str(config)]
     config.write_text(text, encoding="utf-8")
@@ -132,15 +133,6 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     if not cert.exists():
         write_self_signed(cert, key, host_name(opts, fallback="localhost"))
         created += [str(cert), str(key)]
-    policy = POLICIES / "default.toml"
-    if policy.exists() and not (target / "policy.toml").exists():
-        shutil.copyfile(policy, target / "policy.toml")
-        shutil.copytree(POLICIES / "lists", target / "lists", dirs_exist_ok=True)
-        shutil.copytree(POLICIES / "templates", target / "templates", dirs_exist_ok=True)
-        created += [str(target / "policy.toml"), str(target / "lists"),
-                    str(target / "templates")]
-        if opts.domain:
-            internal = target / "lists" / "internal.txt"
-            with internal.open("a", encoding="utf-8") as handle:
-                handle.write(f"{opts.domain}\n")
+    if not own_policy:
+        created += [str(p) for p in defaults.copy_into(target, domain=opts.domain)]
     return created

@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from gateway import defaults
 from gateway.config import Settings
 from gateway.errors import ConfigError
-from gateway.initdir import POLICIES
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
+from gateway.policy.lists import CONSUMER_SMTP_FILE
 from gateway.spool.store import DiskRoom
 from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform.templates import load_templates
@@ -31,13 +32,21 @@ def policy_path(settings: Settings) -> Path:
 
 def lists_dir(settings: Settings) -> Path:
     """The policy's own lists folder, or the shipped one when the practice has none."""
-    own = policy_path(settings).parent / "lists"
-    return own if (own / "consumer-smtp.txt").exists() else POLICIES / "lists"
+    own = policy_path(settings).parent / defaults.LISTS
+    if (own / CONSUMER_SMTP_FILE).exists():
+        return own
+    return defaults.folder() / defaults.LISTS  # says so when the defaults are missing
 
 
 def template_dirs(settings: Settings) -> list[Path]:
-    """Where notice templates are looked for: the practice's folder first, then Pli's."""
-    return [policy_path(settings).parent / "templates", POLICIES / "templates"]
+    """Where notice templates are looked for: the practice's folder first, then Pli's
+    (left out when this installation lacks them: a missing template names the folders)."""
+    dirs = [policy_path(settings).parent / defaults.TEMPLATES]
+    try:
+        dirs.append(defaults.folder() / defaults.TEMPLATES)
+    except ConfigError:
+        pass
+    return dirs
 
 
 def upstream_problems(settings: Settings) -> list[str]:
@@ -60,8 +69,17 @@ def template_problems(settings: Settings, policy: Policy) -> list[str]:
         try:
             load_templates(template_dirs(settings), how.language, how.template)
         except ConfigError as exc:
-            problems.append(f"{policy.path}: rule {rule.name!r}: {exc}")
+            problems.append(f"{policy.path}: rule {rule.name!r}: {exc}{_without_defaults()}")
     return problems
+
+
+def _without_defaults() -> str:
+    """Why Pli's own templates were not looked in, when this installation lacks them."""
+    try:
+        defaults.folder()
+    except ConfigError as exc:
+        return f" ({exc})"
+    return ""
 
 
 def load_checked_policy(settings: Settings) -> Policy:

@@ -34,7 +34,7 @@ Public API (everything else in the package is internal)::
         The subject without Pli's tags ([code:…], [clair], …) before it goes out.
 
 The policy file format is described in :mod:`gateway.policy.schema` and shown, commented,
-in ``policies/default.toml``.
+in ``gateway/defaults/default.toml``.
 """
 
 from gateway.policy.loader import PolicyError, Problem, check_policy, load_policy

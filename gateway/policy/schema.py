@@ -1,6 +1,6 @@
 """The policy file's shape, validated by pydantic with unknown keys refused.
 
-A policy file looks like this (see ``policies/default.toml`` for a commented one)::
+A policy file looks like this (see ``gateway/defaults/default.toml`` for a commented one)::
 
     [lists]
     internal = "lists/internal.txt"          # relative to the policy file

@@ -231,16 +231,16 @@ def test_the_access_code_mode_is_settled_for_the_message(
 def default_policy(tmp_path: Path):  # type: ignore[no-untyped-def]
     folder = tmp_path / "pli"
     (folder / "lists").mkdir(parents=True)
-    for source in (REPO / "policies" / "lists").glob("*.txt"):
+    for source in (REPO / "gateway" / "defaults" / "lists").glob("*.txt"):
         (folder / "lists" / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     (folder / "lists" / "internal.txt").write_text("cabinet-exemple.fr\n", encoding="utf-8")
     policy_file = folder / "policy.toml"
-    policy_file.write_text((REPO / "policies" / "default.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    policy_file.write_text((REPO / "gateway" / "defaults" / "default.toml").read_text(encoding="utf-8"), encoding="utf-8")
     return load_policy(policy_file)
 
 
 def test_the_shipped_policy_loads_as_it_is() -> None:
-    assert len(load_policy(REPO / "policies" / "default.toml").rules) == 3
+    assert len(load_policy(REPO / "gateway" / "defaults" / "default.toml").rules) == 3
 
 
 @pytest.mark.parametrize("sender", ["dr@gmail.com", "dr@yahoo.fr", "dr@hotmail.fr", "dr@orange.fr"])

@@ -9,7 +9,7 @@ from gateway.policy import consumer_smtp_reason, import_list
 from gateway.policy.lists import parse_list
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "policies" / "lists"
+SHIPPED = REPO / "gateway" / "defaults" / "lists"
 
 HEADER = "# Secure health messaging.\n# Keep this header.\n\n"
 

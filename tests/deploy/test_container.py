@@ -161,6 +161,9 @@ def test_compose_validates_with_docker_compose(tmp_path: Path) -> None:
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
-    done = subprocess.run([tool, "-f", str(COMPOSE), "config", "--quiet"],
-                          check=False, capture_output=True, text=True, timeout=60, cwd=FOLDER)
+    done = subprocess.run([tool, "-f", str(COMPOSE), "config"],
+                          check=False, capture_output=True, text=True, timeout=60, cwd=FOLDER,
+                          env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
+    # The base image is a build argument, python:3.11-slim unless PLI_BASE says otherwise.
+    assert "BASE: python:3.11-slim" in done.stdout

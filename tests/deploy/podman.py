@@ -1,20 +1,32 @@
 """Podman as the container tests use it: root, runc, and the rlimits these machines allow.
 
 Images cannot be pulled here, so the base image is a Debian bookworm made by mmdebstrap
-and imported once (it is kept between test runs under BASE_IMAGE); the image under test is
+and imported once (kept between test runs, tagged by its package list); the image under test is
 built on it from the project's Containerfile, offline, with the wheels the test run made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-BASE_IMAGE = "localhost/pli-test-base:bookworm"
 BASE_PACKAGES = "python3,python3-venv,libmagic1,ca-certificates"
+# The same with systemd as PID 1, D-Bus for systemctl and systemd-analyze, and procps
+# for the unit's /bin/kill (any Debian but the minimal base has it).
+SYSTEMD_PACKAGES = BASE_PACKAGES + ",systemd,systemd-sysv,dbus,procps"
+
+
+def image_name(kind: str, packages: str) -> str:
+    """A tag that changes with the package list, so a kept image is never stale."""
+    return f"localhost/pli-test-{kind}:bookworm-{hashlib.sha256(packages.encode()).hexdigest()[:12]}"
+
+
+BASE_IMAGE = image_name("base", BASE_PACKAGES)
+SYSTEMD_IMAGE = image_name("systemd", SYSTEMD_PACKAGES)
 # crun refuses to start anything on these machines (cgroups v1 and v2 both mounted);
 # runc starts containers, with rlimits no higher than these.
 RUN_LIMITS = ("--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:4096")
@@ -51,19 +63,20 @@ def has_image(name: str) -> bool:
     return podman("image", "exists", name, check=False).returncode == 0
 
 
-def ensure_base_image(workdir: Path) -> str:
-    """A Debian bookworm base with Python and libmagic, imported from mmdebstrap's tarball
+def ensure_base_image(workdir: Path, name: str = BASE_IMAGE,
+                      packages: str = BASE_PACKAGES) -> str:
+    """A Debian bookworm image with ``packages``, imported from mmdebstrap's tarball
     unless an earlier run left it."""
-    if has_image(BASE_IMAGE):
-        return BASE_IMAGE
+    if has_image(name):
+        return name
     tarball = workdir / "base.tar"
-    done = subprocess.run(["mmdebstrap", "--variant=minbase", f"--include={BASE_PACKAGES}",
+    done = subprocess.run(["mmdebstrap", "--variant=minbase", f"--include={packages}",
                            "bookworm", str(tarball)], capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    podman("import", str(tarball), BASE_IMAGE, timeout=300)
+    podman("import", str(tarball), name, timeout=300)
     tarball.unlink()
-    return BASE_IMAGE
+    return name
 
 
 def build_image(context: Path, tag: str, base: str, containerfile: str,

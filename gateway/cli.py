@@ -12,10 +12,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config import Settings, load_settings, resolve_config_path
 from gateway.errors import ConfigError, PliError
+
+if TYPE_CHECKING:
+    from gateway.policy import ImportSummary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--into", required=True, metavar="NAME")
     imp.set_defaults(func=cmd_lists_import)
+    upd = lists_sub.add_parser("update", help="download the national MSSanté whitelist "
+                               "([mssante_whitelist] in pli.toml) into the policy's list")
+    config_arg(upd)
+    upd.add_argument("--into", metavar="NAME",
+                     help="the policy's list to replace (default: [mssante_whitelist] list)")
+    upd.set_defaults(func=cmd_lists_update)
 
     user = sub.add_parser("user", help="manage who may send through Pli")
     user_sub = user.add_subparsers(metavar="ACTION", required=True)
@@ -257,19 +267,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lists_import(args: argparse.Namespace) -> int:
+def _policy_list(settings: Settings, name: str) -> Path:
+    """The file of the policy's list ``name``."""
+    from gateway.policy import load_policy
     from gateway.preflight import policy_path
-    from gateway.policy import import_list, load_policy
+
+    policy = load_policy(policy_path(settings))
+    target = policy.lists.get(name)
+    if target is None or target.path is None:
+        raise PliError(f"the policy declares no list named {name!r}; known lists: "
+                       f"{', '.join(sorted(policy.lists))}")
+    return target.path
+
+
+def _print_import(name: str, summary: ImportSummary) -> None:
+    print(f"{name}: {summary}")
+    for label, names in (("added", summary.added_names), ("removed", summary.removed_names)):
+        if names:
+            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+            print(f"  {label}: {', '.join(names[:20])}{more}")
+    print("Reload the running server to use it: systemctl reload pli (or kill -HUP its pid)")
+
+
+def cmd_lists_import(args: argparse.Namespace) -> int:
+    from gateway.policy import import_list
 
     settings = _settings(args)
-    policy = load_policy(policy_path(settings))
-    target = policy.lists.get(args.into)
-    if target is None or target.path is None:
-        raise PliError(f"the policy declares no list named {args.into!r}; known lists: "
-                       f"{', '.join(sorted(policy.lists))}")
-    summary = import_list(Path(args.file), target.path)
-    print(f"{args.into}: {summary}")
-    print("Reload the running server to use it: systemctl reload pli (or kill -HUP its pid)")
+    summary = import_list(Path(args.file), _policy_list(settings, args.into))
+    _print_import(args.into, summary)
+    return 0
+
+
+def cmd_lists_update(args: argparse.Namespace) -> int:
+    from gateway.whitelist import update
+
+    settings = _settings(args)
+    name = args.into or settings.mssante_whitelist.list
+    summary = update(settings.mssante_whitelist, _policy_list(settings, name))
+    _print_import(name, summary)
     return 0
 
 

@@ -98,6 +98,11 @@ enabled = true
 host = "127.0.0.1"
 port = 9925
 
+[mssante_whitelist]             # `pli lists update`: the national list of MSSanté domains
+url = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
+list = "mssante-whitelist"      # the policy's list it replaces
+# ca_file = "igc-sante-ca.pem"  # CA certificates for the download, if the system's lack them
+
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
 [[upstream]]

@@ -19,7 +19,8 @@ LISTS = "lists"
 TEMPLATES = "templates"
 # What a usable installation has; the first missing one is named in the error.
 NEEDED = (POLICY, f"{LISTS}/consumer-smtp.txt", f"{LISTS}/consumer-webmail.txt",
-          f"{LISTS}/health-secure.txt", f"{LISTS}/internal.txt",
+          f"{LISTS}/health-secure.txt", f"{LISTS}/mssante-whitelist.txt",
+          f"{LISTS}/internal.txt",
           f"{TEMPLATES}/fr/default/notice.txt", f"{TEMPLATES}/en/default/notice.txt")
 
 

@@ -5,7 +5,8 @@ deploy/README.md says (its wheel in /opt/pli/.venv, the sysusers file, /etc/pli 
 
 Then: `systemctl start pli` returns once Pli says READY, a message goes through it to a
 provider on the host, `systemctl reload pli` loads a changed policy, `systemd-analyze
-security` scores the running unit as deploy/README.md says, the watchdog restarts a
+security` scores the running unit as deploy/README.md says, the weekly whitelist update
+(its service, as the timer starts it) replaces the list and reloads Pli, the watchdog restarts a
 process that hangs (SIGSTOP), and `systemctl stop pli` drains and keeps the queue.
 
 Two settings make the container a machine as systemd expects one: CAP_SYS_ADMIN, so
@@ -37,6 +38,7 @@ import trustme
 from tests.deploy import podman as pm
 from tests.deploy.test_systemd import MAX_EXPOSURE
 from tests.deploy.wheels import ROOT, Wheelhouse
+from tests.test_lists_update import ListServer
 from tests.support import (HOST, LoopThread, Provider, Received, free_port, wait_for_port,
                            wait_until)
 
@@ -209,6 +211,43 @@ def test_reload_loads_the_changed_policy(machine: Machine) -> None:
                                              machine.journal()), timeout=20)
     assert reloaded[-1] == "4"  # the default policy's 3 rules and the new one
     assert machine.show("MainPID")["MainPID"] == pid  # the same process, not a restart
+
+
+def test_the_weekly_timer_updates_the_whitelist_and_reloads_pli(machine: Machine) -> None:
+    """The update unit, started as its timer would start it, downloads the list from an
+    HTTPS server on the host (a trustme CA given as ca_file), replaces the old list and
+    reloads Pli."""
+    ca = trustme.CA()
+    loop = LoopThread()
+    server = ListServer(loop, ca, name=HOST_LOOPBACK_INSIDE)
+    try:
+        for unit in ("pli-lists-update.service", "pli-lists-update.timer"):
+            pm.podman("cp", str(SYSTEMD / unit), f"{machine.name}:/etc/systemd/system/{unit}")
+        machine.write("/etc/pli/igc-sante-ca.pem", ca.cert_pem.bytes().decode())
+        config = machine.sh("cat /etc/pli/pli.toml").stdout
+        config = config.replace(
+            'url = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"',
+            f'url = "{server.url}"')
+        config = config.replace('# ca_file = "igc-sante-ca.pem"', 'ca_file = "igc-sante-ca.pem"')
+        machine.write("/etc/pli/pli.toml", config)
+        machine.write("/etc/pli/lists/mssante-whitelist.txt",
+                      "# the list before the update\nancien-operateur.mssante.fr\n")
+        reloads = machine.journal().count('"event": "policy.reloaded"')
+        machine.sh("systemctl daemon-reload && systemctl enable --now pli-lists-update.timer")
+        timers = machine.sh("systemctl list-timers --all --no-pager pli-lists-update.timer").stdout
+        assert "pli-lists-update.timer" in timers and "pli-lists-update.service" in timers
+        machine.sh("systemctl start pli-lists-update.service", timeout=120)
+    finally:
+        server.close()
+        loop.close()
+    assert server.requests == 1
+    said = machine.sh("journalctl -u pli-lists-update --no-pager -o cat").stdout
+    assert "516 entries: 516 added, 1 removed, 0 unchanged" in said, said[-2000:]
+    wait_until(lambda: machine.journal().count('"event": "policy.reloaded"') == reloads + 1,
+               timeout=20)
+    listed = machine.sh("stat -c %U /etc/pli/lists/mssante-whitelist.txt && "
+                        "grep -c mssante.fr /etc/pli/lists/mssante-whitelist.txt").stdout.split()
+    assert listed[0] == "pli" and int(listed[1]) >= 516
 
 
 def test_the_running_unit_scores_as_the_readme_says(machine: Machine) -> None:

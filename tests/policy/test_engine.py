@@ -256,13 +256,19 @@ def test_the_default_policy_blocks_a_consumer_address_in_the_from_header(default
     assert group.decision.action == "block"
 
 
-@pytest.mark.parametrize("recipient", ["secretariat@cabinet-exemple.fr", "dr.x@medecin.mssante.fr"])
+@pytest.mark.parametrize("recipient", ["secretariat@cabinet-exemple.fr", "dr.x@medecin.mssante.fr",
+                                       # a patient's Mon espace santé mailbox
+                                       "jeanne.dupont@patient.mssante.fr",
+                                       # a domain of the national whitelist
+                                       "accueil@adsea29.mssante.fr"])
 def test_the_default_policy_passes_colleagues_and_secure_health(default_policy, recipient: str) -> None:  # type: ignore[no-untyped-def]
     (group,) = decide(default_policy, envelope(recipient), facts()).groups
     assert group.decision.action == "pass"
 
 
-@pytest.mark.parametrize("recipient", ["p@gmail.com", "direction@ecole.fr", "rh@employeur.com"])
+@pytest.mark.parametrize("recipient", ["p@gmail.com", "direction@ecole.fr", "rh@employeur.com",
+                                       # ends in mssante.fr, but in no list: not trusted
+                                       "x@inconnu.mssante.fr"])
 def test_the_default_policy_protects_everyone_else(default_policy, recipient: str) -> None:  # type: ignore[no-untyped-def]
     (group,) = decide(default_policy, envelope(recipient), facts()).groups
     assert group.decision.action == "protect"

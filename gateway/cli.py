@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except PliError as exc:
         print(f"pli: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a folder that cannot be made or written, said in words
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pli: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -59,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--portal-port", type=port_number, default=8080,
                       help="local port of the portal, behind the reverse proxy")
     init.add_argument("--portal-url", help="the portal's public address (https://...)")
-    init.add_argument("--name", help="the practice's name, as patients know it")
+    init.add_argument("--name", help="the practice's name, as patients know it (asked for "
+                      "when not given; required without a terminal)")
     init.add_argument("--data-dir", default="data",
                       help="spool, vault and audit folder (default: DIR/data; the systemd "
                            "unit expects /var/lib/pli)")
@@ -188,11 +193,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise ConfigError(f"--upstream {args.upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
     port = int(port_text)
     security = args.upstream_security or ("tls" if port == 465 else "starttls")
+    name = practice_name(args.name)
     created = init_dir(args.dir, InitOptions(
         domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
         listen_host=args.listen, submission_port=args.submission_port,
         submissions_port=args.submissions_port, portal_port=args.portal_port,
-        portal_url=args.portal_url, practice_name=args.name, data_dir=args.data_dir,
+        portal_url=args.portal_url, practice_name=name, data_dir=args.data_dir,
     ))
     for path in created:
         print(f"created {path}")
@@ -205,6 +211,21 @@ Next steps:
   3. Check the whole configuration:   pli check -c {config}
   4. Start:                            pli run -c {config}""")
     return 0
+
+
+def practice_name(given: str | None) -> str:
+    """The practice's name for the notices: --name, or asked for at a terminal."""
+    from gateway.config import PLACEHOLDER_PRACTICE_NAME
+
+    name = (given or "").strip()
+    if not name and given is None and sys.stdin.isatty():
+        name = input("The practice's name, as patients know it "
+                     "(e.g. Cabinet du Dr Martin): ").strip()
+    if not name or name == PLACEHOLDER_PRACTICE_NAME:
+        raise PliError('give the practice\'s name, e.g. --name "Cabinet du Dr Martin": '
+                       "patients read it in every notice, and a notice from "
+                       f"{PLACEHOLDER_PRACTICE_NAME!r} looks like phishing")
+    return name
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -224,11 +245,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.preflight import all_problems
+    from gateway.preflight import all_problems, warnings
     from gateway.tls import utc_day
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
+    for warning in warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)

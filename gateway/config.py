@@ -133,10 +133,14 @@ class AuthLimits(_Strict):
     lockout: Seconds = 900.0
 
 
+# What notices say when the practice's name was never given; `pli check` warns about it.
+PLACEHOLDER_PRACTICE_NAME = "Votre cabinet"
+
+
 class Practice(_Strict):
     """Who the patient is dealing with: shown in notices and on the portal's pages."""
 
-    name: str = "Votre cabinet"
+    name: str = PLACEHOLDER_PRACTICE_NAME
     contact: str = ""  # e.g. a phone number: what to do when a link no longer works
 
     @field_validator("name", "contact")

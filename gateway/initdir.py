@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import defaults
-from gateway.config import HOST_NAME_RULE, is_host_name
+from gateway.config import HOST_NAME_RULE, PLACEHOLDER_PRACTICE_NAME, is_host_name
 from gateway.errors import ConfigError
 from gateway.policy.domains import to_ascii
 from gateway.tls import write_self_signed
@@ -84,7 +84,7 @@ host = {_q(opts.listen_host)}
 port = {opts.submissions_port}
 
 [practice]
-name = {_q(opts.practice_name or "Votre cabinet")}     # shown to patients in notices and on the portal
+name = {_q(opts.practice_name or PLACEHOLDER_PRACTICE_NAME)}     # shown to patients in notices and on the portal
 contact = ""                    # e.g. "01 23 45 67 89": whom to call when a link no longer works
 
 [portal]                        # the page patients open; only it faces the internet
@@ -129,11 +129,11 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     if not own_policy:
         defaults.folder()  # missing defaults stop here too, before anything is written
     target.mkdir(parents=True, exist_ok=True)
+    data = target / opts.data_dir  # an absolute data_dir stays as it is
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)  # before pli.toml: a failed init
+    data.chmod(0o700)                                    # can simply be run again
     created = [str(config)]
     config.write_text(text, encoding="utf-8")
-    data = target / opts.data_dir  # an absolute data_dir stays as it is
-    data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data.chmod(0o700)
     cert, key = target / "tls" / "cert.pem", target / "tls" / "key.pem"
     if not cert.exists():
         write_self_signed(cert, key, host_name(opts, fallback="localhost"))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from gateway import defaults
-from gateway.config import Settings
+from gateway.config import PLACEHOLDER_PRACTICE_NAME, Settings
 from gateway.errors import ConfigError
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
 from gateway.policy.lists import CONSUMER_SMTP_FILE
@@ -142,3 +142,14 @@ def room_problems(settings: Settings) -> list[str]:
     return [f"{settings.data_dir}: {free / 2**20:.1f} MiB free, but Pli refuses mail (452) "
             f"while less than {room.need / 2**20:.1f} MiB are (1.5 times max_message_size): "
             f"free some space or lower max_message_size"]
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What `pli check` points out without failing: Pli runs, but a person should act."""
+    found = []
+    if settings.practice.name.strip() == PLACEHOLDER_PRACTICE_NAME:
+        found.append(f"{settings.config_path}: [practice] name is still "
+                     f"{PLACEHOLDER_PRACTICE_NAME!r}: patients read it in every notice "
+                     "(\"contactez Votre cabinet\" looks like phishing); write the practice's "
+                     "name as patients know it, e.g. name = \"Cabinet du Dr Martin\"")
+    return found

@@ -22,7 +22,8 @@ Public API (everything else in the package is internal)::
         "550 5.7.1 <French> / <English>" when some recipient is blocked, else None.
 
     import_list(source_file, dest_list_file) -> ImportSummary
-        Load a downloaded whitelist (text or CSV) into a list file, atomically.
+        Load a downloaded whitelist (the MSSanté XML, text or CSV) into a list file,
+        atomically.
 
     consumer_smtp_reason(host, lists_dir) -> str | None
         Why Pli refuses to relay through ``host`` (a consumer provider), or None.

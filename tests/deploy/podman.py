@@ -79,11 +79,19 @@ def ensure_base_image(workdir: Path, name: str = BASE_IMAGE,
     return name
 
 
+def dangling() -> set[str]:
+    return set(podman("images", "--quiet", "--filter", "dangling=true").stdout.split())
+
+
 def build_image(context: Path, tag: str, base: str, containerfile: str,
-                ignorefile: str, build_args: Sequence[str] = ()) -> None:
-    """``podman build`` in the Docker format, which keeps the HEALTHCHECK (OCI drops it)."""
+                ignorefile: str, build_args: Sequence[str] = ()) -> set[str]:
+    """``podman build`` in the Docker format, which keeps the HEALTHCHECK (OCI drops it).
+    Returns the untagged images the build left (its first stage), for the caller to
+    remove with the image."""
+    before = dangling()
     args = ["build", "--format", "docker", *RUN_LIMITS, "--build-arg", f"BASE={base}",
             "-f", containerfile, "--ignorefile", ignorefile, "-t", tag]
     for arg in build_args:
         args += ["--build-arg", arg]
     podman(*args, str(context), timeout=900)
+    return dangling() - before

@@ -50,12 +50,12 @@ def image(wheelhouse: Wheelhouse, tmp_path_factory: pytest.TempPathFactory) -> I
         shutil.copy(wheel, context / "deploy" / "container" / "wheels")
     tag = f"localhost/pli-test:{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
-    pm.build_image(context, tag, base, "deploy/container/Containerfile",
-                   str(context / "deploy" / "container" / "Containerfile.dockerignore"),
-                   build_args=["PIP_OPTIONS=--no-index"])
+    stages = pm.build_image(context, tag, base, "deploy/container/Containerfile",
+                            str(context / "deploy" / "container" / "Containerfile.dockerignore"),
+                            build_args=["PIP_OPTIONS=--no-index"])
     print(f"image built in {time.monotonic() - started:.1f} s")
     yield tag
-    pm.podman("rmi", "--force", tag, check=False)
+    pm.podman("rmi", tag, *stages, check=False)
 
 
 class Practice:

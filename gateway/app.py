@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ log = get_logger("pli.app")
 
 PID_FILE = "pli.pid"
 PURGE_INTERVAL = 3600.0
+"""Seconds between two purges of the vault's expired and revoked links."""
+AUDIT_EXPIRY_INTERVAL = 3600.0
+"""Seconds between two deletions of audit files past the retention period."""
 
 
 def open_audit(settings: Settings) -> AuditTrail:
@@ -40,7 +45,17 @@ def open_audit(settings: Settings) -> AuditTrail:
         max_file_bytes=int(settings.audit.max_file_mb * 1024 * 1024)))
 
 
+async def every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job`` now, then ``interval`` seconds after each run ends, until cancelled."""
+    while True:
+        await job()
+        await asyncio.sleep(interval)
+
+
 class App:
+    vault_purge_interval = PURGE_INTERVAL
+    audit_expiry_interval = AUDIT_EXPIRY_INTERVAL
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.audit = open_audit(settings)
@@ -75,13 +90,16 @@ class App:
         self.worker = DeliveryWorker(self.spool, settings)
         protector = Protector(self.vault, settings, template_dirs(settings),
                               tag_names=lambda: self.current_policy().tag_names)
-        pipeline = Pipeline(default_steps(self.current_policy, protector, settings.hostname),
-                            self.spool,
-                            on_queued=self.worker.submit)
+        pipeline = Pipeline(default_steps(self.current_policy, protector, self.spool,
+                                          on_queued=self.worker.submit,
+                                          hostname=settings.hostname))
         self.worker.start()
-        self._tasks.append(asyncio.create_task(self._purge_expired_links()))
+        self._tasks.append(asyncio.create_task(
+            every(self.vault_purge_interval, self._purge_vault)))
+        self._tasks.append(asyncio.create_task(
+            every(self.audit_expiry_interval, self._expire_audit)))
         self.intake = await start_intake(settings, self.users, pipeline.process, tls,
-                                         has_room=self.room.enough)
+                                         self.spool, has_room=self.room.enough)
         if settings.portal.enabled:
             self._portal_runner = await start_portal(
                 settings, self.vault, trusted_proxies=settings.portal.trusted_proxies,
@@ -131,25 +149,31 @@ class App:
         if self._metrics_runner is not None:  # last: /healthz says 503 while draining
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
+        await asyncio.to_thread(self.spool.close)
         await asyncio.to_thread(self.audit.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()
         log.info("pli.stopped")
 
-    async def _purge_expired_links(self) -> None:
-        """Every hour: delete the vault objects of expired and revoked links for good, and
-        audit files older than the retention period."""
-        while True:
-            try:
-                purged = await asyncio.to_thread(self.vault.purge, time.time())
-                log.info("vault.purged", links=purged.links, objects=purged.objects,
-                         bytes=purged.bytes)
-                expired = await asyncio.to_thread(self.audit.expire_old_files)
-                if expired:
-                    log.info("audit.files_expired", files=expired)
-            except Exception as exc:
-                log.error("vault.purge_failed", error=type(exc).__name__)
-            await asyncio.sleep(PURGE_INTERVAL)
+    async def _purge_vault(self) -> None:
+        """Delete the vault objects of expired and revoked links for good (hourly)."""
+        try:
+            purged = await asyncio.to_thread(self.vault.purge, time.time())
+        except Exception as exc:  # noqa: BLE001 - tried again at the next run
+            log.error("vault.purge_failed", error=type(exc).__name__)
+            return
+        log.info("vault.purged", links=purged.links, objects=purged.objects,
+                 bytes=purged.bytes)
+
+    async def _expire_audit(self) -> None:
+        """Delete audit files older than the retention period (hourly)."""
+        try:
+            expired = await asyncio.to_thread(self.audit.expire_old_files)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next run
+            log.error("audit.expiry_failed", error=type(exc).__name__)
+            return
+        if expired:
+            log.info("audit.files_expired", files=expired)
 
     def _served_certificate_expiry(self) -> float:
         if self.certificate_expiry is None:
@@ -229,5 +253,6 @@ class App:
 
 def run(settings: Settings) -> None:
     app = App(settings)
-    logs.configure(audit=app.audit, observers=[metrics.observer(app.metrics)])
+    logs.configure(level=logging.getLevelNamesMapping()[settings.log_level.upper()],
+                   audit=app.audit, observers=[metrics.observer(app.metrics)])
     asyncio.run(app.run_until_stopped())

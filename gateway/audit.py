@@ -15,6 +15,12 @@ writes from a thread of its own, in batches, so the event loop never waits on th
 what is still queued when it stops is written before it exits (a crash may lose the
 records of its last moments, never the chain).
 
+A record is in the file whole or not at all: a write that fails part-way (a full disk
+takes what fits and refuses the rest) is cut back to the last whole record, and so is
+whatever a crash left unterminated at the end, before the next append. The writer thread
+keeps the records a failed write could not take and tries again (``gateway.audit_writer``);
+records it had no room to keep are counted in an ``audit.gap`` record.
+
 Files rotate by size or by day (``audit-<first seq>-<YYYYMMDD>.jsonl``, so names sort in
 record order) and are deleted once older than the retention period.
 """
@@ -27,9 +33,7 @@ import hashlib
 import ipaddress
 import json
 import os
-import queue
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import events
+from gateway.audit_writer import MAX_WAITING, RETRY_INTERVAL, Gap, Stamped, Writer
 from gateway.errors import reply_codes
 
 GENESIS = "0" * 64
@@ -99,40 +105,59 @@ def _enum(*allowed: str) -> Callable[[Any], Any]:
     return lambda v: v if v in allowed else REDACTED
 
 
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _timestamp(v: Any) -> Any:
+    return v if isinstance(v, str) and _TIMESTAMP.match(v) else REDACTED
+
+
+def _events(v: Any) -> Any:
+    if not isinstance(v, (list, tuple)):
+        return REDACTED
+    return [e if e in SCHEMA else REDACTED for e in v]
+
+
 _ACTION = _enum("pass", "protect", "block")
 
-# Which events go to the trail, and the only fields each may carry.
+# Which events go to the trail, and the only fields each may carry (names: gateway.events).
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "policy.decided": {"queue_id": _id, "sender": _address, "recipients": _addresses,
-                       "rule": _name, "action": _ACTION, "attachments": _int,
-                       "types": _mimes, "sizes": _ints, "size": _int, "link": _id},
-    "policy.reloaded": {"rules": _int},
-    "policy.reload_failed": {},
-    "users.reload_failed": {},
-    "tls.reloaded": {},
-    "tls.reload_failed": {},
-    "spool.queued": {"queue_id": _id, "sender": _address, "recipients": _int, "size": _int,
-                     "user": _name, "client": _ip},
-    "delivery.sent": {"queue_id": _id, "recipient": _address, "reply": _reply},
-    "delivery.deferred": {"queue_id": _id, "recipient": _address, "reply": _reply,
-                          "attempts": _int},
-    "delivery.bounced": {"queue_id": _id, "recipient": _address, "reply": _reply},
-    "delivery.expired": {"queue_id": _id, "recipient": _address},
-    "dsn.queued": {"queue_id": _id, "about": _id, "recipient": _address, "failed": _int},
-    "portal.page": {"link": _id, "outcome": _name, "client": _ip},
-    "portal.code_accepted": {"link": _id, "client": _ip},
-    "portal.code_rejected": {"link": _id, "client": _ip, "remaining": _int,
-                             "locked": lambda v: v if isinstance(v, bool) else REDACTED},
-    "portal.download": {"link": _id, "object": _id, "outcome": _name, "client": _ip},
-    "portal.unavailable": {"link": _id, "reason": _name, "client": _ip},
-    "portal.code_throttled": {"link": _id, "client": _ip},
-    "admin.user_added": {"user": _name, "addresses": _addresses},
-    "admin.user_removed": {"user": _name},
-    "admin.link_revoked": {"link": _id},
-    "admin.links_purged": {"links": _int, "objects": _int},
-    "admin.queue_deleted": {"queue_id": _id},
-    "admin.queue_flushed": {},
-    "vault.purged": {"links": _int, "objects": _int},
+    events.POLICY_DECIDED: {"queue_id": _id, "sender": _address, "recipients": _addresses,
+                            "rule": _name, "action": _ACTION, "attachments": _int,
+                            "types": _mimes, "sizes": _ints, "size": _int, "link": _id},
+    events.POLICY_RELOADED: {"rules": _int},
+    events.POLICY_RELOAD_FAILED: {},
+    events.USERS_RELOAD_FAILED: {},
+    events.TLS_RELOADED: {},
+    events.TLS_RELOAD_FAILED: {},
+    events.PIPELINE_HEADER_REFUSED: {"queue_id": _id, "user": _name},
+    events.SPOOL_QUEUED: {"queue_id": _id, "sender": _address, "recipients": _int,
+                          "size": _int, "user": _name, "client": _ip},
+    events.DELIVERY_SENT: {"queue_id": _id, "recipient": _address, "reply": _reply},
+    events.DELIVERY_DEFERRED: {"queue_id": _id, "recipient": _address, "reply": _reply,
+                               "attempts": _int},
+    events.DELIVERY_BOUNCED: {"queue_id": _id, "recipient": _address, "reply": _reply},
+    events.DELIVERY_EXPIRED: {"queue_id": _id, "recipient": _address},
+    events.DSN_QUEUED: {"queue_id": _id, "about": _id, "recipient": _address,
+                        "failed": _int},
+    events.PORTAL_PAGE: {"link": _id, "outcome": _name, "client": _ip},
+    events.PORTAL_CODE_ACCEPTED: {"link": _id, "client": _ip},
+    events.PORTAL_CODE_REJECTED: {"link": _id, "client": _ip, "remaining": _int,
+                                  "locked": lambda v: v if isinstance(v, bool) else REDACTED},
+    events.PORTAL_DOWNLOAD: {"link": _id, "object": _id, "outcome": _name,
+                             "client": _ip},
+    events.PORTAL_UNAVAILABLE: {"link": _id, "reason": _name, "client": _ip},
+    events.PORTAL_CODE_THROTTLED: {"link": _id, "client": _ip},
+    events.ADMIN_USER_ADDED: {"user": _name, "addresses": _addresses},
+    events.ADMIN_USER_REMOVED: {"user": _name},
+    events.ADMIN_LINK_REVOKED: {"link": _id},
+    events.ADMIN_LINKS_PURGED: {"links": _int, "objects": _int},
+    events.ADMIN_QUEUE_DELETED: {"queue_id": _id},
+    events.ADMIN_QUEUE_FLUSHED: {},
+    events.VAULT_PURGED: {"links": _int, "objects": _int},
+    # Records made while the trail could not be written and too many already waited.
+    events.AUDIT_GAP: {"lost": _int, "first": _timestamp, "last": _timestamp,
+                       "events": _events},
 }
 
 
@@ -154,10 +179,6 @@ def _digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-BATCH_WINDOW = 0.05
-"""Seconds the writer thread waits after a record for others to write with it."""
-
-
 @dataclass(frozen=True)
 class Retention:
     days: float = 365.0
@@ -171,80 +192,86 @@ class AuditTrail:
         self.retention = retention
         self.clock = clock
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[float, dict[str, Any]] | None] | None = None
-        self._thread: threading.Thread | None = None
+        self._writer: Writer | None = None
 
     def record(self, event: str, /, **fields: Any) -> None:
         record = redact(event, fields)
         if record is None:
             return
         stamped = (self.clock(), record)
-        if self._queue is not None:
-            self._queue.put(stamped)  # the writer thread chains and writes it
+        if self._writer is not None:
+            self._writer.put(stamped)  # the writer thread chains and writes it
         else:
             self.append([stamped])
 
-    def start_writer(self) -> None:
+    def start_writer(self, *, max_waiting: int = MAX_WAITING,
+                     retry_interval: float = RETRY_INTERVAL) -> None:
         """Write from a thread of its own, so the event loop never waits on the file:
-        records are chained and written in batches, in the order they were made."""
-        if self._thread is None:
-            self._queue = queue.SimpleQueue()
-            self._thread = threading.Thread(target=self._write_batches, name="pli-audit",
-                                            daemon=True)
-            self._thread.start()
+        records are chained and written in batches, in the order they were made; while
+        the file cannot take them, up to ``max_waiting`` wait and are tried again every
+        ``retry_interval`` seconds."""
+        if self._writer is None:
+            self._writer = Writer(self._append, self._gap_record, max_waiting=max_waiting,
+                                  retry_interval=retry_interval)
+            self._writer.start()
+
+    @property
+    def waiting(self) -> int:
+        """Records the writer thread's last try could not write: 0 while all goes well."""
+        return self._writer.waiting if self._writer is not None else 0
 
     def close(self) -> None:
         """Write what is queued, then stop the writer thread."""
-        if self._thread is not None and self._queue is not None:
-            self._queue.put(None)
-            self._thread.join(10)
-            self._thread = None
-            self._queue = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
-    def _write_batches(self) -> None:
-        assert self._queue is not None
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            if batch[0] is not None:
-                # Let the records of the same moment join this one: a message makes
-                # several, and each batch costs a lock, a listing and a head file.
-                time.sleep(BATCH_WINDOW)
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            records = [item for item in batch if item is not None]
-            if records:
-                try:
-                    self.append(records)
-                except OSError as exc:
-                    print(f"pli: cannot write the audit trail: {exc.strerror}", file=sys.stderr)
+    def append(self, stamped: list[Stamped]) -> None:
+        """Chain and write ``stamped``; raises OSError if not all of it could be written
+        (those before the failure are in, whole; the file holds no part of the others)."""
+        _written, error = self._append(stamped)
+        if error is not None:
+            raise error
 
-    def append(self, stamped: list[tuple[float, dict[str, Any]]]) -> None:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with self._lock, _flocked(self.folder / LOCK):
-            on_disk = self.files()  # listed once per batch, not once per record
-            seq, prev = self._head(on_disk)
-            by_file: dict[Path, list[str]] = {}
-            sizes: dict[Path, int] = {}  # what each file will hold once the batch is in
-            for when, record in stamped:
-                seq += 1
-                record = {"seq": seq, "ts": _iso(when), **record, "prev": prev}
-                record["hash"] = prev = _digest(record)
-                path = self._current_file(when, seq, on_disk, by_file, sizes)
-                line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-                by_file.setdefault(path, []).append(line)
-                sizes[path] = sizes.get(path, 0) + len(line)
-            for path, lines in by_file.items():
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, "".join(lines).encode("utf-8"))
-                finally:
-                    os.close(fd)
-            self._write_head(seq, prev)
+    def _append(self, stamped: list[Stamped]) -> tuple[int, OSError | None]:
+        """Chain and write ``stamped`` in order; how many were written, and the error that
+        stopped the others."""
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._lock, _flocked(self.folder / LOCK):
+                on_disk = self.files()  # listed once per batch, not once per record
+                if on_disk:
+                    _cut_unterminated(on_disk[-1])  # a crash in the middle of a write
+                seq, prev = self._head(on_disk)
+                by_file: dict[Path, list[str]] = {}
+                sizes: dict[Path, int] = {}  # what each file will hold once the batch is in
+                for when, record in stamped:
+                    seq += 1
+                    record = {"seq": seq, "ts": _iso(when), **record, "prev": prev}
+                    record["hash"] = prev = _digest(record)
+                    path = self._current_file(when, seq, on_disk, by_file, sizes)
+                    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+                    by_file.setdefault(path, []).append(line)
+                    sizes[path] = sizes.get(path, 0) + len(line)
+                written = 0
+                for path, lines in by_file.items():  # files in record order
+                    try:
+                        _append_whole(path, "".join(lines).encode("utf-8"))
+                    except OSError as exc:
+                        return written, exc
+                    written += len(lines)
+                with contextlib.suppress(OSError):  # a head that lags is read past
+                    self._write_head(seq, prev)
+                return written, None
+        except OSError as exc:
+            return 0, exc
+
+    def _gap_record(self, gap: Gap) -> Stamped:
+        record = redact(events.AUDIT_GAP, {"lost": gap.lost, "first": _iso(gap.first),
+                                           "last": _iso(gap.last),
+                                           "events": sorted(gap.events)})
+        assert record is not None
+        return gap.last, record
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("audit-*.jsonl"))
@@ -320,6 +347,47 @@ class AuditTrail:
             if latest.stem.rsplit("-", 1)[-1] == day and size < self.retention.max_file_bytes:
                 return latest
         return self.folder / f"audit-{seq:012d}-{day}.jsonl"
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path``, all of it or none: a write the disk takes only in
+    part is cut back to where the file ended, and a file made for it is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        end = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]  # a short write, then ENOSPC
+        except OSError:
+            with contextlib.suppress(OSError):  # else cut at the next append
+                os.ftruncate(fd, end)
+                if end == 0:
+                    path.unlink()
+            raise
+    finally:
+        os.close(fd)
+
+
+def _cut_unterminated(path: Path) -> None:
+    """Remove what follows the last newline of ``path``: never a whole record."""
+    with path.open("r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(start + newline + 1)
+                return
+            end = start
+        handle.truncate(0)
 
 
 @contextlib.contextmanager

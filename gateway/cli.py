@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(check)
     check.set_defaults(func=cmd_check)
 
+    tls = sub.add_parser("tls", help="the certificate Pli presents to mail clients")
+    tls_sub = tls.add_subparsers(metavar="ACTION", required=True)
+    renew = tls_sub.add_parser("renew", help="issue a new server certificate from the "
+                               "practice CA (made first for an installation without one)")
+    config_arg(renew)
+    renew.set_defaults(func=cmd_tls_renew)
+
     explain = sub.add_parser("explain", help="show what the policy does with a message")
     config_arg(explain)
     explain.add_argument("message", metavar="MESSAGE.eml")
@@ -210,6 +217,11 @@ Next steps:
        pli user add -c {config} NAME --address name@{args.domain or 'your-domain'}
   3. Check the whole configuration:   pli check -c {config}
   4. Start:                            pli run -c {config}""")
+    ca = args.dir / "tls" / "ca.pem"
+    if str(ca) in created:
+        print(f"""  5. On each computer that sends mail, import the practice CA once (the client
+     guides say how): {ca}
+{_fingerprints(ca, indent="     ")}""")
     return 0
 
 
@@ -226,6 +238,14 @@ def practice_name(given: str | None) -> str:
                        "patients read it in every notice, and a notice from "
                        f"{PLACEHOLDER_PRACTICE_NAME!r} looks like phishing")
     return name
+def _fingerprints(ca: Path, indent: str) -> str:
+    from cryptography import x509
+
+    from gateway.certs import fingerprint
+
+    certificate = x509.load_pem_x509_certificate(ca.read_bytes())
+    return (f"{indent}SHA-256 (Thunderbird): {fingerprint(certificate, 'sha256')}\n"
+            f"{indent}SHA-1 (Windows thumbprint): {fingerprint(certificate, 'sha1')}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -245,13 +265,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.preflight import all_problems, warnings
+    from gateway.preflight import all_problems, tls_notes, warnings
     from gateway.tls import utc_day
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
     for warning in warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
+    for note in tls_notes(settings):
+        print(f"note: {note}")
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -269,10 +291,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tls_renew(args: argparse.Namespace) -> int:
+    from gateway.certs import renew
+    from gateway.tls import utc_day
+
+    settings = _settings(args)
+    renewal = renew(settings.tls.cert, settings.tls.key, settings.hostname)
+    print(f"renewed {renewal.cert} for {settings.hostname}: valid until "
+          f"{utc_day(renewal.valid_until)}, issued by the practice CA {renewal.ca}, whose "
+          f"fingerprints are:")
+    if renewal.ca_created:
+        print("That CA is new: import it once on each computer that sends mail (the client "
+              "guides say how), and remove the exceptions made for the former certificate.")
+    print(_fingerprints(renewal.ca, indent="  "))
+    print("Reload Pli to serve it: systemctl reload pli (or kill -HUP its pid)")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from gateway.preflight import load_checked_policy
-    from gateway.inspect import inspect_message
-    from gateway.intake.handler import normalise_line_endings
+    from gateway.inspect import inspect_bytes
+    from gateway.intake.data import normalise_line_endings
     from gateway.policy import explain
     from gateway.types import Envelope
 
@@ -283,8 +322,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise PliError(f"{args.message}: cannot read: {exc.strerror}") from None
     envelope = Envelope(mail_from=args.sender, rcpt_tos=tuple(args.to))
-    # The very steps the server runs on a submission: line endings, inspection, decision.
-    facts = inspect_message(normalise_line_endings(content))
+    # The very steps the server runs on a submission: the intake's line ends (a file as
+    # saved by a mail client may end its lines in LF alone), inspection, decision.
+    facts = inspect_bytes(normalise_line_endings(content))
     explanation = explain(policy, envelope, facts)
     print(explanation.to_json() if args.json else explanation.to_text())
     return 0
@@ -404,11 +444,16 @@ def cmd_links_list(args: argparse.Namespace) -> int:
         size = sum(o.size for o in link.objects)
         expires = (f"expires in {_duration(link.expires - now)}" if link.expires > now
                    else "expired")
+        # The limit is per document: show the most downloaded one, and how many are used up.
+        files = link.files
+        most = max((f.downloads for f in files), default=0)
+        used_up = sum(1 for f in files if not link.downloads_left(f))
         print(f"{link.id}  {link.status(now):<9}  {link.sender} -> {', '.join(link.recipients)}"
-              f"  {link.downloads}/{link.download_limit} downloads  {expires}"
+              f"  {most}/{link.download_limit} downloads (most downloaded file,"
+              f" {used_up} used up)  {expires}"
               f"  {'code' if link.has_code else 'no code'}"
               f"{f' ({link.failed_attempts} wrong)' if link.failed_attempts else ''}"
-              f"  {len(link.objects) - 1} file(s), {size} B")
+              f"  {len(files)} file(s), {size} B")
     print(f"{len(rows)} link(s)")
     return 0
 

@@ -249,6 +249,9 @@ class Settings(_Strict):
     audit: Audit = Audit()
     metrics: MetricsListener = MetricsListener()
     mssante_whitelist: Whitelist = Whitelist()
+    # What the journal gets ("warning": problems only). The audit trail and the metrics
+    # see every event, whatever the level.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("hostname")

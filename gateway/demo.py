@@ -61,7 +61,7 @@ def prepare(folder: Path, submission_port: int, submissions_port: int,
         init_dir(folder, InitOptions(
             domain="cabinet-demo.fr", hostname="localhost",
             upstream_host="127.0.0.1", upstream_port=provider_port,
-            upstream_security="starttls", upstream_ca_file="tls/cert.pem",
+            upstream_security="starttls", upstream_ca_file="tls/ca.pem",
             listen_host="127.0.0.1", submission_port=submission_port,
             submissions_port=submissions_port, portal_port=portal_port,
             portal_url=f"http://127.0.0.1:{portal_port}", practice_name="Cabinet Démo",
@@ -80,7 +80,7 @@ def prepare(folder: Path, submission_port: int, submissions_port: int,
 
 def instructions(folder: Path, password: str, submission_port: int,
                  submissions_port: int, portal_port: int) -> str:
-    cert = folder / "tls" / "cert.pem"
+    ca = folder / "tls" / "ca.pem"
     return f"""
 Pli demo is running. Everything stays on this machine.
 
@@ -96,10 +96,12 @@ Thunderbird, Account Settings > Outgoing Server (SMTP) > Add:
   User name:             {DEMO_USER}
   Password:              {password}
   Send as:               {DEMO_ADDRESS}
-  (Thunderbird will ask you to accept the demo's self-signed certificate.)
+  (Thunderbird trusts the server once {ca} is imported under Settings > Privacy &
+  Security > Manage Certificates > Authorities > Import, "Trust this CA to identify
+  websites" ticked; deploy/clients/thunderbird.md has the steps.)
 
 Send a test message with swaks:
-  swaks --server 127.0.0.1:{submission_port} --tls --tls-ca-path {cert} \\
+  swaks --server 127.0.0.1:{submission_port} --tls --tls-ca-path {ca} \\
         --auth LOGIN --auth-user {DEMO_USER} --auth-password '{password}' \\
         --from {DEMO_ADDRESS} --to {COLLEAGUE}
 

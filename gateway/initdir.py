@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import defaults
+from gateway.certs import write_practice_certificates
 from gateway.config import HOST_NAME_RULE, PLACEHOLDER_PRACTICE_NAME, is_host_name
 from gateway.errors import ConfigError
 from gateway.policy.domains import to_ascii
-from gateway.tls import write_self_signed
 
 
 @dataclass
@@ -67,9 +67,10 @@ max_sessions = 200              # connections at once, all clients together
 max_sessions_per_client = 50    # connections at once from one address
 
 [tls]
-# Self-signed by `pli init`. To use the NAS's real certificate, point these at its
-# full-chain certificate and key (readable by the pli user), then reload Pli (SIGHUP:
-# `systemctl reload pli`).
+# Issued by the practice CA `pli init` made (tls/ca.pem: each computer imports it once,
+# see the client guides); `pli tls renew` issues the next one. To use the NAS's real
+# certificate instead, point these at its full-chain certificate and key (readable by
+# the pli user). Either way, then reload Pli (SIGHUP: `systemctl reload pli`).
 cert = "tls/cert.pem"
 key = "tls/key.pem"
 
@@ -136,8 +137,8 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     config.write_text(text, encoding="utf-8")
     cert, key = target / "tls" / "cert.pem", target / "tls" / "key.pem"
     if not cert.exists():
-        write_self_signed(cert, key, host_name(opts, fallback="localhost"))
-        created += [str(cert), str(key)]
+        hostname = host_name(opts, fallback="localhost")
+        created += [str(p) for p in write_practice_certificates(cert, key, hostname)]
     if not own_policy:
         created += [str(p) for p in defaults.copy_into(target, domain=opts.domain)]
     return created

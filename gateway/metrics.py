@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway import __version__
+from gateway import __version__, events
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -46,23 +46,26 @@ _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ACTIONS = ("pass", "protect", "block")
 OUTCOMES = ("sent", "deferred", "bounced")
 
-# Log event → (counter, label value or None). delivery.expired is a final failure after
-# days of retries: the sender gets a bounce, so it counts as "bounced".
+# Log event (names from gateway.events) → (counter, label value or None). delivery.expired
+# is a final failure after days of retries: the sender gets a bounce, so it counts as
+# "bounced". policy.decided is counted by its action, in Metrics.observe.
 _EVENTS: dict[str, tuple[str, str | None]] = {
-    "delivery.sent": ("pli_deliveries_total", "sent"),
-    "delivery.deferred": ("pli_deliveries_total", "deferred"),
-    "delivery.bounced": ("pli_deliveries_total", "bounced"),
-    "delivery.expired": ("pli_deliveries_total", "bounced"),
-    "portal.download": ("pli_portal_downloads_total", None),
-    "portal.code_rejected": ("pli_portal_code_failures_total", None),
-    "session.auth_failed": ("pli_auth_failures_total", None),
-    "session.refused_busy": ("pli_sessions_refused_total", None),
-    "session.login_timeout": ("pli_sessions_refused_total", None),
-    "policy.reloaded": ("pli_policy_reloads_total", "ok"),
-    "policy.reload_failed": ("pli_policy_reloads_total", "failed"),
-    "session.disk_full": ("pli_disk_full_refusals_total", None),
-    "pipeline.disk_full": ("pli_disk_full_refusals_total", None),
+    events.DELIVERY_SENT: ("pli_deliveries_total", "sent"),
+    events.DELIVERY_DEFERRED: ("pli_deliveries_total", "deferred"),
+    events.DELIVERY_BOUNCED: ("pli_deliveries_total", "bounced"),
+    events.DELIVERY_EXPIRED: ("pli_deliveries_total", "bounced"),
+    events.PORTAL_DOWNLOAD: ("pli_portal_downloads_total", None),
+    events.PORTAL_CODE_REJECTED: ("pli_portal_code_failures_total", None),
+    events.SESSION_AUTH_FAILED: ("pli_auth_failures_total", None),
+    events.SESSION_REFUSED_BUSY: ("pli_sessions_refused_total", None),
+    events.SESSION_LOGIN_TIMEOUT: ("pli_sessions_refused_total", None),
+    events.POLICY_RELOADED: ("pli_policy_reloads_total", "ok"),
+    events.POLICY_RELOAD_FAILED: ("pli_policy_reloads_total", "failed"),
+    events.SESSION_DISK_FULL: ("pli_disk_full_refusals_total", None),
+    events.PIPELINE_DISK_FULL: ("pli_disk_full_refusals_total", None),
 }
+COUNTED: frozenset[str] = frozenset({events.POLICY_DECIDED, *_EVENTS})
+"""The events the counters follow."""
 
 
 def format_value(value: float) -> str:
@@ -136,8 +139,8 @@ class Metrics:
                      "Delivery attempts to the provider by outcome, per recipient "
                      "(bounced includes recipients given up after the retry lifetime).",
                      ("outcome",), initial=[(o,) for o in OUTCOMES])
-        self.counter("pli_portal_downloads_total", "Files downloaded whole from the portal "
-                     "(the downloads counted against a link's limit).", initial=[()])
+        self.counter("pli_portal_downloads_total", "Downloads of documents granted by the "
+                     "portal (each counted against that document's limit).", initial=[()])
         self.counter("pli_portal_code_failures_total", "Wrong access codes typed on the "
                      "portal.", initial=[()])
         self.counter("pli_auth_failures_total", "Failed SMTP logins.", initial=[()])
@@ -230,7 +233,7 @@ class Metrics:
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """Count one log event; events that are not metrics are ignored."""
-        if event == "policy.decided":
+        if event == events.POLICY_DECIDED:
             action = fields.get("action")
             action = str(getattr(action, "value", action))
             if action in ACTIONS:  # a fixed set: label values never come from a message
@@ -239,8 +242,8 @@ class Metrics:
         target = _EVENTS.get(event)
         if target is None:
             return
-        if event == "portal.download" and fields.get("outcome", "counted") != "counted":
-            return  # a HEAD, a range, an interrupted transfer: not a download of the file
+        if event == events.PORTAL_DOWNLOAD and fields.get("outcome", "counted") != "counted":
+            return  # bytes served under a grant, a HEAD, a refusal: not another download
         name, label = target
         if label is None:
             self.inc(name)
@@ -304,24 +307,24 @@ def observer(metrics: Metrics) -> Callable[[Any, str, MutableMapping[str, Any]],
 
 
 def spool_queue_stats(spool_root: Path, clock: Callable[[], float] = time.time) -> QueueStats:
-    """(depth, oldest age) of a spool folder: one entry per ``meta/*.json``, aged by its
-    ``msg/*.eml`` (written once, when the message was accepted)."""
+    """(depth, oldest age) of a spool folder: one entry per queue file, aged by its
+    modification time (a queue file is written once, when the message is queued)."""
 
     def stats() -> tuple[int, float]:
-        meta, msg = spool_root / "meta", spool_root / "msg"
+        queue = spool_root / "queue"
         try:
-            names = [n[:-5] for n in os.listdir(meta) if n.endswith(".json")]
+            entries = list(os.scandir(queue))
         except FileNotFoundError:
             return 0, 0.0
         oldest: float | None = None
-        for queue_id in names:
+        for entry in entries:
             try:
-                created = (msg / f"{queue_id}.eml").stat().st_mtime
+                created = entry.stat().st_mtime
             except FileNotFoundError:
                 continue  # delivered and removed while we looked
             oldest = created if oldest is None else min(oldest, created)
         age = 0.0 if oldest is None else max(0.0, clock() - oldest)
-        return len(names), age
+        return len(entries), age
 
     return stats
 

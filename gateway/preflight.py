@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from gateway import defaults
+from gateway.certs import ca_files, is_authority, renewable
 from gateway.config import PLACEHOLDER_PRACTICE_NAME, Settings
 from gateway.errors import ConfigError
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
@@ -100,9 +101,11 @@ def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
         expiry = certificate_expiry(settings.tls.cert)
         counts["certificate_expiry"] = int(expiry)
         if expiry < time.time():
+            remedy = ("run `pli tls renew`" if renewable(settings.tls.cert)
+                      else "put the renewed certificate in place")
             problems.append(
                 f"TLS: {settings.tls.cert} expired on {utc_day(expiry)}: mail clients refuse it; "
-                f"put the renewed certificate in place and reload Pli")
+                f"{remedy} and reload Pli")
     except ConfigError as exc:
         problems.append(str(exc))
     try:
@@ -127,6 +130,23 @@ def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
         problems.append(str(exc))
     problems += room_problems(settings)
     return problems, counts
+
+
+def tls_notes(settings: Settings) -> list[str]:
+    """What works but should change: a certificate marked as a CA, as the one an older
+    `pli init` wrote, is refused by Thunderbird once trusted as an authority, so each
+    computer needs an exception per port instead."""
+    try:
+        authority = is_authority(settings.tls.cert)
+    except ConfigError:
+        return []  # reported as a problem already
+    if not authority:
+        return []
+    return [f"TLS: {settings.tls.cert} is marked as a certificate authority (CA:TRUE): "
+            f"Thunderbird refuses it once trusted as an authority, so each computer needs an "
+            f"exception per port instead. `pli tls renew` replaces it with a certificate "
+            f"from a practice CA ({ca_files(settings.tls.cert)[0].name}), which each computer "
+            f"imports once (see the client guides); then reload Pli"]
 
 
 def room_problems(settings: Settings) -> list[str]:

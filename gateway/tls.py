@@ -1,18 +1,19 @@
-"""TLS for the listeners: the server context, and a self-signed pair when none is given."""
+"""TLS for the listeners: the server context, the certificate's expiry, and a self-signed
+pair for a stand-in peer (``pli init`` makes a practice CA instead: ``gateway.certs``)."""
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import ssl
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.certs import server_certificate
 from gateway.errors import ConfigError
 
 
@@ -45,26 +46,11 @@ def utc_day(timestamp: float) -> str:
 
 
 def write_self_signed(cert: Path, key: Path, hostname: str, days: int = 825) -> None:
-    """Write a self-signed certificate for ``hostname`` (and localhost) and its key (0600)."""
+    """Write a self-signed server certificate for ``hostname`` (and localhost) and its key
+    (0600): an end entity, as a server's certificate must be, trusted by naming it."""
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    alt: list[x509.GeneralName] = [x509.DNSName(hostname)]
-    if hostname != "localhost":
-        alt.append(x509.DNSName("localhost"))
-    alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(private, hashes.SHA256())
-    )
+    certificate = server_certificate(hostname, private.public_key(), name, private, days)
     cert.parent.mkdir(parents=True, exist_ok=True)
     key_bytes = private.private_bytes(
         serialization.Encoding.PEM,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -20,14 +22,25 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Received:
+    """What the intake noticed while the message arrived (see ``gateway.intake.data``)."""
+
+    size: int = 0
+    long_lines: bool = False  # a line longer than 998 octets
+
+
+@dataclass(frozen=True)
 class Submission:
-    """One message as the intake hands it to the pipeline."""
+    """One message as the intake hands it to the pipeline: its envelope and the file it
+    was written to as it arrived (CRLF line ends, dot-unstuffed)."""
 
     envelope: Envelope
-    content: bytes
+    path: Path
     user: str
     client: str
     allowed_senders: frozenset[str] = field(default_factory=frozenset)
+    received: Received = field(default_factory=Received)
+    queue_id: str = ""
 
 
 # --- What the inspector found in a message ------------------------------------------------
@@ -143,9 +156,22 @@ class Decisions:
 
 
 @dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``[start, end)`` of the submitted message's file, copied as they are."""
+
+    start: int
+    end: int
+
+
+Segment = bytes | ByteRange | Callable[[], Iterable[bytes]]
+"""A piece of an outgoing message: bytes made by Pli, a range of the original copied by
+reference, or a stream made when the copy is written (a part encoded anew)."""
+
+
+@dataclass(frozen=True)
 class Outgoing:
-    """One message to relay: its envelope and its bytes (a copy per recipient group)."""
+    """One message to relay: its envelope and its body, a copy per recipient group."""
 
     mail_from: str
     recipients: tuple[str, ...]
-    content: bytes
+    body: tuple[Segment, ...]

@@ -4,6 +4,7 @@ in a background event loop or as a real `pli run` process. Loopback only."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import shutil
@@ -24,6 +25,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.initdir import InitOptions, init_dir
+from gateway.spool.store import Spool, new_queue_id
+from gateway.message.model import Message
+from gateway.types import ByteRange, Envelope, Segment, Submission
+from gateway.types import Received as TypesReceived
 from gateway.users import User, hash_password, load_users, save_users
 
 T = TypeVar("T")
@@ -112,6 +117,35 @@ class LoopThread:
         self.loop.close()
 
 
+def body_bytes(body: Sequence[Segment], message: Message) -> bytes:
+    """An outgoing copy's bytes, its byte ranges read from ``message`` (what the spool
+    writes)."""
+    out = bytearray()
+    for segment in body:
+        if isinstance(segment, bytes):
+            out += segment
+        elif isinstance(segment, ByteRange):
+            out += message.raw(segment.start, segment.end)
+        else:
+            for chunk in segment():
+                out += chunk
+    return bytes(out)
+
+
+def submission_of(spool: Spool, content: bytes, mail_from: str, rcpt_tos: Sequence[str],
+                  *, user: str = USER, allowed: Sequence[str] | None = None) -> Submission:
+    """A submission as the intake hands it over: its bytes in a file of the spool's
+    ``incoming/`` folder (CRLF line ends, as the DATA phase writes them)."""
+    spool.create()
+    queue_id = new_queue_id()
+    path = spool.incoming(queue_id)
+    path.write_bytes(content)
+    return Submission(Envelope(mail_from, tuple(rcpt_tos)), path, user, HOST,
+                      frozenset(allowed if allowed is not None else (mail_from,)),
+                      received=TypesReceived(size=len(content), long_lines=True),
+                      queue_id=queue_id)
+
+
 @dataclass
 class Received:
     mail_from: str
@@ -131,10 +165,13 @@ class SinkHandler:
     open_now: int = 0  # connections open at this moment
     most_open: int = 0  # the most that were ever open at once
     users: dict[str, str] = field(default_factory=dict)
+    pipelining: bool = False  # offer PIPELINING (aiosmtpd reads pipelined commands anyway)
 
     async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope,
@@ -286,10 +323,16 @@ class Gateway:
 
     @property
     def cert(self) -> Path:
+        """The server certificate followed by the practice CA's, as `pli init` writes it."""
         return self.folder / "tls" / "cert.pem"
 
+    @property
+    def ca(self) -> Path:
+        return self.folder / "tls" / "ca.pem"
+
     def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
+        """Trusting the practice CA alone, as a mail client that imported it."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def settings(self) -> Any:
         return load_settings(self.config)
@@ -363,6 +406,56 @@ class RunningApp:
 
     def stop(self) -> None:
         self.loop.run(self.app.stop(grace=2))
+
+
+class RawSmtp:
+    """One SMTP session over a bare socket, each command sent as the bytes given: for
+    what a mail library would not send (a NUL, an empty sender, a routed address)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext | None = None,
+                 timeout: float = 10) -> None:
+        """``context``: TLS from the first byte (port 465), trusting that context."""
+        raw = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock: socket.socket = (context.wrap_socket(raw, server_hostname="localhost")
+                                    if context is not None else raw)
+        self.reader = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> tuple[int, bytes]:
+        """The next reply: its code and its lines' text, without the codes and CRLF."""
+        lines = []
+        while True:
+            line = self.reader.readline()
+            assert line.endswith(b"\r\n"), f"connection closed or cut: {line!r}"
+            lines.append(line[4:-2])
+            if line[3:4] != b"-":
+                return int(line[:3]), b"\n".join(lines)
+
+    def say(self, command: str | bytes) -> tuple[int, bytes]:
+        data = command.encode() if isinstance(command, str) else command
+        self.sock.sendall(data + b"\r\n")
+        return self.reply()
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        assert self.say("EHLO [192.0.2.1]")[0] == 250
+        assert self.say("STARTTLS")[0] == 220
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+        self.reader = self.sock.makefile("rb")
+        assert self.say("EHLO [192.0.2.1]")[0] == 250
+
+    def login(self, user: str, password: str) -> tuple[int, bytes]:
+        blob = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        return self.say(f"AUTH PLAIN {blob}")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawSmtp:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class PliProcess:

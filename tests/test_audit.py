@@ -182,7 +182,7 @@ def test_no_health_data_is_written_outside_the_vault_ciphertext(
                     sentinels.append(secret.decode())
         assert len(sentinels) == 7  # two protected groups: two link secrets
         spool = gw.folder / "data" / "spool"
-        wait_until(lambda: not list((spool / "meta").iterdir()))
+        wait_until(lambda: not list((spool / "queue").iterdir()))
     finally:
         proc.kill(15)
         provider.stop()

@@ -176,7 +176,7 @@ def test_check_gives_the_certificate_date_and_refuses_an_expired_one(tmp_path: P
     expired = pli("check", "-c", config)
     assert expired.returncode == 1
     assert f"expired on {utc_day(certificate_expiry(cert))}" in expired.stderr
-    assert "reload Pli" in expired.stderr
+    assert "run `pli tls renew` and reload Pli" in expired.stderr  # Pli made it: renewable
 
 
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks comes with `make test`")
@@ -234,9 +234,24 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
     listed = pli("links", "list", "-c", str(gw.config))
     assert link.id in listed.stdout and "ok" in listed.stdout and "p@gmail.com" in listed.stdout
     assert "a.pdf" not in listed.stdout  # file names are health data
+    assert "0/5 downloads (most downloaded file, 0 used up)" in listed.stdout
+    many = vault.seal(Manifest(sender="x", subject="s", date=""),
+                      [SealFile(f"{n}.pdf", "application/pdf", "application/pdf", b"%PDF")
+                       for n in range(3)],
+                      sender="dr@cabinet-martin.fr", recipient="p@gmail.com",
+                      expires_at=time.time() + 3600, download_limit=2, access_code=None)
+    info = vault.get(many.id)
+    assert info is not None
+    for document in (info.files[0], info.files[0], info.files[1]):
+        assert vault.grant_download(many.id, document.id) is not None
+    [row] = [line for line in pli("links", "list", "-c", str(gw.config)).stdout.splitlines()
+             if line.startswith(many.id)]
+    assert "2/2 downloads (most downloaded file, 1 used up)" in row and " ok " in row
+    assert "3 file(s)" in row
+    assert pli("links", "revoke", many.id, "-c", str(gw.config)).returncode == 0
     assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
     assert "revoked" in pli("links", "list", "-c", str(gw.config)).stdout
     assert pli("links", "revoke", "nope", "-c", str(gw.config)).returncode == 1
     purged = pli("links", "purge", "-c", str(gw.config))
-    assert "purged 1 link(s)" in purged.stdout
+    assert "purged 2 link(s)" in purged.stdout
     assert "0 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout

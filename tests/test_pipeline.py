@@ -7,12 +7,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from gateway.preflight import template_dirs
-from gateway.pipeline import ApplyPolicy, Job
+from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
+from gateway.spool.store import Spool
 from gateway.transform import Protector
-from gateway.types import Envelope, Submission
 from gateway.vault import Vault
-from tests.support import ADDRESS, make_gateway
+from tests.support import ADDRESS, make_gateway, submission_of
 
 
 def test_a_policy_without_a_rule_that_holds_protects_instead_of_dropping(
@@ -24,16 +24,19 @@ def test_a_policy_without_a_rule_that_holds_protects_instead_of_dropping(
     settings = gw.settings()
     protector = Protector(Vault(settings.vault_dir), settings, template_dirs(settings),
                           tag_names=lambda: frozenset({"code"}))
+    spool = Spool(settings.spool_dir)
     msg = EmailMessage()
     msg["From"] = ADDRESS
     msg["To"] = "patient@gmail.com"
     msg["Subject"] = "Résultats"
     msg.set_content("Le compte rendu.")
     content = msg.as_bytes().replace(b"\n", b"\r\n")
-    job = Job(Submission(Envelope(ADDRESS, ("patient@gmail.com",)), content, "martin",
-                         "127.0.0.1", frozenset({ADDRESS})))
+    submission = submission_of(spool, content, ADDRESS, ("patient@gmail.com",))
     empty = Policy(path=None, rules=(), lists={})
-    asyncio.run(ApplyPolicy(lambda: empty, protector)(job))
-    notices = [o for o in job.outgoing if o.recipients == ("patient@gmail.com",)]
+    pipeline = Pipeline(default_steps(lambda: empty, protector, spool))
+    asyncio.run(pipeline.process(submission))
+    copies = [spool.load(i) for i in spool.ids()]
+    notices = [c for c in copies if c and [r.address for r in c.recipients] == ["patient@gmail.com"]]
     assert len(notices) == 1
-    assert b"compte rendu" not in notices[0].content
+    assert b"compte rendu" not in spool.content(notices[0].id)
+    assert not submission.path.exists()

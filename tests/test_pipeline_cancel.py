@@ -14,9 +14,9 @@ from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy, load_policy
 from gateway.spool.store import Spool
 from gateway.transform import Protector
-from gateway.types import Envelope, Submission
+from gateway.types import Submission
 from gateway.vault import Vault
-from tests.support import ADDRESS, make_gateway
+from tests.support import ADDRESS, make_gateway, submission_of
 
 
 @dataclass
@@ -31,8 +31,11 @@ class Parts:
     queued: list[str]
 
     def pipeline(self) -> Pipeline:
-        return Pipeline(default_steps(lambda: self.policy, self.protector), self.spool,
-                        on_queued=lambda queue_id, _sender: self.queued.append(queue_id))
+        return Pipeline(default_steps(lambda: self.policy, self.protector, self.spool,
+                                      on_queued=lambda queue_id, _s: self.queued.append(queue_id)))
+
+    def submission(self) -> Submission:
+        return submission_of(self.spool, CONTENT, ADDRESS, ("patient@gmail.com",))
 
 
 def parts(tmp_path: Path) -> Parts:
@@ -47,10 +50,7 @@ def parts(tmp_path: Path) -> Parts:
 
 
 # A protected message: the patient gets a notice, the sender a receipt with the code.
-SUBMISSION = Submission(
-    Envelope(ADDRESS, ("patient@gmail.com",)),
-    f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: Bilan\r\n\r\nBonjour\r\n".encode(),
-    "martin", "127.0.0.1", frozenset({ADDRESS}))
+CONTENT = f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: Bilan\r\n\r\nBonjour\r\n".encode()
 
 
 def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path: Path) -> None:
@@ -58,12 +58,12 @@ def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path:
     vault, spool, queued = p.vault, p.spool, p.queued
     slow_enqueue = spool.enqueue
 
-    def enqueue(message, content):  # type: ignore[no-untyped-def]
+    def enqueue(message, body, source=None):  # type: ignore[no-untyped-def]
         time.sleep(0.3)  # a slow disk: the session is cancelled meanwhile
-        slow_enqueue(message, content)
+        slow_enqueue(message, body, source)
     spool.enqueue = enqueue  # type: ignore[method-assign]
     pipeline = p.pipeline()
-    submission = SUBMISSION
+    submission = p.submission()
 
     async def scenario() -> None:
         task = asyncio.create_task(pipeline.process(submission))
@@ -83,6 +83,7 @@ def test_a_cancelled_submission_keeps_the_link_of_the_notice_it_queued(tmp_path:
     asyncio.run(scenario())
     assert len(spool.ids()) == 2 and sorted(queued) == sorted(spool.ids())  # notice, receipt
     assert len(vault.links()) == 1  # still there for the notice that will be delivered
+    assert not submission.path.exists()  # the received file goes once it is not needed
 
 
 def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Path) -> None:
@@ -99,7 +100,7 @@ def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Pa
         return slow_protect(*args, **kwargs)
     protector.protect = protect  # type: ignore[method-assign]
     pipeline = p.pipeline()
-    submission = SUBMISSION
+    submission = p.submission()
     seen_links: list[int] = []
 
     async def scenario() -> None:
@@ -121,3 +122,4 @@ def test_a_submission_cancelled_while_sealing_leaves_no_link_behind(tmp_path: Pa
     assert not queued and not spool.ids()
     assert max(seen_links) <= 1 and seen_links[-1] == 0, seen_links
     assert not any((Path(p.settings.vault_dir) / "objects").iterdir())  # its files are gone too
+    assert not submission.path.exists()

@@ -200,8 +200,8 @@ def test_explain_gives_each_recipient_its_rule_as_text_and_json(tmp_path: Path) 
     as_json = json.loads(run_pli(*args, "--json").stdout)
     assert json.dumps(as_json).count("protect") >= 1
     # Nothing was queued or sent by explaining.
-    assert not (gw.folder / "data" / "spool" / "meta").exists() or \
-        not list((gw.folder / "data" / "spool" / "meta").iterdir())
+    assert not (gw.folder / "data" / "spool" / "queue").exists() or \
+        not list((gw.folder / "data" / "spool" / "queue").iterdir())
 
 
 def test_lists_import_loads_a_whitelist_into_the_named_list(tmp_path: Path) -> None:

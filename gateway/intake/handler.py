@@ -6,8 +6,8 @@ Only the hooks Pli needs are here; replies for every error come from the excepti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
@@ -15,7 +15,8 @@ from aiosmtpd.smtp import Session
 
 from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
 from gateway.logs import get_logger
-from gateway.types import Envelope, Submission
+from gateway.policy.domains import routes_elsewhere
+from gateway.types import Envelope, Received, Submission
 from gateway.users import UserStore
 
 log = get_logger("pli.intake")
@@ -23,14 +24,6 @@ log = get_logger("pli.intake")
 Process = Callable[[Submission], Awaitable[str]]
 
 MAX_RECIPIENTS = 100
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-
-
-def normalise_line_endings(content: bytes) -> bytes:
-    """Make every line end in CRLF: a bare CR or LF is never relayed as it came."""
-    if content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r"):
-        return content
-    return _LINE_ENDINGS.sub(b"\r\n", content)
 
 
 class SubmissionHandler:
@@ -56,7 +49,7 @@ class SubmissionHandler:
         if user is None:  # the account was removed since this session logged in
             return smtp_reply(530, "5.7.0", "Votre compte n'existe plus sur ce serveur",
                               "Your account is no longer valid on this server")
-        if not address:
+        if address in ("", "<>"):  # aiosmtpd hands the null reverse-path on as "<>"
             return smtp_reply(550, "5.7.1", "Un expéditeur vide (<>) ne peut pas envoyer",
                               "An empty sender (<>) cannot be used to submit mail")
         if not self.has_room():  # said now, before the client uploads the message
@@ -87,13 +80,26 @@ class SubmissionHandler:
         if "@" not in address:
             return smtp_reply(553, "5.1.3", "Un destinataire doit être une adresse complète "
                               "(nom@domaine)", "A recipient must be a full address (name@domain)")
+        if routes_elsewhere(address):
+            # The provider may deliver it to another domain than the one the policy sees.
+            log.info("session.recipient_refused", client=_client(session),
+                     recipient=address, reason="routes elsewhere")
+            return smtp_reply(
+                553, "5.1.3", "Adresse refusée : un « % », un « ! » ou un second « @ » avant "
+                "le domaine peut mener le message ailleurs ; vérifiez l'adresse du destinataire",
+                "Address refused: a \"%\", \"!\" or second \"@\" before the domain can take "
+                "the message elsewhere; check the recipient's address")
         if address.lower() not in (r.lower() for r in envelope.rcpt_tos):
             envelope.rcpt_tos.append(address)  # a repeated recipient gets one copy
             envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
-        content = envelope.original_content or b""
+        """The message is in the file the DATA phase wrote; the pipeline takes it from
+        here (and removes the file once done with it)."""
+        path: Path | None = getattr(envelope, "path", None)
+        transfer = getattr(envelope, "transfer", None)
+        assert path is not None and transfer is not None, "DATA is read by SubmissionSMTP"
         user = self.users.get(str(session.auth_data))
         submission = Submission(
             envelope=Envelope(
@@ -101,10 +107,12 @@ class SubmissionHandler:
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 smtputf8="SMTPUTF8" in (o.upper() for o in envelope.mail_options),
             ),
-            content=normalise_line_endings(content),
+            path=path,
             user=str(session.auth_data),
             client=_client(session),
             allowed_senders=frozenset(user.addresses) if user else frozenset(),
+            received=Received(size=transfer.size, long_lines=transfer.long_lines),
+            queue_id=getattr(envelope, "queue_id", ""),
         )
         try:
             queue_id = await self.process(submission)

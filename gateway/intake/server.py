@@ -19,6 +19,7 @@ from gateway.intake.limits import SessionLimits
 from gateway.intake.smtp import SubmissionSMTP
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
+from gateway.spool.store import Spool
 from gateway.users import UserStore
 
 log = get_logger("pli.intake")
@@ -56,7 +57,7 @@ class Intake:
 
 async def start_intake(
     settings: Settings, users: UserStore, process: Process, tls: ssl.SSLContext,
-    has_room: Callable[[], bool] = lambda: True,
+    spool: Spool, has_room: Callable[[], bool] = lambda: True,
 ) -> Intake:
     handler = SubmissionHandler(users, process, has_room)
     sessions: set[SubmissionSMTP] = set()
@@ -82,6 +83,7 @@ async def start_intake(
                 sessions=sessions,
                 auth_pool=auth_pool,
                 limits=open_limits,
+                spool=spool,
                 hostname=settings.hostname,
                 ident="ESMTP Pli",
                 data_size_limit=settings.max_message_size,

@@ -2,14 +2,21 @@
 
 - AUTH PLAIN and LOGIN check passwords in a worker thread (scrypt must not stall the
   event loop), behind a per-address throttle, and LOGIN asks "Username:"/"Password:",
-  the only challenges Thunderbird and Outlook accept.
+  the only challenges Thunderbird and Outlook accept. PLAIN with an authorization
+  identity other than the login fails (RFC 4616): no user acts for another.
 - On the implicit-TLS listener the connection is TLS from the first byte; aiosmtpd only
   knows STARTTLS, so that listener is built with ``auth_require_tls=False`` and is only
   ever served over an SSL socket (see ``intake.server``).
 - Every reply carries an enhanced status code (RFC 2034), added here to aiosmtpd's own
-  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare.
+  replies, except the greeting and the EHLO/HELO answers, which the RFC leaves bare, and
+  is printable ASCII: what it quotes from the client is flattened here.
 - A connection over the session limits gets 421 instead of the greeting, and one that
   has not logged in ``login_timeout`` seconds after connecting gets 421 and is closed.
+- DATA is streamed to a file in the spool as it arrives (``intake.data``), never held
+  in memory; past SIZE the rest is read and thrown away, and the client hears 552.
+- A command line that ends in a bare LF, or holds one, is refused with 500 and the
+  connection closed, as Postfix 3.9 does with ``smtpd_forbid_bare_newline``: it is
+  never read as two commands.
 """
 
 from __future__ import annotations
@@ -18,21 +25,27 @@ import asyncio
 import binascii
 import re
 from base64 import b64decode
+from pathlib import Path
 from concurrent.futures import Executor
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException, syntax
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from gateway.errors import smtp_reply
+from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
+from gateway.intake.data import DataReader, IncomingFile, Transfer, receive
 from gateway.intake.limits import SessionLimits
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
+from gateway.spool.store import Spool, is_disk_full, new_queue_id
 from gateway.users import UserStore
 
 log = get_logger("pli.intake")
 
 _HAS_STATUS = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b")
 _REPLY = re.compile(r"^([245]\d\d)([ -])(.*)$", re.S)
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_UNKNOWN_COMMAND = re.compile(r'^500 Error: command "(.*)" not recognized$', re.S)
 
 # Default enhanced status per reply code, for aiosmtpd's built-in replies.
 _STATUS_FOR_CODE = {
@@ -70,13 +83,79 @@ _BUSY_ALL = smtp_reply(421, "4.7.0", "Le serveur a trop de connexions en cours ;
 _BUSY_CLIENT = smtp_reply(421, "4.7.0", "Trop de connexions ouvertes depuis votre adresse ; "
                           "réessayez dans un instant", "Too many connections open from "
                           "your address; try again in a moment")
+_ACTING_AS_ANOTHER = smtp_reply(
+    535, "5.7.8", "Ce serveur ne permet pas de se connecter au nom d'un autre utilisateur : "
+    "laissez vide l'identité d'autorisation", "This server does not let a login act as "
+    "another user: leave the authorization identity empty")
+_TLS_FAILED = smtp_reply(454, "4.7.0", "La connexion chiffrée n'a pas pu s'établir",
+                        "The encrypted connection could not be set up")
 _LOGIN_TIMEOUT = smtp_reply(421, "4.7.0", "Pas d'identification à temps : connexion fermée",
                             "No login in time: closing the connection")
+
+
+_NUL = smtp_reply(550, "5.6.0", "Le message contient un octet nul, qu'aucune messagerie "
+                  "n'envoie : il n'est pas envoyé ; vérifiez le logiciel qui l'a écrit",
+                  "The message contains a NUL byte, which no mail client sends: it was not "
+                  "sent; check the software that wrote it")
+
+
+class BareNewline(SmtpReplyError):
+    """A command line with a bare LF: refused, and the connection closed."""
+
+    code = 500
+    status = "5.5.2"
+
+    def __init__(self) -> None:
+        super().__init__("Ligne de commande terminée par LF sans CR : refusée, connexion "
+                         "fermée / Command line ended by LF without CR: refused, closing "
+                         "the connection")
+
+
+class CommandReader(asyncio.StreamReader):
+    """aiosmtpd reads commands (and AUTH answers) with ``readuntil()``: a line that does
+    not end in CRLF is refused instead of being read as a command of its own, whatever
+    the client sent after it is thrown away, and the session ends (the next "command"
+    is Pli's own QUIT, so nothing the client sent can follow)."""
+
+    refused = False
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if separator == b"\n" and self.refused:
+            return b"QUIT\r\n"
+        line = await super().readuntil(separator)
+        if separator == b"\n" and not line.endswith(b"\r\n"):
+            self.refused = True
+            self._buffer.clear()
+            raise BareNewline()
+        return line
+
+
+class SubmissionEnvelope(SmtpEnvelope):
+    """aiosmtpd's envelope, with the file the message was written to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_id = ""
+        self.path: Path | None = None
+        self.transfer: Transfer | None = None
+
+
+def printable(text: str) -> str:
+    """Printable ASCII only: what a reply quotes from the client (a NUL, an escape,
+    bytes that are not UTF-8) becomes "?", so it can neither break the reply nor the
+    terminal or log that shows it."""
+    return _NOT_PRINTABLE.sub("?", text)
 
 
 def with_enhanced_status(reply: str) -> str:
     if reply in _REWORDED:
         return _REWORDED[reply]
+    unknown = _UNKNOWN_COMMAND.match(reply)
+    if unknown:
+        command = printable(unknown.group(1))
+        command = command if len(command) <= 32 else command[:32] + "..."
+        return smtp_reply(500, "5.5.2", f'Commande inconnue : "{command}"',
+                          f'Command not recognized: "{command}"')
     if _HAS_STATUS.match(reply):
         return reply
     match = _REPLY.match(reply)
@@ -90,6 +169,9 @@ def with_enhanced_status(reply: str) -> str:
 class SubmissionSMTP(SMTP):
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
+    # The reader's buffer: DATA is read in pieces of this size (aiosmtpd's own 1001 is
+    # for reading DATA line by line, which Pli does not do).
+    line_length_limit = 64 * 1024
 
     def __init__(
         self,
@@ -101,9 +183,11 @@ class SubmissionSMTP(SMTP):
         sessions: set[SubmissionSMTP],
         auth_pool: Executor,
         limits: SessionLimits,
+        spool: Spool,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self.spool = spool
         self.sessions = sessions
         self.limits = limits
         self._refused: str | None = None  # the limit a session was over, if it was
@@ -117,6 +201,14 @@ class SubmissionSMTP(SMTP):
         self._held_lines: list[str] | None = None  # a multi-line reply being built
 
     # -- connection ------------------------------------------------------------------
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        reader.__class__ = CommandReader  # same object, commands read as Pli reads them
+        super()._cb_client_connected(reader, writer)
+
+    def _create_envelope(self) -> SubmissionEnvelope:
+        return SubmissionEnvelope()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -162,6 +254,20 @@ class SubmissionSMTP(SMTP):
         transport.write(_LOGIN_TIMEOUT.encode() + b"\r\n")
         transport.close()
 
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that closed after "220 Ready to start TLS", spoke in clear, or did
+            # not trust the certificate: an everyday event, not a fault of Pli's. aiosmtpd
+            # closes the connection without sending the reply returned here.
+            cause = error.__cause__
+            reason = getattr(cause, "reason", None) or type(cause).__name__
+            log.info("session.tls_failed", client=self.client_address, reason=str(reason))
+            return _TLS_FAILED
+        if isinstance(error, BareNewline):
+            log.info("session.bare_newline", client=self.client_address)
+            return error.reply
+        return str(await super().handle_exception(error))
+
     @property
     def client_address(self) -> str:
         peer = self.session.peer if self.session else None
@@ -174,6 +280,7 @@ class SubmissionSMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
+            status = "\r\n".join(printable(line) for line in status.split("\r\n"))
             if self._bare_replies:
                 if status.startswith("220 ") and "2.0.0" not in status:
                     self._bare_replies = False  # that was the greeting
@@ -211,6 +318,61 @@ class SubmissionSMTP(SMTP):
         finally:
             self._bare_replies = False
 
+    # -- DATA ---------------------------------------------------------------------------
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, SubmissionEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        envelope.queue_id = new_queue_id()
+        incoming = IncomingFile(self.spool.incoming(envelope.queue_id), self.spool.run)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            transfer = await receive(self._reader, DataReader(self.data_size_limit),
+                                     incoming.write, self._reset_timeout)
+        except BaseException as exc:
+            incoming.discard()
+            if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError)):
+                log.info("session.data_interrupted", client=self.client_address)
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            if is_disk_full(exc):  # nothing kept: the client keeps the message
+                assert isinstance(exc, OSError)
+                log.error("session.disk_full", client=self.client_address, at="data",
+                          error=exc.strerror or "no space left")
+                self._set_post_data_state()
+                await self.push(InsufficientStorage().reply)
+                return
+            raise
+        if transfer.too_big or transfer.nul:
+            incoming.discard()
+            log.info("session.data_refused", client=self.client_address,
+                     size=transfer.size, nul=transfer.nul, too_big=transfer.too_big)
+            self._set_post_data_state()
+            await self.push(_TOO_BIG if transfer.too_big else _NUL)
+            return
+        try:
+            incoming.close()
+        except BaseException:
+            incoming.discard()
+            raise
+        # From here the file is the handler's: the pipeline removes it once done with it.
+        envelope.path, envelope.transfer = incoming.path, transfer
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
     # -- authentication ----------------------------------------------------------------
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
@@ -226,7 +388,14 @@ class SubmissionSMTP(SMTP):
         parts = blob.split(b"\x00")
         if len(parts) != 3:
             return await self._malformed()
-        return await self._check_password("PLAIN", parts[1], parts[2])
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            # RFC 4616: acting as someone else must fail unless the server allows it, and
+            # Pli lets no user send for another. Refused before any password is checked.
+            log.warning("session.auth_failed", client=self.client_address, mechanism="PLAIN",
+                        reason="authorization identity")
+            return AuthResult(success=False, handled=False, message=_ACTING_AS_ANOTHER)
+        return await self._check_password("PLAIN", login, password)
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:

@@ -9,6 +9,10 @@ A pattern is one of:
 
 Unicode domains are compared in their A-label (punycode) form, so ``médecins.fr`` in a list
 matches ``xn--mdecins-bya.fr`` in an envelope and the other way round.
+
+An address whose local part can route the message to another domain (see
+:func:`routes_elsewhere`) matches no pattern: the policy never decides by a domain that
+may not be the one the mail goes to.
 """
 
 from __future__ import annotations
@@ -50,6 +54,21 @@ def is_valid_domain(domain: str) -> bool:
     return len(labels) >= 2 and len(domain) <= 253 and all(_LABEL.match(x) for x in labels)
 
 
+# In a local part, each of these can make a provider deliver to another domain than the
+# one after the last "@": "x%victim.example@here" (Postfix's allow_percent_hack, sendmail),
+# "victim.example!x@here" (a UUCP bang path: swap_bangpath), and an "@" inside quotes or
+# escaped, '"x@victim.example"@here' (resolve_dequoted_address). A source route,
+# "@relay,@other:x@here", shows up as an "@" before the last one too.
+_ROUTING_CHARACTERS = frozenset("%!@")
+
+
+def routes_elsewhere(address: str) -> bool:
+    """True when the local part of ``address``, quoted or not, holds "%", "!" or "@":
+    mail to it may go to another domain than the one it names last."""
+    local, at, _ = address.strip().strip("<>").strip().rpartition("@")
+    return bool(at) and not _ROUTING_CHARACTERS.isdisjoint(local)
+
+
 def split_address(address: str) -> tuple[str, str]:
     """(local part, A-label domain) of an address; a bare domain gives ("", domain)."""
     address = address.strip().strip("<>").strip()
@@ -87,7 +106,7 @@ class DomainPattern:
             return None
         if "@" in entry:
             local, domain = split_address(entry)
-            if not local or not is_valid_domain(domain):
+            if not local or not is_valid_domain(domain) or routes_elsewhere(entry):
                 return None
             return cls(entry, "address", f"{local}@{domain}")
         lowered = entry.lower()
@@ -114,7 +133,7 @@ class DomainPattern:
 def first_match(patterns: tuple[DomainPattern, ...], address: str) -> DomainPattern | None:
     """The first pattern matching ``address`` (an address or a bare domain), or None."""
     local, domain = split_address(address)
-    if not domain:
+    if not domain or routes_elsewhere(address):
         return None
     for pattern in patterns:
         if pattern.matches(local, domain):

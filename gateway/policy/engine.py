@@ -15,6 +15,7 @@ from gateway.policy.lists import DomainList
 from gateway.policy.patterns import access_code_tag
 from gateway.types import (
     AccessCodeMode,
+    BlockSettings,
     Decision,
     Decisions,
     Envelope,
@@ -88,12 +89,29 @@ never pass by accident (and never decide a protect the transform has no settings
 
 
 def _resolve(decision: Decision, ctx: MessageContext) -> Decision:
-    """Settle the access-code mode for this message (a usable subject tag or not)."""
+    """Settle the access code for this message, once and for all: the protect step
+    does what this says. A rule that needs the sender's ``[code:NNNN]`` tag refuses a
+    message without one, with the sentence saying how to add it."""
     settings = decision.protect
     if settings is None or settings.access_code in ("none", "generated"):
         return decision
-    mode: AccessCodeMode = "sender-tag" if access_code_tag(ctx.facts.subject) else "generated"
+    if access_code_tag(ctx.facts.subject) is not None:
+        mode: AccessCodeMode = "sender-tag"
+    elif settings.access_code == "sender-tag-or-generated":
+        mode = "generated"
+    else:
+        return Decision(rule=decision.rule, action="block", block=NEEDS_CODE_TAG)
     return replace(decision, protect=replace(settings, access_code=mode))
+
+
+NEEDS_CODE_TAG = BlockSettings(
+    message_fr="Ce message doit porter le code d'accès que le destinataire saisira : "
+               "ajoutez-le à l'objet sous la forme [code:1234] (4 à 12 lettres ou chiffres), "
+               "puis renvoyez-le",
+    message_en="This message needs the access code the recipient will type: add it to the "
+               "subject as [code:1234] (4 to 12 letters or digits), then send again",
+    code=550, status="5.7.1")
+"""A ``sender-tag`` rule's answer to a message without a tag."""
 
 
 def decide(policy: Policy, envelope: Envelope, facts: MessageFacts) -> Decisions:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.policy.domains import DomainPattern, is_valid_domain, split_address, to_ascii
+from gateway.policy.domains import (DomainPattern, is_valid_domain, routes_elsewhere,
+                                    split_address, to_ascii)
 from gateway.policy.mssante import NotAWhitelist, looks_like_xml, parse_whitelist
 
 CONSUMER_SMTP_FILE = "consumer-smtp.txt"
@@ -58,9 +59,10 @@ class DomainList:
         return f"DomainList({self.name!r}, {len(self.patterns)} entries)"
 
     def match(self, address: str) -> DomainPattern | None:
-        """The entry that ``address`` (or bare domain) matches, or None."""
+        """The entry that ``address`` (or bare domain) matches, or None; none for an
+        address whose local part can route it to another domain."""
         local, domain = split_address(address)
-        if not domain:
+        if not domain or routes_elsewhere(address):
             return None
         hit = self._exact.get(f"{local}@{domain}") if local else None
         if hit is None:

@@ -1,8 +1,9 @@
 """The portal: the page a patient opens from a notice, to read a protected message.
 
 The server never sees a link's secret (it stays in the URL fragment) and never decrypts
-anything: it checks the access code, enforces expiry, revocation and the download limit,
-and streams ciphertext; the page's script (``static/``) derives the keys and decrypts in
+anything: it checks the access code, enforces expiry, revocation and each document's
+download limit (a download is counted before a byte of it is served), and streams
+ciphertext; the page's script (``static/``) derives the keys and decrypts in
 the browser, as ``docs/vault-format.md`` says. It also serves Thunderbird's autoconfig
 file, so mail clients find Pli as their outgoing server by themselves.
 
@@ -14,7 +15,9 @@ Routes:
     GET|HEAD /l/<id>                         the page (or the "no longer valid" page, 404)
     GET      /api/l/<id>                     state: needs_code, tries_left, expires, ...
     POST     /api/l/<id>/code                {"code": "..."} -> token cookie, or tries left
-    GET|HEAD /api/l/<id>/o/<object id>       ciphertext ("manifest" or a file), Range ok
+    POST     /api/l/<id>/o/<object id>/grant one download of a document, counted -> grant
+    GET|HEAD /api/l/<id>/o/<object id>       ciphertext, Range ok: the manifest, or a
+                                             document under its grant (Authorization)
     GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css
     GET      /.well-known/autoconfig/mail/config-v1.1.xml, /mail/config-v1.1.xml
 """

@@ -5,13 +5,20 @@ What each request may use up:
   fetch links before the patient does; they must not cost a download or a code try.
 - POST of a code: one try of the link (the vault counts them, 5 by default, then locks)
   and, when wrong, one strike against the client address (:class:`CodeThrottle`).
-- GET of a file object, whole (no Range): one download, counted just before its last
-  chunk leaves, so the limit holds even for downloads racing each other. The manifest,
-  HEAD and range requests never count.
+- POST of a grant for a document: one download of that document (each may be downloaded
+  ``download_limit`` times), counted in one transaction before any byte of it is sent,
+  so of downloads racing for the last one, one wins and the others get an error and
+  nothing else. The answer is a grant (:mod:`gateway.portal.tokens`).
+- GET or HEAD of a document's ciphertext: nothing, and only under a grant for that
+  document; whole or by ranges, so a dropped connection resumes without counting
+  twice. Without a grant, not one byte of it (403), ranges included.
+- GET or HEAD of the manifest (the message and the list of documents): nothing; it is
+  not a document, and is served while any document can still be downloaded.
 
-Unknown, expired, revoked, exhausted and locked links all get the same answer, page or
-JSON, with the same status (404), so ids cannot be probed for their state. Every request
-is logged (link id, outcome, client address); never a code, a secret or a file name.
+Unknown, expired, revoked, exhausted (every document used up) and locked links all get
+the same answer, page or JSON, with the same status (404), so ids cannot be probed for
+their state. Every request is logged (link id, outcome, client address); never a code,
+a grant, a secret or a file name.
 """
 
 from __future__ import annotations
@@ -112,14 +119,20 @@ class Handlers:
             return self.unavailable_json(request)
         access = self.has_access(request, info)
         log.info("portal.state", link=link_id, outcome="ok", access=access, client=client)
-        return web.json_response({
+        state: dict[str, object] = {
             "state": "ok",
             "has_code": info.has_code,
             "needs_code": not access,
             "tries_left": max(0, self.vault.index.max_code_attempts - info.failed_attempts),
             "expires": info.expires,
-            "downloads_left": max(0, info.download_limit - info.downloads),
-        })
+            "download_limit": info.download_limit,
+        }
+        if access:  # what is left of each document, for whoever may download them
+            state["documents"] = [{"object": f.id, "downloads_left": info.downloads_left(f)}
+                                  for f in info.files]
+            # When Pli took the message: the page's date when the original had none.
+            state["received"] = info.created
+        return web.json_response(state)
 
     async def code(self, request: web.Request) -> web.Response:
         """POST /api/l/<id>/code with {"code": "..."}: the token cookie, or tries left."""
@@ -166,24 +179,71 @@ class Handlers:
         )
         return response
 
+    async def grant(self, request: web.Request) -> web.Response:
+        """POST /api/l/<id>/o/<object id>/grant: count one download of a document now,
+        and answer the grant under which its ciphertext is then served; 410 when the
+        document has no download left (the link still works for the others)."""
+        link_id = request.match_info["link_id"]
+        object_id = request.match_info["object_id"]
+        client = self.client(request)
+        info, status = await self.link(link_id)
+        if info is None or status != "ok" or object_id not in {f.id for f in info.files}:
+            log.info("portal.unavailable", link=_loggable(link_id), reason=status, at="grant",
+                     client=client)
+            return self.unavailable_json(request)
+        if not self.has_access(request, info):
+            log.warning("portal.download", link=link_id, object="file",
+                        outcome="code_required", method="POST", client=client)
+            return web.json_response({"error": "code_required"}, status=401)
+        if request.content_type != "application/json":
+            # What the page sends; another site's plain form cannot use a download up.
+            log.info("portal.bad_request", link=link_id, outcome="malformed_grant",
+                     client=client)
+            return web.json_response({"error": "bad_request"}, status=400)
+        left = await asyncio.to_thread(self.vault.grant_download, link_id, object_id,
+                                       self.clock())
+        if left is None:
+            _, status = await self.link(link_id)
+            log.warning("portal.download", link=link_id, object="file",
+                        outcome="limit_reached", method="POST", client=client)
+            if status != "ok":  # that was the last download of the last document
+                return self.unavailable_json(request)
+            return web.json_response({"error": "used_up", "downloads_left": 0}, status=410)
+        token, expires = self.tokens.issue_grant(link_id, object_id)
+        log.info("portal.download", link=link_id, object="file", outcome="counted",
+                 method="POST", client=client)
+        return web.json_response({"grant": token, "expires": expires, "downloads_left": left})
+
     async def object(self, request: web.Request) -> web.StreamResponse:
-        """GET and HEAD /api/l/<id>/o/<object id>: ciphertext as stored, with ranges."""
+        """GET and HEAD /api/l/<id>/o/<object id>: ciphertext as stored, with ranges; a
+        document only under its grant, the manifest with the link's access."""
         link_id = request.match_info["link_id"]
         object_id = request.match_info["object_id"]
         client = self.client(request)
         kind = "manifest" if object_id == MANIFEST_OBJECT_ID else "file"
         info, status = await self.link(link_id)
-        if info is None or status != "ok" or not (kind == "manifest" or is_object_id(object_id)):
+        if info is None or not (kind == "manifest" or is_object_id(object_id)):
             log.info("portal.unavailable", link=_loggable(link_id), reason=status, at=kind,
                      method=request.method, client=client)
             return self.unavailable_json(request)
-        if not self.has_access(request, info):
+        granted = kind == "file" and self.tokens.valid_grant(
+            link_id, object_id, _bearer(request))
+        # A download granted before the link was used up is still served; nothing else.
+        if status != "ok" and not (granted and status == "exhausted"):
+            log.info("portal.unavailable", link=link_id, reason=status, at=kind,
+                     method=request.method, client=client)
+            return self.unavailable_json(request)
+        if kind == "manifest" and not self.has_access(request, info):
             log.warning("portal.download", link=link_id, object=kind, outcome="code_required",
                         method=request.method, client=client)
             return web.json_response({"error": "code_required"}, status=401)
+        if kind == "file" and not granted:
+            log.warning("portal.download", link=link_id, object=kind, outcome="grant_required",
+                        method=request.method, client=client)
+            return web.json_response({"error": "grant_required"}, status=403)
         try:
             reader = await asyncio.to_thread(self.vault.open_object, link_id, object_id,
-                                             self.clock())
+                                             self.clock(), granted=granted)
         except (LinkUnavailable, FileNotFoundError) as exc:
             reason = exc.status if isinstance(exc, LinkUnavailable) else "missing"
             log.info("portal.unavailable", link=link_id, reason=reason, at=kind,
@@ -216,34 +276,19 @@ class Handlers:
             log.info("portal.download", link=link_id, object=kind, outcome="head",
                      method="HEAD", client=client)
             return response
-        # A download counts only when a file's whole ciphertext is asked for and served.
-        counts = wanted is None and kind == "file"
         chunks: Iterator[bytes] = reader.iter_range(start, end)
         await response.prepare(request)
         try:
-            pending = await asyncio.to_thread(next, chunks, None)
-            while pending is not None:
-                following = await asyncio.to_thread(next, chunks, None)
-                if following is None and counts:
-                    # The last chunk is held back until the download is counted: two
-                    # downloads racing for the last one cannot both complete.
-                    counted = await asyncio.to_thread(self.vault.count_download, link_id,
-                                                      self.clock())
-                    if not counted:
-                        log.warning("portal.download", link=link_id, object=kind,
-                                    outcome="limit_reached", client=client)
-                        _abort(request)
-                        return response
-                await response.write(pending)
-                pending = following
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                await response.write(chunk)
             await response.write_eof()
         except (ConnectionError, OSError) as exc:
             log.info("portal.download", link=link_id, object=kind, outcome="interrupted",
                      error=type(exc).__name__, client=client)
             _abort(request)
             return response
-        outcome = "counted" if counts else ("partial" if wanted is not None else "complete")
-        log.info("portal.download", link=link_id, object=kind, outcome=outcome,
+        log.info("portal.download", link=link_id, object=kind,
+                 outcome="partial" if wanted is not None else "complete",
                  bytes=end - start, client=client)
         return response
 
@@ -261,6 +306,12 @@ async def _code_from(request: web.Request) -> str | None:
     if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_LENGTH:
         return None
     return code
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The grant the page sends as ``Authorization: Bearer <grant>`` (RFC 6750)."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def _abort(request: web.Request) -> None:

@@ -169,7 +169,7 @@ def link_page(language: Language, practice: Practice) -> str:
 <h2 id="subject" tabindex="-1"></h2>
 <dl class="meta">
 <dt>{t["from"]}</dt><dd id="sender"></dd>
-<dt>{t["date"]}</dt><dd id="date"></dd>
+<dt id="date-label">{t["date"]}</dt><dd id="date"></dd>
 </dl>
 <h3>{t["message"]}</h3>
 <div id="body" class="body"></div>

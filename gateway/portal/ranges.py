@@ -1,8 +1,8 @@
 """HTTP Range (RFC 9110, section 14) for serving ciphertext: one range of bytes, or none.
 
-A browser opening a large file may fetch it in slices; link scanners sometimes probe with
-a range. Only a single ``bytes`` range is served; anything else is refused with 416 rather
-than answered with the whole object, because a whole object counts as a download.
+The page fetches a document with ``bytes=N-``, from 0 or from where a dropped connection
+stopped, under the document's grant (a range never does without one). Only a single
+``bytes`` range is served; anything else is refused with 416 rather than guessed at.
 """
 
 from __future__ import annotations

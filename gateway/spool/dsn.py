@@ -8,13 +8,12 @@ bounce in a loop.
 from __future__ import annotations
 
 import base64
-import email.policy
 import re
 import time
-from email.parser import BytesHeaderParser
-from email.utils import format_datetime, formatdate, make_msgid
 from datetime import datetime, timezone
+from email.utils import format_datetime, formatdate, make_msgid
 
+from gateway.message.header import parse_header
 from gateway.spool.store import QueuedMessage, Recipient
 
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -28,10 +27,10 @@ def status_of(reply: str) -> str:
 
 
 def build_dsn(
-    original: QueuedMessage, failed: list[Recipient], original_content: bytes, hostname: str
+    original: QueuedMessage, failed: list[Recipient], original_header: bytes, hostname: str
 ) -> bytes:
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(original_content)
-    date = headers.get("Date", "")
+    """``original_header`` is the header block of the message that failed."""
+    date = parse_header(original_header).get("date") or ""
     lines_fr = [f"  - {r.address} : {r.reply}" for r in failed]
     lines_en = [f"  - {r.address}: {r.reply}" for r in failed]
     text = "\n".join([
@@ -74,7 +73,8 @@ def build_dsn(
         f"Last-Attempt-Date: {formatdate(time.time(), localtime=False)}\r\n"
         for r in failed
     )
-    original_headers = original_content.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    original_headers = original_header if original_header.endswith(b"\r\n") else (
+        original_header + b"\r\n")
     boundary = f"pli-dsn-{original.id}"
     body_b64 = base64.encodebytes(text.replace("\n", "\r\n").encode("utf-8"))
     head = "\r\n".join([

@@ -1,19 +1,29 @@
-"""The spool: each queued message is two files written completely before anyone says 250.
+"""The spool: each queued message is one file, written completely before anyone says 250.
 
-    spool/msg/<id>.eml    the message as it will be relayed (never changed after writing)
-    spool/meta/<id>.json  envelope and per-recipient state (rewritten after each attempt)
-    spool/tmp/            files being written
+    spool/incoming/<id>     a message as the client sends it (DATA), until it is queued
+    spool/queue/<id>        a queued message: the bytes to relay, then its envelope
+    spool/state/<id>.json   what delivery learnt since (outcomes per recipient, retries)
+    spool/tmp/              queue and state files being written
 
-A message counts as queued once its meta file exists: both files are written to ``tmp``,
-fsync'd, renamed into place (message first) and the folders fsync'd. A message file
-without a meta file is a submission that was never acknowledged, and is removed at start.
-Whoever changes a queued message (the worker, ``pli queue delete``) holds an exclusive
-``flock`` on its message file (which is never replaced, unlike the meta file), so the
-command line and the server never race.
+A queue file holds the message, then its envelope (JSON), then a footer of fixed length
+that gives both lengths. The envelope comes after the message because it is known only
+once the policy has grouped the recipients, and so that a message passed as it came is
+queued in the very file it was received in, without a byte copied. A queue file is
+flushed (fdatasync), renamed into ``queue/`` and the folder fsync'd, that fsync shared by
+the messages queued at the same moment (group commit: see ``commit.py``); only then
+does the client get its 250. It never changes afterwards: what delivery learns goes into
+the state file, written atomically beside it, which then stands for the envelope.
+
+A queue file counts as queued; anything in ``incoming/`` or ``tmp/`` was never
+acknowledged and is removed at start. Whoever changes a queued message (the worker,
+``pli queue delete``) holds an exclusive ``flock`` on its queue file, so the command line
+and the server never race. The spool's writes run on threads of its own, so that nothing
+else waits behind an fsync.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -21,16 +31,29 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
+from gateway import diskfull
 from gateway.logs import get_logger
+from gateway.spool.commit import FolderSync, fsync_folder
+from gateway.types import ByteRange, Segment
 
 log = get_logger("pli.spool")
 
+T = TypeVar("T")
+
 RecipientState = Literal["pending", "sent", "failed"]
+
+FOOTER = b"\nPLI-QUEUE-1 %016d %010d\n"
+FOOTER_SIZE = len(FOOTER % (0, 0))
+READ_CHUNK = 64 * 1024
+IO_THREADS = 8
+"""Threads for spool writes: each waits for its own file's flush, and the folder's fsync
+is shared among them, so more threads at once means fewer fsyncs per message."""
 
 
 @dataclass
@@ -66,7 +89,7 @@ class QueuedMessage:
         return [r for r in self.recipients if r.state == "failed" and not r.reported]
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), ensure_ascii=False, indent=1).encode("utf-8")
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> QueuedMessage:
@@ -86,72 +109,139 @@ def new_queue_id() -> str:
 class Spool:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.msg_dir = root / "msg"
-        self.meta_dir = root / "meta"
+        self.incoming_dir = root / "incoming"
+        self.queue_dir = root / "queue"
+        self.state_dir = root / "state"
         self.tmp_dir = root / "tmp"
+        self.queue_sync = FolderSync(self.queue_dir)
+        self._io: ThreadPoolExecutor | None = None
 
     def create(self) -> None:
-        for folder in (self.root, self.msg_dir, self.meta_dir, self.tmp_dir):
+        for folder in (self.root, self.incoming_dir, self.queue_dir, self.state_dir,
+                       self.tmp_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    # -- the spool's own threads ----------------------------------------------------
+
+    async def run(self, call: Callable[..., T], *args: object) -> T:
+        """Run a blocking spool operation on the spool's threads."""
+        if self._io is None:
+            self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="pli-spool")
+        return await asyncio.get_running_loop().run_in_executor(self._io, call, *args)
+
+    def close(self) -> None:
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+            self._io = None
 
     # -- writing --------------------------------------------------------------------
 
-    def enqueue(self, message: QueuedMessage, content: bytes) -> None:
-        """Blocking: write, fsync and rename both files. Run it in a worker thread."""
-        self._write_atomic(self.msg_dir / f"{message.id}.eml", content)
-        try:
-            self._write_atomic(self.meta_dir / f"{message.id}.json", message.to_json())
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                (self.msg_dir / f"{message.id}.eml").unlink()
-            raise
+    def incoming(self, queue_id: str) -> Path:
+        """Where the message ``queue_id`` is written while it is received."""
+        return self.incoming_dir / queue_id
 
-    def save(self, message: QueuedMessage) -> None:
-        self._write_atomic(self.meta_dir / f"{message.id}.json", message.to_json())
-
-    def remove(self, queue_id: str) -> None:
-        """Meta first: once it is gone the message no longer counts as queued."""
-        with contextlib.suppress(FileNotFoundError):
-            (self.meta_dir / f"{queue_id}.json").unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (self.msg_dir / f"{queue_id}.eml").unlink()
-        _fsync_dir(self.meta_dir)
-
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        tmp = self.tmp_dir / f"{path.name}.{secrets.token_hex(4)}"
+    def enqueue(self, message: QueuedMessage, body: bytes | Sequence[Segment],
+                source: int | None = None) -> None:
+        """Blocking: write the queue file from ``body`` (bytes, or segments whose byte
+        ranges are copied from the file open as ``source``), flush it, rename it into
+        the queue and make the name durable. Sets ``message.size``."""
+        segments: Sequence[Segment] = (body,) if isinstance(body, bytes) else body
+        tmp = self.tmp_dir / f"{message.id}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
+                message.size = _write_segments(fd, segments, source)
+                _write_all(fd, _envelope(message))
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            _rename_new(tmp, self.queue_dir / message.id)
         except BaseException:
-            tmp.unlink(missing_ok=True)  # a failed rename must not leave it behind either
+            tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        self.queue_sync.sync()
+
+    def adopt(self, message: QueuedMessage, received: Path) -> None:
+        """Blocking: queue a message received in ``received`` (an intake file) as it is,
+        by appending its envelope and moving the file into the queue. Sets
+        ``message.size`` to the file's length before the envelope."""
+        fd = os.open(received, os.O_WRONLY | os.O_APPEND)
+        try:
+            message.size = os.fstat(fd).st_size
+            _write_all(fd, _envelope(message))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        _rename_new(received, self.queue_dir / message.id)
+        self.queue_sync.sync()
+
+    def save(self, message: QueuedMessage) -> None:
+        """What delivery learnt (outcomes, the next try): atomically, in the state file."""
+        tmp = self.tmp_dir / f"{message.id}.json.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                _write_all(fd, message.to_json())
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.state_dir / f"{message.id}.json")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_folder(self.state_dir)
+
+    def remove(self, queue_id: str) -> None:
+        """The queue file first: once it is gone the message no longer counts as queued."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.queue_dir / queue_id).unlink()
+            self.queue_sync.sync()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / f"{queue_id}.json").unlink()
 
     # -- reading --------------------------------------------------------------------
 
     def ids(self) -> list[str]:
         try:
-            names = os.listdir(self.meta_dir)
+            names = os.listdir(self.queue_dir)
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in names if n.endswith(".json"))
+        return sorted(names)
 
     def load(self, queue_id: str) -> QueuedMessage | None:
+        """The message's envelope as it stands (its state file, else its queue file)."""
         try:
-            return QueuedMessage.from_json((self.meta_dir / f"{queue_id}.json").read_bytes())
+            return QueuedMessage.from_json((self.state_dir / f"{queue_id}.json").read_bytes())
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.queue_dir / queue_id, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            return _read_envelope(fd)[0]
+        finally:
+            os.close(fd)
+
+    def open_message(self, queue_id: str) -> QueuedFile:
+        """The bytes to relay, to read in a stream; close it when done."""
+        fd = os.open(self.queue_dir / queue_id, os.O_RDONLY)
+        try:
+            return QueuedFile(fd, _read_envelope(fd)[1])
+        except BaseException:
+            os.close(fd)
+            raise
 
     def content(self, queue_id: str) -> bytes:
-        return (self.msg_dir / f"{queue_id}.eml").read_bytes()
+        with self.open_message(queue_id) as queued:
+            return queued.read(0, queued.size)
+
+    def header_block(self, queue_id: str, limit: int = 1024 * 1024) -> bytes:
+        """The message's header block (without the empty line after it)."""
+        with self.open_message(queue_id) as queued:
+            head = queued.read(0, min(queued.size, limit))
+        end = head.find(b"\r\n\r\n")
+        return head[:end + 2] if end >= 0 else head
 
     def messages(self) -> Iterator[QueuedMessage]:
         """Every queued message whose envelope can be read. One that cannot (edited by
@@ -167,23 +257,51 @@ class Spool:
                 yield message
 
     def recover(self) -> int:
-        """At start: drop half-written files. Returns how many were removed."""
+        """At start: drop what was never acknowledged, and bring a spool written by an
+        earlier Pli (msg/ and meta/) into this layout. Returns how many files went."""
         self.create()
         removed = 0
-        for tmp in self.tmp_dir.iterdir():
-            tmp.unlink(missing_ok=True)
-            removed += 1
-        queued = set(self.ids())
-        for eml in self.msg_dir.glob("*.eml"):
-            if eml.stem not in queued:
-                eml.unlink(missing_ok=True)
+        for folder in (self.tmp_dir, self.incoming_dir):
+            for leftover in folder.iterdir():
+                leftover.unlink(missing_ok=True)
                 removed += 1
+        queued = set(self.ids())
+        for state in self.state_dir.glob("*.json"):
+            if state.stem not in queued:
+                state.unlink(missing_ok=True)
+                removed += 1
+        return removed + self._upgrade()
+
+    def _upgrade(self) -> int:
+        """Spools of Pli 0.1 kept a message as msg/<id>.eml and meta/<id>.json."""
+        msg_dir, meta_dir = self.root / "msg", self.root / "meta"
+        if not meta_dir.is_dir() and not msg_dir.is_dir():
+            return 0
+        removed = 0
+        for meta in sorted(meta_dir.glob("*.json")) if meta_dir.is_dir() else ():
+            eml = msg_dir / f"{meta.stem}.eml"
+            try:
+                message = QueuedMessage.from_json(meta.read_bytes())
+                content = eml.read_bytes()
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.error("spool.unreadable", queue_id=meta.stem, error=type(exc).__name__)
+                continue
+            if not (self.queue_dir / message.id).exists():
+                self.enqueue(message, content)
+            meta.unlink()
+            eml.unlink(missing_ok=True)
+        for folder in (msg_dir, meta_dir):
+            if folder.is_dir():
+                for leftover in folder.iterdir():  # a message never acknowledged
+                    leftover.unlink(missing_ok=True)
+                    removed += 1
+                folder.rmdir()
         return removed
 
     @contextlib.contextmanager
     def locked(self, queue_id: str) -> Iterator[QueuedMessage | None]:
         """Hold the message exclusively; yields None when it is no longer queued."""
-        path = self.msg_dir / f"{queue_id}.eml"
+        path = self.queue_dir / queue_id
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -200,6 +318,113 @@ class Spool:
             yield self.load(queue_id) if _same_file(fd, path) else None
         finally:
             os.close(fd)
+
+
+class QueuedFile:
+    """A queued message's bytes (``[0, size)`` of its queue file), read with pread."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def read(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        parts: list[bytes] = []
+        while start < end:
+            data = os.pread(self.fd, end - start, start)
+            if not data:
+                raise OSError("a queue file is shorter than its footer says")
+            parts.append(data)
+            start += len(data)
+        return b"".join(parts)
+
+    def chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
+        for start in range(0, self.size, size):
+            yield self.read(start, min(self.size, start + size))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> QueuedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _envelope(message: QueuedMessage) -> bytes:
+    data = message.to_json()
+    return data + FOOTER % (message.size, len(data))
+
+
+def _read_envelope(fd: int) -> tuple[QueuedMessage, int]:
+    """The envelope and the message's length, from the footer at the file's end."""
+    total = os.fstat(fd).st_size
+    if total < FOOTER_SIZE:
+        raise ValueError("not a queue file: too short")
+    footer = os.pread(fd, FOOTER_SIZE, total - FOOTER_SIZE)
+    try:
+        magic, size_text, length_text = footer.split()
+        size, length = int(size_text), int(length_text)
+    except ValueError:
+        raise ValueError("not a queue file: no footer") from None
+    if magic != b"PLI-QUEUE-1" or size + length + FOOTER_SIZE != total:
+        raise ValueError("not a queue file: its footer does not match its length")
+    return QueuedMessage.from_json(os.pread(fd, length, size)), size
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_segments(fd: int, segments: Iterable[Segment], source: int | None) -> int:
+    written = 0
+    for segment in segments:
+        if isinstance(segment, bytes):
+            _write_all(fd, segment)
+            written += len(segment)
+        elif isinstance(segment, ByteRange):
+            if source is None:
+                raise ValueError("a byte range needs the message file it comes from")
+            _copy_range(source, fd, segment.start, segment.end)
+            written += segment.end - segment.start
+        else:
+            for chunk in segment():
+                _write_all(fd, chunk)
+                written += len(chunk)
+    return written
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    """Copy ``[start, end)`` of ``source`` to ``target``'s position, in the kernel where
+    it can (copy_file_range), else through memory in 1 MiB steps."""
+    position = start
+    while position < end:
+        try:
+            copied = os.copy_file_range(source, target, end - position, position)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                                 errno.EPERM):
+                raise
+            break
+        if copied == 0:
+            raise OSError("the message file is shorter than expected")
+        position += copied
+    while position < end:
+        data = os.pread(source, min(end - position, 1024 * 1024), position)
+        if not data:
+            raise OSError("the message file is shorter than expected")
+        _write_all(target, data)
+        position += len(data)
+
+
+def _rename_new(source: Path, target: Path) -> None:
+    """A queue id is never reused: refuse to replace a queued message."""
+    if target.exists():
+        raise FileExistsError(f"{target.name} is already queued")
+    os.rename(source, target)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -242,12 +467,6 @@ class DiskRoom:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    """ENOSPC or EDQUOT, or SQLite's words for them (see ``gateway.diskfull``)."""
+    return diskfull.is_disk_full(exc)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

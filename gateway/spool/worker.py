@@ -28,7 +28,8 @@ from gateway.errors import reply_codes
 from gateway.logs import get_logger
 from gateway.spool.dsn import build_dsn
 from gateway.spool.retry import BUSY_RETRY, expired, is_busy_reply, next_delay
-from gateway.spool.store import Busy, QueuedMessage, Recipient, Spool, new_queue_id
+from gateway.spool.store import Busy, QueuedFile, QueuedMessage, Recipient, Spool, new_queue_id
+from gateway.spool.transaction import TemporaryError, read_blocks, send
 
 log = get_logger("pli.delivery")
 
@@ -46,14 +47,6 @@ class _Sender:
     def __init__(self) -> None:
         self.connections: dict[str, aiosmtplib.SMTP] = {}
         self.slot = False
-
-
-class TemporaryError(Exception):
-    """The attempt failed in a way that a later attempt may not (4xx, network)."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
 
 
 class DeliveryWorker:
@@ -250,18 +243,20 @@ class DeliveryWorker:
             self._defer_all(message, f"451 4.3.5 No upstream account in pli.toml covers "
                                      f"the sender {message.route_sender}")
         else:
-            content = await asyncio.to_thread(self.spool.content, message.id)
+            queued = await self.spool.run(self.spool.open_message, message.id)
             try:
-                await self._relay(message, pending, content, account, me)
+                await self._relay(message, pending, queued, account, me)
             except TemporaryError as exc:
                 self._defer_all(message, exc.reply)
+            finally:
+                queued.close()
         await self._settle(message, pending)
 
     async def _relay(
         self,
         message: QueuedMessage,
         pending: list[Recipient],
-        content: bytes,
+        queued: QueuedFile,
         account: Upstream,
         me: _Sender,
     ) -> None:
@@ -269,10 +264,11 @@ class DeliveryWorker:
         for attempt in (1, 2):
             smtp, reused = await self._connection(account, me)
             try:
-                await self._transaction(smtp, message, pending, content)
+                await self._transaction(smtp, message, pending, queued)
                 return
             except aiosmtplib.SMTPServerDisconnected as exc:
                 connections.pop(account.name, None)
+                smtp.close()
                 # A kept connection the provider closed while idle: try a fresh one once.
                 if not (reused and attempt == 1):
                     raise TemporaryError(
@@ -288,10 +284,11 @@ class DeliveryWorker:
         smtp: aiosmtplib.SMTP,
         message: QueuedMessage,
         pending: list[Recipient],
-        content: bytes,
+        queued: QueuedFile,
     ) -> None:
         options = []
-        if _needs_smtputf8(message, pending, content):
+        head = queued.read(0, min(queued.size, 64 * 1024))
+        if _needs_smtputf8(message, pending, head):
             if not smtp.supports_extension("smtputf8"):
                 for r in pending:  # no later attempt can do better: tell the sender now
                     r.state, r.reply = "failed", (
@@ -301,31 +298,17 @@ class DeliveryWorker:
             options.append("SMTPUTF8")
         if smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
-        addresses = [r.address for r in pending]
+        delivery = self.settings.delivery
         try:
-            refused, reply = await smtp.sendmail(
-                message.mail_from, addresses, content, mail_options=options
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            for err in exc.recipients:
-                _record(pending, err.recipient, err.code, err.message)
-            return
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500:
-                for r in pending:
-                    r.state, r.reply = "failed", f"{exc.code} {exc.message}"
-                return
-            raise TemporaryError(f"{exc.code} {exc.message}") from None
+            await send(smtp, message, pending, read_blocks(queued, self.spool.run),
+                       size=queued.size, options=options, timeout=delivery.command_timeout,
+                       data_timeout=delivery.command_timeout)
         except aiosmtplib.SMTPServerDisconnected:
+            raise
+        except TemporaryError:
             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporaryError(f"451 4.4.2 Delivery interrupted: {type(exc).__name__}") from None
-        for r in pending:
-            if r.address in refused:
-                answer = refused[r.address]
-                _record(pending, r.address, answer.code, answer.message)
-            else:
-                r.state, r.reply = "sent", f"250 {reply}"
 
     def _tls_context(self, account: Upstream) -> ssl.SSLContext:
         """One context per account, made once: loading the CA store for every connection
@@ -449,9 +432,9 @@ class DeliveryWorker:
                 message.next_attempt = self.clock() + self.settings.delivery.retry_min
         try:
             if message.pending or message.unreported:
-                await asyncio.to_thread(self.spool.save, message)
+                await self.spool.run(self.spool.save, message)
             else:
-                await asyncio.to_thread(self.spool.remove, message.id)
+                await self.spool.run(self.spool.remove, message.id)
                 log.info("spool.removed", queue_id=message.id)
         except OSError as exc:
             # Delivered but not written down (a full disk): the next attempt goes by what
@@ -466,8 +449,8 @@ class DeliveryWorker:
         if message.kind == "dsn" or not message.mail_from:
             log.warning("delivery.dsn_dropped", queue_id=message.id)  # never bounce a bounce
             return
-        content = await asyncio.to_thread(self.spool.content, message.id)
-        dsn = build_dsn(message, failed, content, self.settings.hostname)
+        header = await self.spool.run(self.spool.header_block, message.id)
+        dsn = build_dsn(message, failed, header, self.settings.hostname)
         notice = QueuedMessage(
             id=new_queue_id(),
             mail_from="",
@@ -479,20 +462,20 @@ class DeliveryWorker:
             kind="dsn",
             extra={"about": message.id},
         )
-        await asyncio.to_thread(self.spool.enqueue, notice, dsn)
+        await self.spool.run(self.spool.enqueue, notice, dsn)
         log.info("dsn.queued", queue_id=notice.id, about=message.id, recipient=message.mail_from,
                  failed=len(failed))
         self.submit(notice.id, notice.route_sender)
 
 
-def _needs_smtputf8(message: QueuedMessage, pending: list[Recipient], content: bytes) -> bool:
+def _needs_smtputf8(message: QueuedMessage, pending: list[Recipient], head: bytes) -> bool:
     """As Postfix decides: only an address or a header that is not ASCII needs SMTPUTF8. A
     client that asked for it out of habit must not make plain mail undeliverable through a
-    provider that does not offer it."""
+    provider that does not offer it. ``head`` is the message's first bytes."""
     if not message.smtputf8:
         return False
     addresses = [message.mail_from, *(r.address for r in pending)]
-    headers = content.split(b"\r\n\r\n", 1)[0]
+    headers = head.split(b"\r\n\r\n", 1)[0]
     return not (all(a.isascii() for a in addresses) and headers.isascii())
 
 
@@ -511,14 +494,6 @@ def _span(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:g} {unit}"
     return f"{seconds:g} seconds"
-
-
-def _record(pending: list[Recipient], address: str, code: int, text: str) -> None:
-    for r in pending:
-        if r.address == address:
-            r.reply = f"{code} {text}"
-            if code >= 500:
-                r.state = "failed"
 
 
 async def _close_all(connections: dict[str, aiosmtplib.SMTP]) -> None:

@@ -1,8 +1,10 @@
 """Protect: the original goes into the vault, the recipients get a notice with a link.
 
-One link per protected recipient group, holding the original body and every attachment.
-The access code comes from the sender's ``[code:NNNN]`` tag, or is made here and sent to
-the sender alone in a receipt, or there is none, as the policy says.
+One link per protected recipient group, holding the original body and every attachment,
+each file streamed from the message file into the vault. The access code comes from the
+sender's ``[code:NNNN]`` tag, or is made here and sent to the sender alone in a receipt,
+or there is none, as the policy decided: the policy's decision is final (a rule that
+needs a tag has already refused a message without one), nothing is decided again here.
 """
 
 from __future__ import annotations
@@ -11,15 +13,13 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.errors import SenderNotAllowed, bilingual
-from gateway.inspect.mime import parse
+from gateway.message.model import Message
 from gateway.policy import access_code_tag, remove_subject_tags
 from gateway.transform import compose
-from gateway.transform.extract import Extracted, File, extract_parsed
+from gateway.transform.extract import Extracted, File
 from gateway.transform.templates import (CODE_SENTENCE, CONTACT_SENTENCE, format_date,
                                          load_templates)
 from gateway.types import Outgoing, ProtectSettings
@@ -49,18 +49,12 @@ class Protector:
         self.tag_names = tag_names
         self.clock = clock
 
-    def protect(self, content: bytes, mail_from: str, recipients: tuple[str, ...],
-                how: ProtectSettings, *, original: Message | None = None,
-                parts: Extracted | None = None,
+    def protect(self, message: Message, parts: Extracted, mail_from: str,
+                recipients: tuple[str, ...], how: ProtectSettings, *,
                 tag_names: frozenset[str] | None = None) -> Protected:
         """Blocking (the vault writes and fsyncs): run it in a worker thread.
 
-        ``original`` and ``parts`` are ``content`` parsed and taken apart, when the caller
-        already has them (the pipeline does it once for every group of a message)."""
-        if original is None:
-            original = parse(content)
-        if parts is None:
-            parts = extract_parsed(original, content)
+        ``parts`` is ``message`` taken apart (``extract``), once for every group."""
         code, mode = self._access_code(parts, how)
         templates = load_templates(self.template_dirs, how.language, how.template)
         subject = remove_subject_tags(parts.subject,
@@ -68,7 +62,7 @@ class Protector:
         expires = self.clock() + how.expiry_days * 86400
         sealed = self.vault.seal(
             _manifest(parts, subject),
-            [SealFile(f.name, f.declared_type, f.true_type, f.data) for f in parts.files],
+            [SealFile(f.name, f.declared_type, f.true_type, f.chunks()) for f in parts.files],
             sender=mail_from, recipient=", ".join(recipients), expires_at=expires,
             download_limit=how.download_limit, access_code=code,
         )
@@ -87,7 +81,7 @@ class Protector:
             new_subject = (templates.line("subject.txt", values) if how.subject == "neutral"
                            else subject)
             notice = compose.notice(
-                original, subject=new_subject,
+                message.header, subject=new_subject,
                 text=templates.render("notice.txt", values),
                 html=templates.render("notice.html", values),
                 hostname=self.settings.hostname, kept=_kept(parts, how),
@@ -96,34 +90,29 @@ class Protector:
             if mode == "generated" and code:
                 receipt_values = {**values, "code": code, "link_id": sealed.id,
                                   "recipients": ", ".join(recipients)}
-                outgoing.append(Outgoing(mail_from, (mail_from,), compose.receipt(
+                outgoing.append(Outgoing(mail_from, (mail_from,), (compose.receipt(
                     sender=mail_from,
                     subject=templates.line("receipt-subject.txt", receipt_values),
                     text=templates.render("receipt.txt", receipt_values),
                     hostname=self.settings.hostname,
-                )))
+                ),)))
         except BaseException:
             self.vault.discard(sealed.id)
             raise
         return Protected(tuple(outgoing), sealed.id, mode)
 
     def _access_code(self, parts: Extracted, how: ProtectSettings) -> tuple[str | None, str]:
-        tagged = access_code_tag(parts.subject)
-        mode = how.access_code
-        if mode == "sender-tag-or-generated":
-            mode = "sender-tag" if tagged else "generated"
-        if mode == "sender-tag":
-            if not tagged:
-                raise SenderNotAllowed(bilingual(
-                    "Ce message doit porter le code d'accès que le destinataire saisira : "
-                    "ajoutez-le à l'objet sous la forme [code:1234] (4 à 12 lettres ou "
-                    "chiffres), puis renvoyez-le",
-                    "This message needs the access code the recipient will type: add it to "
-                    "the subject as [code:1234] (4 to 12 letters or digits), then send again"))
-            return tagged, mode
-        if mode == "generated":
-            return generate_code(), mode
-        return None, "none"
+        """The code the decision asks for: the sender's tag, one made now, or none."""
+        if how.access_code == "sender-tag":
+            tagged = access_code_tag(parts.subject)
+            if tagged is None:
+                raise ValueError("a sender-tag decision for a message without a code tag")
+            return tagged, "sender-tag"
+        if how.access_code == "generated":
+            return generate_code(), "generated"
+        if how.access_code == "none":
+            return None, "none"
+        raise ValueError(f"an access code mode the policy did not settle: {how.access_code}")
 
 
 def _manifest(parts: Extracted, subject: str) -> Manifest:

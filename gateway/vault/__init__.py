@@ -9,7 +9,7 @@ Public API (everything is blocking: call it from a worker thread, never on the e
     vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
 
     link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
-                      download_limit=5, access_code="4821" or None)
+                      download_limit=5, access_code="4821" or None)   # 5 per document
     link.id, link.secret                    # base64url; the secret is never stored
     link.fragment_url(portal_url)           # "<portal_url>/l/<id>#<secret>"
     vault.discard(link.id)                  # the message could not be queued after all
@@ -20,8 +20,9 @@ Public API (everything is blocking: call it from a worker thread, never on the e
 
     vault.status(id, now) / is_usable(id, now)     # for the portal
     vault.check_code(id, code)              # CodeCheck(ok, remaining, locked)
-    vault.open_object(id, object_id)        # CiphertextReader: .size, .iter_range(start, end)
-    vault.count_download(id, now)           # after a whole ciphertext was served
+    vault.grant_download(id, object_id, now)       # counts one: downloads left, or None
+    vault.open_object(id, object_id, now, granted=False)
+                                            # CiphertextReader: .size, .iter_range(start, end)
 
     vault.read_manifest(id, secret) / read_file(id, secret, object_id)   # tests and tools
 
@@ -64,6 +65,7 @@ from gateway.vault.format import (
 )
 from gateway.vault.index import (
     CodeCheck,
+    IndexVersionError,
     LinkIndex,
     LinkInfo,
     LinkStatus,
@@ -78,6 +80,7 @@ from gateway.vault.store import CiphertextReader, ObjectStore
 __all__ = [
     "CiphertextReader",
     "CodeCheck",
+    "IndexVersionError",
     "LinkInfo",
     "LinkStatus",
     "LinkUnavailable",
@@ -161,7 +164,7 @@ class Vault:
         if not recipients or not all(recipients):
             raise ValueError("a link needs at least one recipient address")
         if download_limit < 1:
-            raise ValueError("a link allows at least one download")
+            raise ValueError("a link allows at least one download of each document")
         if access_code is not None and not normalise_code(access_code):
             raise ValueError("an access code cannot be empty")
         code_hash = None if access_code is None else hash_code(access_code)
@@ -269,7 +272,8 @@ class Vault:
         return "unknown" if info is None else info.status(_now(now))
 
     def is_usable(self, link_id: str, now: float | None = None) -> bool:
-        """Not expired, not revoked, not locked, and downloads left."""
+        """Not expired, not revoked, not locked, and a document with downloads left (or
+        no documents at all)."""
         return self.status(link_id, now) == "ok"
 
     def check_code(self, link_id: str, code: str) -> CodeCheck:
@@ -277,20 +281,28 @@ class Vault:
             raise UnknownLink(link_id)
         return self.index.check_code(link_id, code)
 
-    def count_download(self, link_id: str, now: float | None = None) -> bool:
-        """Call once a whole ciphertext was served; False when the link allows no more."""
-        return is_link_id(link_id) and self.index.count_download(link_id, _now(now))
+    def grant_download(self, link_id: str, object_id: str,
+                       now: float | None = None) -> int | None:
+        """Count one download of a document before any of it is served: the downloads
+        it has left after this one, or None when it may not be downloaded again (or the
+        link is not usable). Exact when called from many threads or processes at once."""
+        if not is_link_id(link_id):
+            return None
+        return self.index.grant_download(link_id, object_id, _now(now))
 
     def open_object(
-        self, link_id: str, object_id: str, now: float | None = None
+        self, link_id: str, object_id: str, now: float | None = None, *,
+        granted: bool = False,
     ) -> CiphertextReader:
         """An object's ciphertext, to serve as it is. Raises :class:`LinkUnavailable`
-        unless the link is usable and lists this object (check the code first)."""
+        unless the link is usable and lists this object (check the code first).
+        ``granted``: this download was counted already (:meth:`grant_download`), so the
+        link having no downloads left since then does not stop it."""
         info = self.get(link_id)
         if info is None:
             raise LinkUnavailable("unknown")
         status = info.status(_now(now))
-        if status != "ok":
+        if status != "ok" and not (granted and status == "exhausted"):
             raise LinkUnavailable(status)
         if object_id not in {o.id for o in info.objects}:
             raise LinkUnavailable("unknown")

@@ -1,11 +1,17 @@
 """The link index: what the server needs to enforce a link's limits, and nothing more.
 
 One SQLite file (WAL, ``synchronous=FULL``) beside the objects. A row holds a link's id,
-times, download counts, the access code's scrypt hash, failed attempts, the sender and
-recipient addresses, and its objects' ids and sizes: never a subject, a name, a body or
-a key. Every call opens its own connection, so threads (the server) and other processes
-(``pli links``) share the file safely; changes that read then write take the write lock
-first (``BEGIN IMMEDIATE``).
+times, its download limit (per document), the access code's scrypt hash, failed
+attempts, the sender and recipient addresses, and its objects' ids, sizes and download
+counts: never a subject, a name, a body or a key. Every call opens its own connection,
+so threads (the server) and other processes (``pli links``) share the file safely;
+changes that read then write take the write lock first (``BEGIN IMMEDIATE``).
+
+The schema's version is SQLite's ``user_version``. Version 0 (before any was set)
+counted downloads per link; version 1 counts them per document. An index of version 0
+is brought up to 1 when it is opened, in one transaction: each document starts with the
+count its link had, so no document of an existing link allows more downloads than
+before, and a link that was used up stays used up.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.diskfull import sqlite_errors_as_os_errors
+from gateway.vault.format import MANIFEST_OBJECT_ID
+
 MAX_CODE_ATTEMPTS = 5
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -29,8 +38,13 @@ SCRYPT_P = 1
 
 LinkStatus = Literal["ok", "unknown", "expired", "revoked", "exhausted", "locked"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS links (
+SCHEMA_VERSION = 1
+
+# links.download_limit: downloads allowed for each document; links.downloads: downloads
+# granted, all documents together; objects.downloads: those of one document (the
+# manifest's stays 0: reading the message is not a download).
+_SCHEMA = (
+    """CREATE TABLE links (
     id              TEXT PRIMARY KEY,
     created         REAL NOT NULL,
     expires         REAL NOT NULL,
@@ -42,32 +56,51 @@ CREATE TABLE IF NOT EXISTS links (
     revoked         REAL,
     sender          TEXT NOT NULL,
     recipients      TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS objects (
+)""",
+    """CREATE TABLE objects (
     link_id   TEXT NOT NULL REFERENCES links (id) ON DELETE CASCADE,
     object_id TEXT NOT NULL,
     size      INTEGER NOT NULL,
     position  INTEGER NOT NULL,
+    downloads INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (link_id, object_id)
-);
-CREATE INDEX IF NOT EXISTS links_expires ON links (expires);
-"""
+)""",
+    "CREATE INDEX links_expires ON links (expires)",
+)
+
+# From version 0, which had no objects.downloads: every document starts where its link was.
+_MIGRATE_FROM_0 = (
+    "ALTER TABLE objects ADD COLUMN downloads INTEGER NOT NULL DEFAULT 0",
+    (
+        "UPDATE objects SET downloads = (SELECT min(links.downloads, links.download_limit)"
+        " FROM links WHERE links.id = objects.link_id)"
+        f" WHERE object_id != '{MANIFEST_OBJECT_ID}'"
+    ),
+)
 
 
 class UnknownLink(LookupError):
     """No link with this id (never created, discarded or purged)."""
 
 
+class IndexVersionError(RuntimeError):
+    """The index was written by a newer Pli, whose schema this one does not know."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
+    """``downloads``: how many times this document was downloaded (0 for the manifest)."""
+
     id: str
     size: int
+    downloads: int = 0
 
 
 @dataclass(frozen=True)
 class LinkInfo:
     """One row of the index. ``recipients`` are addresses; ``objects`` lists the manifest
-    first, then the files in the order they were sealed."""
+    first, then the files in the order they were sealed. ``download_limit`` applies to
+    each document; ``downloads`` is the total granted, all documents together."""
 
     id: str
     created: float
@@ -82,14 +115,25 @@ class LinkInfo:
     recipients: tuple[str, ...]
     objects: tuple[StoredObject, ...]
 
+    @property
+    def files(self) -> tuple[StoredObject, ...]:
+        """The documents: every object but the manifest."""
+        return tuple(o for o in self.objects if o.id != MANIFEST_OBJECT_ID)
+
+    def downloads_left(self, document: StoredObject) -> int:
+        return max(0, self.download_limit - document.downloads)
+
     def status(self, now: float) -> LinkStatus:
+        """"exhausted" once every document is used up; a link without documents (a
+        message whose body alone was protected) is never used up, only expires."""
         if self.revoked is not None:
             return "revoked"
         if now >= self.expires:
             return "expired"
         if self.locked:
             return "locked"
-        if self.downloads >= self.download_limit:
+        files = self.files
+        if files and not any(self.downloads_left(f) for f in files):
             return "exhausted"
         return "ok"
 
@@ -147,19 +191,35 @@ class LinkIndex:
         self.max_code_attempts = max_code_attempts
 
     def create_schema(self) -> None:
+        """Create the index, or bring an existing one up to :data:`SCHEMA_VERSION`."""
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise IndexVersionError(
+                    f"{self.path} has schema version {version}, newer than this Pli's"
+                    f" ({SCHEMA_VERSION}): run the Pli that wrote it")
+            tables = {name for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for statement in _MIGRATE_FROM_0 if "objects" in tables else _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        finally:
-            db.close()
+        """A connection; a full disk met while using it is raised as OSError (ENOSPC), as
+        a file write says it, so the message path answers 452 4.3.1 for both."""
+        with sqlite_errors_as_os_errors(self.path):
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                yield db
+            finally:
+                db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -169,7 +229,8 @@ class LinkIndex:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 
@@ -213,16 +274,28 @@ class LinkIndex:
             )
             return cursor.rowcount > 0
 
-    def count_download(self, link_id: str, now: float) -> bool:
-        """Count one complete download; False (and nothing counted) when the link is not
-        usable any more: limit reached, expired, revoked or locked."""
+    def grant_download(self, link_id: str, object_id: str, now: float) -> int | None:
+        """Count one download of one document, in one transaction: the downloads that
+        document has left after this one, or None (and nothing counted) when it has none
+        left, or the link is expired, revoked or locked, or has no such document. Racing
+        callers are served one at a time, so the limit holds exactly."""
+        if object_id == MANIFEST_OBJECT_ID:
+            return None
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE links SET downloads = downloads + 1 WHERE id = ? AND revoked IS NULL"
-                " AND locked = 0 AND expires > ? AND downloads < download_limit",
-                (link_id, now),
-            )
-            return cursor.rowcount > 0
+            counted = db.execute(
+                "UPDATE objects SET downloads = downloads + 1"
+                " WHERE link_id = ? AND object_id = ? AND downloads < ("
+                "SELECT download_limit FROM links WHERE id = ? AND revoked IS NULL"
+                " AND locked = 0 AND expires > ?) RETURNING downloads",
+                (link_id, object_id, link_id, now),
+            ).fetchall()
+            if not counted:
+                return None
+            [(limit,)] = db.execute(
+                "UPDATE links SET downloads = downloads + 1 WHERE id = ?"
+                " RETURNING download_limit", (link_id,),
+            ).fetchall()
+        return max(0, int(limit) - int(counted[0][0]))
 
     def check_code(self, link_id: str, code: str) -> CodeCheck:
         """Check an access code, at most ``max_code_attempts`` wrong ones in the link's life.
@@ -296,9 +369,10 @@ def _info(db: sqlite3.Connection, row: tuple[Any, ...]) -> LinkInfo:
     (link_id, created, expires, limit, downloads, has_code, failed, locked, revoked, sender,
      recipients) = row
     objects = tuple(
-        StoredObject(object_id, size)
-        for object_id, size in db.execute(
-            "SELECT object_id, size FROM objects WHERE link_id = ? ORDER BY position", (link_id,)
+        StoredObject(object_id, size, downloads)
+        for object_id, size, downloads in db.execute(
+            "SELECT object_id, size, downloads FROM objects WHERE link_id = ? ORDER BY position",
+            (link_id,),
         )
     )
     return LinkInfo(

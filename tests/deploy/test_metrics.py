@@ -127,8 +127,10 @@ def test_events_count_by_decision_and_outcome() -> None:
     assert sample(families, "pli_deliveries_total", outcome="bounced") == 2  # expired too
     assert sample(families, "pli_portal_downloads_total") == 1
     assert sample(families, "pli_portal_code_failures_total") == 2
-    # Only a whole file counted against the link's limit is a download.
-    for outcome in ("head", "partial", "interrupted", "limit_reached", "code_required"):
+    # Only a download counted against a document's limit is one; fetching its bytes under
+    # the grant, whole or by ranges, is not another.
+    for outcome in ("head", "partial", "complete", "interrupted", "limit_reached",
+                    "code_required", "grant_required"):
         metrics.observe("portal.download", {"outcome": outcome, "object": "file"})
     metrics.observe("portal.download", {"outcome": "counted", "object": "file"})
     assert metrics.value("pli_portal_downloads_total") == 2
@@ -222,7 +224,7 @@ def _queue(spool: Spool, queue_id: str, age: float) -> None:
     spool.enqueue(QueuedMessage(id=queue_id, mail_from="a@cabinet.fr",
                                 recipients=[Recipient("b@example.org")], created=now - age,
                                 size=10, route_sender="a@cabinet.fr"), b"Subject: x\r\n\r\nx\r\n")
-    os.utime(spool.msg_dir / f"{queue_id}.eml", (now - age, now - age))
+    os.utime(spool.queue_dir / queue_id, (now - age, now - age))
 
 
 def test_spool_queue_stats(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ class Machine:
     name: str
     smtp_port: int
     provider: Provider
-    cert: Path  # the gateway's self-signed certificate, copied out
+    cert: Path  # the practice CA that issued the gateway's certificate, copied out
 
     def sh(self, script: str, *, stdin: str | None = None, check: bool = True,
            timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -142,7 +142,7 @@ def machine(wheelhouse: Wheelhouse,
         except AssertionError as exc:
             pytest.skip(f"podman cannot boot systemd here: {exc}")
         install(m, wheelhouse, ca.cert_pem.bytes().decode())
-        pm.podman("cp", f"{name}:/etc/pli/tls/cert.pem", str(m.cert))
+        pm.podman("cp", f"{name}:/etc/pli/tls/ca.pem", str(m.cert))
         print(f"booted and installed in {time.monotonic() - started:.1f} s")
         yield m
     finally:

@@ -96,7 +96,7 @@ def test_init_user_check_run_and_a_message_through_the_installed_pli(
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(smtp, timeout=30)
-        send(smtp, folder / "tls" / "cert.pem", "patient@gmail.com")
+        send(smtp, folder / "tls" / "ca.pem", "patient@gmail.com")
         got = wait_until(lambda: len(provider.handler.received) == 2
                          and provider.handler.received, timeout=30)
     finally:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.inspect import inspect_message
-from gateway.inspect.mime import _payload, parse
+from gateway.inspect import inspect, inspect_bytes
+from gateway.message.model import Message
 
 HEADERS = st.sampled_from(
     [
@@ -25,7 +29,7 @@ messages = st.one_of(
 @settings(max_examples=300)
 @given(messages)
 def test_inspection_never_raises_on_any_bytes(raw: bytes) -> None:
-    facts = inspect_message(raw)
+    facts = inspect_bytes(raw)
     assert facts.size == len(raw)
     assert all(a.size >= 0 and "/" in a.true_type for a in facts.attachments)
 
@@ -35,16 +39,29 @@ def test_inspection_never_raises_on_any_bytes(raw: bytes) -> None:
 BASE64_TEXT = st.lists(st.one_of(
     st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
             max_size=12),
-    st.sampled_from(["=", "==", "\r\n", "\n", " ", "*", "-", "_", "\t", "é"]),
+    st.sampled_from(["=", "==", "\r\n", " ", "*", "-", "_", "\t", "é"]),
 ), max_size=30).map("".join)
+
+
+def _decoded(raw: bytes) -> bytes:
+    message = Message.from_bytes(raw)
+    (leaf,) = inspect(message).leaves
+    return b"".join(message.decoded(leaf.part))
 
 
 @settings(max_examples=500)
 @given(BASE64_TEXT)
 def test_a_base64_part_decodes_as_the_email_package_decodes_it(text: str) -> None:
+    """The same bytes as the email package, except that where the email package stops
+    after padding in the middle, Pli goes on decoding what follows (so no reader ever
+    sees more than the policy saw): the email package's bytes then begin Pli's."""
     raw = ("Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
            + text).encode("utf-8")
-    part = parse(raw)
-    assert part is not None
-    expected = part.get_payload(decode=True)
-    assert _payload(part) == expected
+    ours = _decoded(raw)
+    theirs = email.message_from_bytes(raw, policy=email.policy.default).get_payload(decode=True)
+    alphabet = re.sub(r"[^A-Za-z0-9+/=]", "", text)
+    if theirs == b"".join(raw.split(b"\r\n\r\n", 1)[1].splitlines()) and alphabet:
+        return  # the email package could not decode it and handed back the text itself
+    assert ours.startswith(theirs)
+    if "=" not in alphabet.rstrip("="):
+        assert ours == theirs

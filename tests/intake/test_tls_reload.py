@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.tls import certificate_expiry, write_self_signed
 from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
@@ -30,7 +31,8 @@ def served(port: int, *, implicit: bool) -> bytes:
 
 
 def der(cert: Path) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(cert.read_text())
+    """The first certificate of a PEM file (the server's, ahead of its chain), as DER."""
+    return x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
 
 
 def expiry_gauge(gw: Gateway) -> float:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.policy.domains import DomainPattern, to_ascii
+from gateway.policy.domains import DomainPattern, first_match, routes_elsewhere, to_ascii
 from gateway.policy.lists import DomainList, parse_list
 
 
@@ -77,3 +77,39 @@ def test_a_label_whose_idna_2003_form_is_another_name_matches_nothing(address: s
     an address must not inherit the list entry's decision (a pass would send in clear)."""
     assert listed("strasse.fr").match(address) is None
     assert listed("cabinet-martin.fr").match(address) is None
+
+
+ROUTED = [
+    "x%victim.example@cabinet-martin.example",       # Postfix: allow_percent_hack
+    "victim.example!x@cabinet-martin.example",       # swap_bangpath
+    '"x@victim.example"@cabinet-martin.example',     # resolve_dequoted_address
+    '"x%victim.example"@cabinet-martin.example',
+    '"victim.example!x"@cabinet-martin.example',
+    '"x\\@victim.example"@cabinet-martin.example',   # an @ escaped inside the quotes
+    "<@relay.example:x@cabinet-martin.example>",     # a source route, if one gets this far
+]
+
+
+@pytest.mark.parametrize("address", ROUTED)
+def test_a_local_part_that_can_route_elsewhere_inherits_no_domain_decision(address: str) -> None:
+    """A provider may deliver these to victim.example: they must not be taken for the
+    practice's colleagues, nor for anyone else on the domain after the last @."""
+    assert routes_elsewhere(address)
+    assert listed("cabinet-martin.example").match(address) is None
+    assert first_match((DomainPattern("cabinet-martin.example", "exact",
+                                      "cabinet-martin.example"),), address) is None
+
+
+@pytest.mark.parametrize("address", [
+    "prenom.nom+tag@domaine.fr", '"prenom nom"@domaine.fr', '"prenom..nom"@domaine.fr',
+    "o'brien@domaine.fr", "élodie@domaine.fr", "Dr.Martin@Domaine.FR", "<dr@domaine.fr>",
+])
+def test_ordinary_addresses_and_quoted_spaces_or_dots_are_taken_as_they_are(address: str) -> None:
+    assert not routes_elsewhere(address)
+    assert listed("domaine.fr").match(address) is not None
+
+
+def test_a_list_entry_whose_local_part_routes_elsewhere_is_a_bad_entry() -> None:
+    entries, bad = parse_list("x%victim.example@cabinet.fr\nvictim!x@cabinet.fr\ndr@cabinet.fr\n")
+    assert [e.text for e in entries] == ["dr@cabinet.fr"]
+    assert [b.line for b in bad] == [1, 2]

@@ -209,7 +209,7 @@ def test_no_recipient_gives_no_group(tmp_path: Path) -> None:
         ("sender-tag-or-generated", "Résultats [code:4821]", "sender-tag"),
         ("sender-tag-or-generated", "Résultats", "generated"),
         ("sender-tag-or-generated", "Résultats [code:1]", "generated"),
-        ("sender-tag", "Résultats", "generated"),
+        ("sender-tag", "Résultats [code:4821]", "sender-tag"),
         ("generated", "Résultats [code:4821]", "generated"),
         ("none", "Résultats [code:4821]", "none"),
     ],
@@ -222,6 +222,19 @@ def test_the_access_code_mode_is_settled_for_the_message(
     (group,) = decide(policy, envelope(), facts(subject=subject)).groups
     assert group.decision.protect is not None
     assert group.decision.protect.access_code == resolved
+
+
+def test_a_sender_tag_rule_refuses_a_message_without_a_tag_saying_how(tmp_path: Path) -> None:
+    """The policy's answer is final: the protect step never turns it into something else."""
+    default = ('[[rule]]\nname = "fallback"\ndefault = true\naction = "protect"\n'
+               'protect = { access_code = "sender-tag" }\n')
+    policy = policy_with(tmp_path, "", default=default)
+    for subject in ("Résultats", "Résultats [code:1]"):  # no tag, or one too short to be a code
+        (group,) = decide(policy, envelope(), facts(subject=subject)).groups
+        assert group.decision.action == "block" and group.decision.rule == "fallback"
+        assert group.decision.block is not None
+        assert "[code:1234]" in group.decision.block.message_fr
+        assert "[code:1234]" in group.decision.block.message_en
 
 
 # --- The policy Pli installs ---------------------------------------------------------------

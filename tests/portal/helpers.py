@@ -78,3 +78,14 @@ async def enter_code(client: TestClient[Any, Any], link: SealedLink, code: str =
     assert response.status == 200, await response.text()
     morsel = response.cookies[f"pli_{link.id}"]
     return f"{morsel.key}={morsel.value}"
+
+
+async def grant(client: TestClient[Any, Any], link: SealedLink, object_id: str,
+                cookie: str | None = None) -> dict[str, str]:
+    """One download of a document, asked for as the page does; returns the header that
+    carries the grant it earned."""
+    headers = {"Cookie": cookie} if cookie else {}
+    response = await client.post(f"/api/l/{link.id}/o/{object_id}/grant", json={},
+                                 headers=headers)
+    assert response.status == 200, await response.text()
+    return {"Authorization": f"Bearer {(await response.json())['grant']}"}

@@ -94,7 +94,7 @@ def test_every_access_is_logged_with_link_outcome_and_client_and_nothing_secret(
     link = seal(vault, download_limit=1)
     object_id = file_id(vault, link)
 
-    async def scenario() -> str:
+    async def scenario() -> tuple[str, str]:
         async with serve(vault, settings) as client:
             headers = {"X-Forwarded-For": "203.0.113.5"}
             await client.get(f"/l/{link.id}", headers=headers)
@@ -104,31 +104,36 @@ def test_every_access_is_logged_with_link_outcome_and_client_and_nothing_secret(
             cookie = await enter_code(client, link)
             headers["Cookie"] = cookie
             await (await client.get(f"/api/l/{link.id}/o/manifest", headers=headers)).read()
-            await (await client.get(f"/api/l/{link.id}/o/{object_id}", headers=headers)).read()
+            response = await client.post(f"/api/l/{link.id}/o/{object_id}/grant", json={},
+                                         headers=headers)
+            granted = (await response.json())["grant"]
+            await (await client.get(f"/api/l/{link.id}/o/{object_id}", headers={
+                **headers, "Authorization": f"Bearer {granted}"})).read()
             await client.get(f"/l/{link.id}", headers=headers)
             await client.get("/l/AAAAAAAAAAAAAAAAAAAAAA", headers=headers)
-            return cookie
+            return cookie, granted
 
     with capture_logs() as logs:
-        cookie = run(scenario)
+        cookie, granted = run(scenario)
     events = [e for e in logs if e["event"].startswith("portal.")]
     names = [e["event"] for e in events]
     assert names == [
         "portal.page", "portal.page", "portal.state", "portal.code_rejected",
-        "portal.code_accepted", "portal.download", "portal.download", "portal.unavailable",
-        "portal.unavailable",
+        "portal.code_accepted", "portal.download", "portal.download", "portal.download",
+        "portal.unavailable", "portal.unavailable",
     ]
     for event in events:
         assert event["link"] in (link.id, "AAAAAAAAAAAAAAAAAAAAAA")
         assert "client" in event and ("outcome" in event or "reason" in event)
     assert [e["client"] for e in events if e["event"] != "portal.code_accepted"] == (
-        ["203.0.113.5"] * 8)
+        ["203.0.113.5"] * 9)
     downloads = [e for e in events if e["event"] == "portal.download"]
     assert [(e["object"], e["outcome"]) for e in downloads] == [
-        ("manifest", "complete"), ("file", "counted")]
+        ("manifest", "complete"), ("file", "counted"), ("file", "complete")]
     assert events[-2]["reason"] == "exhausted"
     text = json.dumps(events, default=str)
-    for secret in (link.secret, CODE, "7777", FILE_NAME, "sentinel", cookie.split("=", 1)[1]):
+    for secret in (link.secret, CODE, "7777", FILE_NAME, "sentinel", cookie.split("=", 1)[1],
+                   granted, granted.split(".")[1]):
         assert secret not in text
 
 

@@ -1,4 +1,5 @@
-"""The portal's small parts on their own: ranges, proxies, the throttle, tokens, language."""
+"""The portal's small parts on their own: ranges, proxies, the throttle, tokens, grants,
+language."""
 
 from __future__ import annotations
 
@@ -90,6 +91,26 @@ def test_a_token_is_good_for_its_link_until_it_expires() -> None:
     assert not AccessTokens(clock=lambda: now[0]).valid(LINK, token)  # another process's key
     now[0] += 61
     assert not tokens.valid(LINK, token)
+
+
+def test_a_grant_is_good_for_one_document_of_one_link_until_it_expires() -> None:
+    now = [1000.0]
+    tokens = AccessTokens(grant_lifetime=600, clock=lambda: now[0])
+    document, other = "Zm9vYmFyYmF6cXV4cXV1eA", "AAAAAAAAAAAAAAAAAAAAAA"
+    grant, expires = tokens.issue_grant(LINK, document)
+    assert expires == 1600
+    assert tokens.valid_grant(LINK, document, grant)
+    assert not tokens.valid_grant(LINK, other, grant)
+    assert not tokens.valid_grant(other, document, grant)
+    assert not tokens.valid_grant(LINK, document, None)
+    # Neither kind of token passes for the other, though one key signs both.
+    assert not tokens.valid(LINK, grant)
+    assert not tokens.valid_grant(LINK, document, tokens.issue(LINK))
+    assert not AccessTokens(clock=lambda: now[0]).valid_grant(LINK, document, grant)
+    now[0] += 599
+    assert tokens.valid_grant(LINK, document, grant)
+    now[0] += 1
+    assert not tokens.valid_grant(LINK, document, grant)
 
 
 @pytest.mark.parametrize(("header", "language"), [

@@ -54,7 +54,8 @@ def test_queue_delete_removes_the_message_for_good(gw: Gateway, deferred_id: str
     assert done.returncode == 0, done.stderr
     assert deferred_id in done.stdout and "1 recipient(s) will not receive it" in done.stdout
     assert queued(gw) == []
-    assert list(spool_of(gw).msg_dir.iterdir()) == []
+    assert list(spool_of(gw).queue_dir.iterdir()) == []
+    assert list(spool_of(gw).state_dir.iterdir()) == []
     assert pli(gw, "queue", "list").stdout.strip() == "0 message(s) queued"
 
 
@@ -109,7 +110,7 @@ def test_queue_flush_without_a_running_pli_says_it_will_happen_at_start(
 
 
 def test_queue_delete_refuses_a_path_instead_of_an_id(gw: Gateway, deferred_id: str) -> None:
-    outside = gw.folder / "data" / "spool" / "msg"
+    outside = gw.folder / "data" / "spool" / "queue"
     done = pli(gw, "queue", "delete", f"../../{outside.name}/{deferred_id}")
     assert done.returncode == 1 and "not a queue id" in done.stderr
     assert [m.id for m in queued(gw)] == [deferred_id]

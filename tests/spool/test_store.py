@@ -1,5 +1,6 @@
-"""The spool on disk: what a queued message is made of, what start-up cleans, and the lock
-that keeps the server and the command line from handling one message at the same time."""
+"""The spool on disk: what a queued message is made of (one file: the message, then its
+envelope), what start-up cleans, and the lock that keeps the server and the command line
+from handling one message at the same time."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from gateway.spool.store import Busy, QueuedMessage, Recipient, Spool, new_queue_id
+from gateway.spool.store import FOOTER_SIZE, Busy, QueuedMessage, Recipient, Spool, new_queue_id
+from gateway.types import ByteRange
 
 CONTENT = b"From: dr.martin@cabinet-martin.fr\r\nTo: p@example.org\r\n\r\nBonjour\r\n"
 
@@ -31,32 +34,86 @@ def spool(tmp_path: Path) -> Spool:
     return spool
 
 
-def test_enqueue_writes_the_message_and_its_envelope_and_leaves_no_temporary_file(
+def test_enqueue_writes_one_file_the_message_then_its_envelope_and_no_temporary_file(
         spool: Spool) -> None:
     message = queued_message()
     spool.enqueue(message, CONTENT)
-    assert (spool.msg_dir / f"{message.id}.eml").read_bytes() == CONTENT
-    meta = json.loads((spool.meta_dir / f"{message.id}.json").read_bytes())
-    assert meta["mail_from"] == "dr.martin@cabinet-martin.fr"
-    assert [r["address"] for r in meta["recipients"]] == ["p@example.org", "q@example.org"]
+    data = (spool.queue_dir / message.id).read_bytes()
+    assert data.startswith(CONTENT)
+    footer = data[-FOOTER_SIZE:]
+    assert footer.split()[0] == b"PLI-QUEUE-1"
+    envelope = json.loads(data[len(CONTENT):-FOOTER_SIZE])
+    assert envelope["mail_from"] == "dr.martin@cabinet-martin.fr"
+    assert [r["address"] for r in envelope["recipients"]] == ["p@example.org", "q@example.org"]
     assert list(spool.tmp_dir.iterdir()) == []
     assert spool.ids() == [message.id]
     assert spool.load(message.id) == message
     assert spool.content(message.id) == CONTENT
+    assert spool.header_block(message.id) == CONTENT.split(b"\r\n\r\n")[0] + b"\r\n"
+
+
+def test_byte_ranges_are_copied_from_the_message_file(spool: Spool, tmp_path: Path) -> None:
+    source = tmp_path / "received"
+    source.write_bytes(b"Subject: x\r\n\r\n" + b"0123456789" * 100_000)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        message = queued_message()
+        spool.enqueue(message, (b"Subject: y\r\n\r\n", ByteRange(14, 14 + 1_000_000),
+                                lambda: iter([b"\r\n-- \r\n"])), fd)
+    finally:
+        os.close(fd)
+    expected = b"Subject: y\r\n\r\n" + b"0123456789" * 100_000 + b"\r\n-- \r\n"
+    assert spool.content(message.id) == expected
+    assert spool.load(message.id).size == len(expected)  # type: ignore[union-attr]
+
+
+def test_a_received_file_is_queued_where_it_is(spool: Spool) -> None:
+    """A message passed as it came is not copied: its intake file becomes the queue file."""
+    received = spool.incoming("RECEIVED1")
+    received.write_bytes(CONTENT)
+    inode = received.stat().st_ino
+    message = queued_message()
+    spool.adopt(message, received)
+    assert not received.exists()
+    assert (spool.queue_dir / message.id).stat().st_ino == inode
+    assert spool.content(message.id) == CONTENT and message.size == len(CONTENT)
+    assert spool.load(message.id) == message
+
+
+def test_writers_at_the_same_moment_share_the_folder_fsync(spool: Spool) -> None:
+    messages = [queued_message() for _ in range(24)]
+    before = spool.queue_sync.fsyncs
+    start = threading.Barrier(len(messages))
+
+    def write(message: QueuedMessage) -> None:
+        start.wait()
+        spool.enqueue(message, CONTENT)
+
+    threads = [threading.Thread(target=write, args=(m,)) for m in messages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(spool.ids()) == sorted(m.id for m in messages)
+    fsyncs = spool.queue_sync.fsyncs - before
+    assert 1 <= fsyncs < len(messages), fsyncs
 
 
 def test_queued_files_are_readable_only_by_pli(spool: Spool) -> None:
     message = queued_message()
     spool.enqueue(message, CONTENT)
-    for path in (spool.msg_dir / f"{message.id}.eml", spool.meta_dir / f"{message.id}.json"):
+    spool.save(message)
+    for path in (spool.queue_dir / message.id, spool.state_dir / f"{message.id}.json"):
         assert path.stat().st_mode & 0o077 == 0, path
-    for folder in (spool.root, spool.msg_dir, spool.meta_dir, spool.tmp_dir):
+    for folder in (spool.root, spool.queue_dir, spool.state_dir, spool.incoming_dir,
+                   spool.tmp_dir):
         assert folder.stat().st_mode & 0o077 == 0, folder
 
 
-def test_save_rewrites_the_envelope_and_keeps_the_message(spool: Spool) -> None:
+def test_save_writes_the_state_beside_and_keeps_the_message(spool: Spool) -> None:
     message = queued_message()
     spool.enqueue(message, CONTENT)
+    queue_file = (spool.queue_dir / message.id).read_bytes()
     message.recipients[0].state = "sent"
     message.attempts = 2
     spool.save(message)
@@ -64,22 +121,40 @@ def test_save_rewrites_the_envelope_and_keeps_the_message(spool: Spool) -> None:
     assert loaded is not None and loaded.attempts == 2
     assert [r.address for r in loaded.pending] == ["q@example.org"]
     assert spool.content(message.id) == CONTENT
+    assert (spool.queue_dir / message.id).read_bytes() == queue_file  # never changed
 
 
-def test_recover_removes_half_written_files_and_keeps_queued_messages(spool: Spool) -> None:
+def test_recover_removes_what_was_never_acknowledged_and_keeps_queued_messages(
+        spool: Spool) -> None:
     kept = queued_message()
     spool.enqueue(kept, CONTENT)
-    orphan = new_queue_id()  # the message file was written, the envelope never was
-    (spool.msg_dir / f"{orphan}.eml").write_bytes(CONTENT)
-    (spool.tmp_dir / f"{new_queue_id()}.json.0a1b2c3d").write_bytes(b"{")
-    (spool.tmp_dir / f"{new_queue_id()}.eml.4e5f6a7b").write_bytes(CONTENT[:10])
+    spool.incoming(new_queue_id()).write_bytes(CONTENT)  # received, never queued
+    (spool.tmp_dir / f"{new_queue_id()}.0a1b2c3d").write_bytes(CONTENT[:10])
+    (spool.state_dir / f"{new_queue_id()}.json").write_bytes(b"{}")  # its message is gone
 
     assert spool.recover() == 3
-    assert sorted(p.name for p in spool.msg_dir.iterdir()) == [f"{kept.id}.eml"]
-    assert list(spool.tmp_dir.iterdir()) == []
+    assert list(spool.incoming_dir.iterdir()) == [] and list(spool.tmp_dir.iterdir()) == []
+    assert list(spool.state_dir.iterdir()) == []
     assert spool.ids() == [kept.id]
     assert spool.content(kept.id) == CONTENT
     assert spool.recover() == 0
+
+
+def test_recover_brings_an_earlier_spool_into_this_layout(spool: Spool) -> None:
+    """Pli 0.1 kept msg/<id>.eml and meta/<id>.json: an upgrade loses none of them."""
+    old = queued_message()
+    old.recipients[0].state = "sent"
+    (spool.root / "msg").mkdir()
+    (spool.root / "meta").mkdir()
+    (spool.root / "msg" / f"{old.id}.eml").write_bytes(CONTENT)
+    (spool.root / "meta" / f"{old.id}.json").write_bytes(old.to_json())
+    (spool.root / "msg" / "NEVERACKED.eml").write_bytes(CONTENT)  # no envelope: never queued
+    assert spool.recover() == 1
+    assert spool.ids() == [old.id]
+    assert spool.content(old.id) == CONTENT
+    loaded = spool.load(old.id)
+    assert loaded is not None and [r.address for r in loaded.pending] == ["q@example.org"]
+    assert not (spool.root / "msg").exists() and not (spool.root / "meta").exists()
 
 
 def test_recover_creates_a_missing_spool(tmp_path: Path) -> None:
@@ -88,21 +163,23 @@ def test_recover_creates_a_missing_spool(tmp_path: Path) -> None:
     assert spool.ids() == []
 
 
-def test_a_failed_envelope_write_leaves_nothing_behind(spool: Spool) -> None:
+def test_a_failed_rename_leaves_nothing_behind(spool: Spool) -> None:
     message = queued_message()
-    (spool.meta_dir / f"{message.id}.json").mkdir()  # the rename into meta/ will fail
-    with pytest.raises(IsADirectoryError):
+    (spool.queue_dir / message.id).mkdir()  # the rename into queue/ will fail
+    with pytest.raises(FileExistsError):
         spool.enqueue(message, CONTENT)
-    assert list(spool.msg_dir.iterdir()) == []
     assert list(spool.tmp_dir.iterdir()) == []
+    (spool.queue_dir / message.id).rmdir()
+    assert spool.ids() == []
 
 
 def test_remove_is_idempotent(spool: Spool) -> None:
     message = queued_message()
     spool.enqueue(message, CONTENT)
+    spool.save(message)
     spool.remove(message.id)
     assert spool.ids() == [] and spool.load(message.id) is None
-    assert list(spool.msg_dir.iterdir()) == []
+    assert list(spool.queue_dir.iterdir()) == [] and list(spool.state_dir.iterdir()) == []
     spool.remove(message.id)
     spool.remove("never-queued")
 
@@ -129,7 +206,7 @@ def test_locked_raises_busy_while_another_process_holds_the_message(spool: Spool
          "fcntl.flock(f, fcntl.LOCK_EX)\n"
          "print('held', flush=True)\n"
          "sys.stdin.read()\n",
-         str(spool.msg_dir / f"{message.id}.eml")],
+         str(spool.queue_dir / message.id)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE) as holder:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
         with pytest.raises(Busy):
@@ -156,7 +233,7 @@ def test_a_message_removed_while_its_lock_was_awaited_is_not_handed_out(
     between, the holder must not act on a file that is no longer the one it locked."""
     message = queued_message()
     spool.enqueue(message, CONTENT)
-    path = spool.msg_dir / f"{message.id}.eml"
+    path = spool.queue_dir / message.id
     real_open = os.open
 
     def open_then_replace(p: str | os.PathLike[str], flags: int, *args: int) -> int:
@@ -177,7 +254,9 @@ def test_an_unreadable_envelope_does_not_hide_the_other_queued_messages(spool: S
     scheduler would stop for good, and nothing queued would be retried any more)."""
     good = queued_message()
     spool.enqueue(good, CONTENT)
-    for name, data in (("0BAD", b"{not json"), ("0OLD", b'{"id": "0OLD", "unknown": 1}')):
-        spool.enqueue(queued_message(name), CONTENT)
-        (spool.meta_dir / f"{name}.json").write_bytes(data)
+    (spool.queue_dir / "0CUT").write_bytes(CONTENT)  # no envelope at its end
+    spool.enqueue(queued_message("0BAD"), CONTENT)
+    (spool.state_dir / "0BAD.json").write_bytes(b"{not json")
+    spool.enqueue(queued_message("0OLD"), CONTENT)
+    (spool.state_dir / "0OLD.json").write_bytes(b'{"id": "0OLD", "unknown": 1}')
     assert [m.id for m in spool.messages()] == [good.id]

@@ -16,11 +16,10 @@ import pytest
 
 from gateway.preflight import template_dirs
 from gateway.transform import Protector
-from gateway.types import ProtectSettings
 from gateway.vault import Vault
 from tests.portal.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support import ADDRESS, make_gateway
-from tests.transform.test_protect import original
+from tests.support import make_gateway
+from tests.transform.test_protect import original, protect
 
 WIDTH = 390  # an iPhone 12 to 15, in CSS pixels
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "notice"
@@ -56,8 +55,7 @@ def notice_html(tmp_path: Path, language: str) -> str:
     settings = gw.settings()
     protector = Protector(Vault(settings.vault_dir), settings, template_dirs(settings),
                           tag_names=lambda: frozenset({"code"}))
-    result = protector.protect(original().as_bytes(), ADDRESS, ("patient@gmail.com",),
-                               ProtectSettings(language=language))  # type: ignore[arg-type]
+    result = protect(protector, original(), language=language)
     notice = email.message_from_bytes(result.outgoing[0].content, policy=email.policy.default)
     part = notice.get_body(preferencelist=("html",))
     assert part is not None

@@ -7,17 +7,21 @@ import base64
 import email
 import email.policy
 import re
-from email.message import EmailMessage, Message
+from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from gateway.preflight import template_dirs
-from gateway.errors import SenderNotAllowed
-from gateway.transform import Protected, Protector
+from gateway.inspect import inspect
+from gateway.intake.data import normalise_line_endings
+from gateway.message.model import Message
+from gateway.transform import Protector
+from gateway.transform.extract import extract
 from gateway.types import ProtectSettings
 from gateway.vault import Vault
-from tests.support import ADDRESS, Gateway, make_gateway
+from tests.support import ADDRESS, Gateway, body_bytes, make_gateway
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% SENTINEL-PDF-BYTES-93c1\n%%EOF\n"
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
@@ -58,9 +62,33 @@ def original(subject: str = SUBJECT) -> EmailMessage:
     return msg
 
 
-def protect(protector: Protector, msg: Message, **how: object) -> Protected:
-    return protector.protect(msg.as_bytes(), ADDRESS, ("patient@gmail.com",),
-                             ProtectSettings(**how))  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class Copy:
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Result:
+    outgoing: list[Copy]
+    link_id: str
+    access_code: str
+
+
+def protect_bytes(protector: Protector, raw: bytes, **how: object) -> Result:
+    """Protect a message as the pipeline does: taken apart once, then sealed; the copies
+    are returned as the spool would write them."""
+    message = Message.from_bytes(normalise_line_endings(raw))
+    parts = extract(message, inspect(message))
+    protected = protector.protect(message, parts, ADDRESS, ("patient@gmail.com",),
+                                  ProtectSettings(**how))  # type: ignore[arg-type]
+    return Result([Copy(o.mail_from, o.recipients, body_bytes(o.body, message))
+                   for o in protected.outgoing], protected.link_id, protected.access_code)
+
+
+def protect(protector: Protector, msg: EmailMessage, **how: object) -> Result:
+    return protect_bytes(protector, msg.as_bytes(), **how)
 
 
 def link_of(notice: bytes) -> tuple[str, str]:
@@ -116,11 +144,14 @@ def test_the_notice_is_valid_mime_and_keeps_only_headers_without_content(setup) 
         assert part.get_content_charset() == "utf-8"
 
 
-def test_a_sender_tag_rule_without_a_tag_refuses_the_message_saying_how(setup) -> None:
+def test_protect_does_not_decide_again_what_the_policy_settled(setup) -> None:
+    """A sender-tag decision for a message without a tag cannot reach the protector (the
+    policy refuses such a message); if it did, nothing would be sealed."""
     _, vault, protector = setup
-    with pytest.raises(SenderNotAllowed) as err:
+    with pytest.raises(ValueError):
         protect(protector, original(), access_code="sender-tag")
-    assert err.value.reply.startswith("550 5.7.1") and "[code:1234]" in err.value.reply
+    with pytest.raises(ValueError):
+        protect(protector, original(), access_code="sender-tag-or-generated")
     assert vault.links() == []
 
 
@@ -217,8 +248,7 @@ def test_a_header_that_decodes_to_a_line_break_never_reaches_the_notice(setup) -
     raw = original().as_bytes().replace(
         b"To: Patient <patient@gmail.com>",
         b"To: =?utf-8?q?Patient=0D=0ABcc=3A_spy=40evil=2Eexample?= <patient@gmail.com>")
-    notice = protector.protect(raw, ADDRESS, ("patient@gmail.com",),
-                               ProtectSettings()).outgoing[0].content
+    notice = protect_bytes(protector, raw).outgoing[0].content
     headers = notice.split(b"\r\n\r\n")[0]
     assert b"\nBcc:" not in headers and b"spy@evil" not in headers
 
@@ -243,3 +273,67 @@ def test_a_text_part_that_is_neither_plain_nor_html_goes_to_the_vault(setup) -> 
     link_id, secret = link_of(result.outgoing[0].content)
     manifest = vault.read_manifest(link_id, secret)
     assert "text/csv" in [f.declared_type for f in manifest.files]
+
+
+def test_every_leaf_part_of_any_type_goes_to_the_vault_and_an_empty_multipart_does_not(
+        setup) -> None:
+    """A delivery report, headers of a returned message, a part with no type at all: each
+    is sealed as a file; an empty multipart/alternative is no document."""
+    _, vault, protector = setup
+    raw = (f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+           'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
+           "--m\r\nContent-Type: text/plain\r\n\r\nLe corps.\r\n"
+           "--m\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+           "Final-Recipient: rfc822; a@b.fr\r\nAction: failed\r\n"
+           "--m\r\nContent-Type: message/rfc822-headers\r\n\r\nSubject: retour sentinelrh\r\n"
+           "--m\r\nContent-Type: multipart/alternative; boundary=\"empty\"\r\n\r\n"
+           "--m\r\nContent-Disposition: attachment\r\n\r\nsans type\r\n"
+           "--m--\r\n").encode()
+    result = protect_bytes(protector, raw)
+    link_id, secret = link_of(result.outgoing[0].content)
+    manifest = vault.read_manifest(link_id, secret)
+    assert sorted(f.declared_type for f in manifest.files) == [
+        "message/delivery-status", "message/rfc822-headers", "text/plain"]
+    contents = [b"".join(vault.read_file(link_id, secret, f.object_id)) for f in manifest.files]
+    assert any(b"Final-Recipient" in c for c in contents)
+    assert any(b"sentinelrh" in c for c in contents) and b"sans type" in b"".join(contents)
+    assert all(f.size > 0 for f in manifest.files)
+    assert manifest.text == "Le corps."
+
+
+def test_a_file_name_in_an_unquoted_encoded_word_or_a_windows_path_is_kept(setup) -> None:
+    _, vault, protector = setup
+    raw = (f"From: {ADDRESS}\r\nTo: patient@gmail.com\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+           'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
+           "--m\r\nContent-Type: text/plain\r\n\r\nBonjour\r\n"
+           "--m\r\nContent-Type: application/pdf\r\n"
+           "Content-Disposition: attachment; filename==?utf-8?B?VGhpcyBpcyBhIHRlc3QucGRm?=\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n"
+           + base64.b64encode(PDF).decode() + "\r\n"
+           "--m\r\nContent-Type: image/png\r\n"
+           'Content-Disposition: attachment; filename="C:\\TEMP\\photo.png"\r\n'
+           "Content-Transfer-Encoding: base64\r\n\r\n"
+           + base64.b64encode(PNG).decode() + "\r\n--m--\r\n").encode()
+    result = protect_bytes(protector, raw)
+    link_id, secret = link_of(result.outgoing[0].content)
+    names = sorted(f.name for f in vault.read_manifest(link_id, secret).files)
+    assert names == ["This is a test.pdf", "photo.png"]
+
+
+def test_a_body_too_long_to_read_as_text_is_sealed_as_a_file_not_dropped(
+        setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.inspect import mime
+    monkeypatch.setattr(mime, "MAX_TEXT", 1000)
+    _, vault, protector = setup
+    msg = EmailMessage()
+    msg["From"] = ADDRESS
+    msg["To"] = "patient@gmail.com"
+    msg["Subject"] = "Compte rendu"
+    msg.set_content("Compte rendu. " * 500)
+    result = protect(protector, msg)
+    link_id, secret = link_of(result.outgoing[0].content)
+    manifest = vault.read_manifest(link_id, secret)
+    bodies = [f for f in manifest.files if f.name == "message.txt"]
+    assert len(bodies) == 1
+    data = b"".join(vault.read_file(link_id, secret, bodies[0].object_id))
+    assert data.count(b"Compte rendu.") == 500

@@ -7,6 +7,7 @@
 // its HTML with the tags dropped: nothing of the sender's markup is ever rendered.
 
 import { concat, deriveKeys, isLinkId, isSecret, openStream, VaultError } from "./vault.js";
+import { DownloadInterrupted, fetchGranted, GrantRefused } from "./download.js";
 import { texts } from "./texts.js";
 
 const T = document.documentElement.lang === "en" ? texts.en : texts.fr;
@@ -26,6 +27,7 @@ let manifest = null;
 class Unavailable extends Error {}
 class CodeRequired extends Error {}
 class NetworkError extends Error {}
+class UsedUp extends Error {}
 
 async function main() {
   if (!window.crypto?.subtle || !window.ReadableStream || !window.TextDecoder) {
@@ -58,17 +60,30 @@ async function getState() {
   return response.json();
 }
 
-async function fetchObject(objectId, onProgress) {
-  const response = await request(`${api}/o/${encodeURIComponent(objectId)}`);
+async function fetchManifest() {
+  const response = await request(`${api}/o/manifest`);
   if (!response.ok || !response.body) throw new NetworkError();
-  const key = objectId === "manifest" ? keys.manifest : keys.content;
-  const total = Number(response.headers.get("Content-Length")) || 0;
   try {
-    return await openStream(key, objectId, response.body, (n) => onProgress?.(n, total));
+    return await openStream(keys.manifest, "manifest", response.body);
   } catch (error) {
     if (error instanceof VaultError) throw error;
     throw new VaultError("truncated"); // the connection broke: the object is incomplete
   }
+}
+
+// One download of a document, counted by the server now; its answer is the grant under
+// which the ciphertext is then fetched, and how many downloads the document has left.
+async function requestGrant(objectId) {
+  const response = await request(`${api}/o/${encodeURIComponent(objectId)}/grant`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{}",
+  });
+  if (response.status === 410) throw new UsedUp();
+  if (!response.ok) throw new NetworkError();
+  const answer = await response.json().catch(() => ({}));
+  if (typeof answer.grant !== "string") throw new NetworkError();
+  return answer;
 }
 
 // -- the access code ------------------------------------------------------------------
@@ -101,6 +116,7 @@ $("code-form").addEventListener("submit", async (event) => {
     if (response.ok && answer.ok) {
       $("code-step").hidden = true;
       input.value = "";
+      state = await getState(); // now with what is left of each document
       await openMessage();
     } else if (response.status === 429) {
       codeError(T.throttled(Math.max(1, Math.ceil((answer.retry_after || 60) / 60))));
@@ -133,7 +149,7 @@ function codeError(message) {
 
 async function openMessage() {
   setStatus(T.decrypting);
-  const parts = await fetchObject("manifest");
+  const parts = await fetchManifest();
   try {
     manifest = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(concat(parts)));
   } catch {
@@ -148,7 +164,11 @@ async function openMessage() {
 function showMessage() {
   $("subject").textContent = text(manifest.subject) || T.noSubject;
   $("sender").textContent = text(manifest.sender);
-  $("date").textContent = formatMessageDate(text(manifest.date));
+  // A message sent without a Date: header gets the time Pli received it, as the copy
+  // Pli passes on would; with neither, no date line at all.
+  const date = formatMessageDate(text(manifest.date)) || formatTime(state?.received);
+  $("date").textContent = date;
+  $("date").hidden = $("date-label").hidden = !date;
   $("body").textContent = lines(text(manifest.text)).trim() ||
     htmlToText(lines(text(manifest.html))) || T.noText;
   const list = $("documents");
@@ -168,6 +188,20 @@ function showMessage() {
   $("subject").focus(); // announces the subject; the message follows in reading order
 }
 
+// Each document may be downloaded a number of times of its own; the server says how
+// many are left (state.documents), and each download it grants says it again.
+function downloadsLeft(file) {
+  const found = (state?.documents || []).find((d) => d.object === file.object);
+  return found ? Math.max(0, Number(found.downloads_left) || 0) : 0;
+}
+
+function setDownloadsLeft(file, left, button, leftText) {
+  const found = (state?.documents || []).find((d) => d.object === file.object);
+  if (found) found.downloads_left = left;
+  leftText.textContent = T.left(left);
+  button.disabled = left <= 0;
+}
+
 function documentItem(file, index) {
   const item = document.createElement("li");
   const name = document.createElement("p");
@@ -177,6 +211,8 @@ function documentItem(file, index) {
   const info = document.createElement("p");
   info.className = "info";
   info.textContent = `${typeLabel(file)} · ${formatSize(Number(file.size) || 0)}`;
+  const left = document.createElement("p");
+  left.className = "left";
   const button = document.createElement("button");
   button.type = "button";
   button.className = "download";
@@ -185,34 +221,45 @@ function documentItem(file, index) {
   const status = document.createElement("p");
   status.className = "progress";
   status.setAttribute("role", "status");
-  button.addEventListener("click", () => download(file, button, status));
-  item.append(name, info, button, status);
+  setDownloadsLeft(file, downloadsLeft(file), button, left);
+  button.addEventListener("click", () => download(file, button, status, left));
+  item.append(name, info, left, button, status);
   return item;
 }
 
-async function download(file, button, status) {
+async function download(file, button, status, leftText) {
   button.disabled = true;
   status.classList.remove("error");
   status.textContent = T.downloading(0);
   try {
-    const parts = await fetchObject(file.object, (received, total) => {
-      if (total) status.textContent = T.downloading(Math.floor((100 * received) / total));
-    });
+    const grant = await requestGrant(file.object);
+    setDownloadsLeft(file, Number(grant.downloads_left) || 0, button, leftText);
+    button.disabled = true;
+    const url = `${api}/o/${encodeURIComponent(file.object)}`;
+    const parts = await fetchGranted(url, grant.grant, keys.content, file.object,
+      (received, total) => {
+        status.textContent = T.downloading(Math.floor((100 * received) / total));
+      });
     const blob = new Blob(parts, { type: blobType(file) });
     if (blob.size !== Number(file.size)) throw new VaultError("size");
     save(blob, text(file.name) || "document");
     status.textContent = T.downloaded;
-    if (state && state.downloads_left > 0) state.downloads_left -= 1;
-    showLimits();
   } catch (error) {
     status.classList.add("error");
     if (error instanceof VaultError) status.textContent = T.damagedFile;
-    else if (error instanceof Unavailable) return showProblem(T.unavailable);
-    else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
+    else if (error instanceof UsedUp) {
+      setDownloadsLeft(file, 0, button, leftText);
+      status.textContent = T.usedUp;
+    } else if (error instanceof Unavailable ||
+      (error instanceof GrantRefused && error.status === 404)) {
+      return showProblem(T.unavailable); // the link stopped working meanwhile
+    } else if (error instanceof DownloadInterrupted || error instanceof GrantRefused) {
+      status.textContent = T.interrupted;
+    } else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
     else if (error instanceof NetworkError) status.textContent = T.network;
     else status.textContent = T.unexpected;
   } finally {
-    button.disabled = false;
+    button.disabled = downloadsLeft(file) <= 0;
   }
 }
 
@@ -232,7 +279,7 @@ function showLimits() {
   if (!state) return;
   const date = new Intl.DateTimeFormat(T.locale, { dateStyle: "long", timeStyle: "short" })
     .format(new Date(state.expires * 1000));
-  $("limits").textContent = T.limits(date, state.downloads_left);
+  $("limits").textContent = T.limits(date, state.download_limit);
 }
 
 // -- problems -------------------------------------------------------------------------
@@ -298,9 +345,14 @@ function blobType(file) {
 
 function formatMessageDate(value) {
   const date = new Date(value);
-  if (!value || Number.isNaN(date.getTime())) return value;
+  if (!value.trim() || Number.isNaN(date.getTime())) return value.trim();
+  return formatTime(date.getTime() / 1000);
+}
+
+function formatTime(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
   return new Intl.DateTimeFormat(T.locale, { dateStyle: "full", timeStyle: "short" })
-    .format(date);
+    .format(new Date(seconds * 1000));
 }
 
 // A message with only an HTML body is shown as its text: tags dropped, a few entities

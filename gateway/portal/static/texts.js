@@ -34,9 +34,14 @@ const fr = {
   downloaded: "Enregistré dans vos téléchargements.",
   damagedFile: "Ce document est endommagé ou incomplet : rien n'a été enregistré. " +
     "Réessayez, ou contactez le cabinet.",
-  limits: (date, n) => `Ce lien est valable jusqu'au ${date}. ` +
-    (n > 1 ? `Il reste ${n} téléchargements.` : n === 1 ? "Il reste 1 téléchargement." :
-      "Plus aucun téléchargement possible."),
+  interrupted: "Le téléchargement a été interrompu : rien n'a été enregistré. Vérifiez " +
+    "votre connexion, puis réessayez (cela comptera un nouveau téléchargement).",
+  usedUp: "Ce document a déjà été téléchargé autant de fois que prévu.",
+  // The same words as the notice's (gateway/defaults/templates/fr/default/notice.txt).
+  limits: (date, n) => `Ce lien est valable jusqu'au ${date}, et chaque document peut ` +
+    `être téléchargé ${n} fois au plus.`,
+  left: (n) => (n > 1 ? `Encore ${n} téléchargements possibles.` :
+    n === 1 ? "Encore 1 téléchargement possible." : "Plus aucun téléchargement possible."),
   bytes: (n) => `${n} octet${n > 1 ? "s" : ""}`,
   units: ["ko", "Mo", "Go"],
   types: { pdf: "Document PDF", image: "Image", text: "Texte", other: "Fichier" },
@@ -74,8 +79,14 @@ const en = {
   downloaded: "Saved to your downloads.",
   damagedFile: "This document is damaged or incomplete: nothing was saved. Try again, " +
     "or contact the practice.",
-  limits: (date, n) => `This link is valid until ${date}. ` +
-    (n > 1 ? `${n} downloads left.` : n === 1 ? "1 download left." : "No downloads left."),
+  interrupted: "The download was interrupted: nothing was saved. Check your connection " +
+    "and try again (it will count as another download).",
+  usedUp: "This document has already been downloaded as many times as allowed.",
+  // The same words as the notice's (gateway/defaults/templates/en/default/notice.txt).
+  limits: (date, n) => `This link is valid until ${date}, and downloads are limited to ` +
+    `${n} per document.`,
+  left: (n) => (n > 1 ? `${n} downloads left.` : n === 1 ? "1 download left." :
+    "No downloads left."),
   bytes: (n) => `${n} byte${n > 1 ? "s" : ""}`,
   units: ["KB", "MB", "GB"],
   types: { pdf: "PDF document", image: "Image", text: "Text", other: "File" },

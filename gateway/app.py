@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway import logs, metrics, sdnotify
 from gateway.audit import AuditTrail, Retention
-from gateway.checks import load_checked_policy, policy_path, template_dirs
+from gateway.preflight import load_checked_policy, policy_path, template_dirs
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.intake.server import Intake, start_intake

@@ -23,6 +23,9 @@ from gateway.providers import NAMES as PROVIDERS
 if TYPE_CHECKING:
     from gateway.spool.store import QueuedMessage
 
+if TYPE_CHECKING:
+    from gateway.policy import ImportSummary
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -34,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PliError as exc:
         print(f"pli: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a folder that cannot be made or written, said in words
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pli: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -66,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--portal-port", type=port_number, default=8080,
                       help="local port of the portal, behind the reverse proxy")
     init.add_argument("--portal-url", help="the portal's public address (https://...)")
-    init.add_argument("--name", help="the practice's name, as patients know it")
+    init.add_argument("--name", help="the practice's name, as patients know it (asked for "
+                      "when not given; required without a terminal)")
     init.add_argument("--data-dir", default="data",
                       help="spool, vault and audit folder (default: DIR/data; the systemd "
                            "unit expects /var/lib/pli)")
@@ -114,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--into", required=True, metavar="NAME")
     imp.set_defaults(func=cmd_lists_import)
+    upd = lists_sub.add_parser("update", help="download the national MSSanté whitelist "
+                               "([mssante_whitelist] in pli.toml) into the policy's list")
+    config_arg(upd)
+    upd.add_argument("--into", metavar="NAME",
+                     help="the policy's list to replace (default: [mssante_whitelist] list)")
+    upd.set_defaults(func=cmd_lists_update)
 
     user = sub.add_parser("user", help="manage who may send through Pli")
     user_sub = user.add_subparsers(metavar="ACTION", required=True)
@@ -216,11 +230,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     security = args.upstream_security or (
         preset.security if preset is not None and port == preset.port
         else "tls" if port == 465 else "starttls")
+    name = practice_name(args.name)
     created = init_dir(args.dir, InitOptions(
         domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
         listen_host=args.listen, submission_port=args.submission_port,
         submissions_port=args.submissions_port, portal_port=args.portal_port,
-        portal_url=args.portal_url, practice_name=args.name, data_dir=args.data_dir,
+        portal_url=args.portal_url, practice_name=name, data_dir=args.data_dir,
         provider=args.provider,
     ))
     for path in created:
@@ -244,6 +259,19 @@ Next steps:
     return 0
 
 
+def practice_name(given: str | None) -> str:
+    """The practice's name for the notices: --name, or asked for at a terminal."""
+    from gateway.config import PLACEHOLDER_PRACTICE_NAME
+
+    name = (given or "").strip()
+    if not name and given is None and sys.stdin.isatty():
+        name = input("The practice's name, as patients know it "
+                     "(e.g. Cabinet du Dr Martin): ").strip()
+    if not name or name == PLACEHOLDER_PRACTICE_NAME:
+        raise PliError('give the practice\'s name, e.g. --name "Cabinet du Dr Martin": '
+                       "patients read it in every notice, and a notice from "
+                       f"{PLACEHOLDER_PRACTICE_NAME!r} looks like phishing")
+    return name
 def _fingerprints(ca: Path, indent: str) -> str:
     from cryptography import x509
 
@@ -271,16 +299,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.checks import all_problems, tls_notes
+    from gateway.preflight import all_problems, tls_notes, warnings
     from gateway.tls import utc_day
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
+    for warning in warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     for note in tls_notes(settings):
         print(f"note: {note}")
     sessions_ok = True
     if args.upstream:
-        from gateway.checks import upstream_sessions
+        from gateway.preflight import upstream_sessions
 
         for line, ok in asyncio.run(upstream_sessions(settings)):
             print(line, file=sys.stdout if ok else sys.stderr)
@@ -323,7 +353,7 @@ def cmd_tls_renew(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.checks import load_checked_policy
+    from gateway.preflight import load_checked_policy
     from gateway.inspect import inspect_bytes
     from gateway.intake.data import normalise_line_endings
     from gateway.policy import explain
@@ -344,19 +374,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_list(settings: Settings, name: str) -> Path:
+    """The file of the policy's list ``name``."""
+    from gateway.policy import load_policy
+    from gateway.preflight import policy_path
+
+    policy = load_policy(policy_path(settings))
+    target = policy.lists.get(name)
+    if target is None or target.path is None:
+        raise PliError(f"the policy declares no list named {name!r}; known lists: "
+                       f"{', '.join(sorted(policy.lists))}")
+    return target.path
+
+
+def _print_import(name: str, summary: ImportSummary) -> None:
+    print(f"{name}: {summary}")
+    for label, names in (("added", summary.added_names), ("removed", summary.removed_names)):
+        if names:
+            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+            print(f"  {label}: {', '.join(names[:20])}{more}")
+    print("Reload the running server to use it: systemctl reload pli (or kill -HUP its pid)")
+
+
 def cmd_lists_import(args: argparse.Namespace) -> int:
-    from gateway.checks import policy_path
-    from gateway.policy import import_list, load_policy
+    from gateway.policy import import_list
 
     settings = _settings(args)
-    policy = load_policy(policy_path(settings))
-    target = policy.lists.get(args.into)
-    if target is None or target.path is None:
-        raise PliError(f"the policy declares no list named {args.into!r}; known lists: "
-                       f"{', '.join(sorted(policy.lists))}")
-    summary = import_list(Path(args.file), target.path)
-    print(f"{args.into}: {summary}")
-    print("Reload the running server to use it: systemctl reload pli (or kill -HUP its pid)")
+    summary = import_list(Path(args.file), _policy_list(settings, args.into))
+    _print_import(args.into, summary)
+    return 0
+
+
+def cmd_lists_update(args: argparse.Namespace) -> int:
+    from gateway.whitelist import update
+
+    settings = _settings(args)
+    name = args.into or settings.mssante_whitelist.list
+    summary = update(settings.mssante_whitelist, _policy_list(settings, name))
+    _print_import(name, summary)
     return 0
 
 

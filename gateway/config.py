@@ -252,10 +252,14 @@ class AuthLimits(_Strict):
     lockout: Seconds = 900.0
 
 
+# What notices say when the practice's name was never given; `pli check` warns about it.
+PLACEHOLDER_PRACTICE_NAME = "Votre cabinet"
+
+
 class Practice(_Strict):
     """Who the patient is dealing with: shown in notices and on the portal's pages."""
 
-    name: str = "Votre cabinet"
+    name: str = PLACEHOLDER_PRACTICE_NAME
     contact: str = ""  # e.g. a phone number: what to do when a link no longer works
 
     @field_validator("name", "contact")
@@ -311,6 +315,26 @@ class Audit(_Strict):
     max_file_mb: Annotated[float, Field(gt=0)] = 16.0
 
 
+class Whitelist(_Strict):
+    """Where `pli lists update` downloads the national MSSanté whitelist, and into which
+    of the policy's lists it goes."""
+
+    url: str = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
+    list: str = "mssante-whitelist"
+    # The CA certificates the download's server certificate is checked against, when the
+    # system's do not cover it (the IGC-Santé chain, say); the system's otherwise.
+    ca_file: Path | None = None
+    timeout: Seconds = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// address: the list decides who gets mail "
+                             "in clear, so it is never fetched without TLS")
+        return value
+
+
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # "_": some NAS names have one
 HOST_NAME_RULE = ("a host name such as pli.cabinet-martin.fr: letters, digits, hyphens and "
                   "dots (an accented domain in its xn-- form)")
@@ -343,6 +367,7 @@ class Settings(_Strict):
     portal: Portal = Portal()
     audit: Audit = Audit()
     metrics: MetricsListener = MetricsListener()
+    mssante_whitelist: Whitelist = Whitelist()
     # What the journal gets ("warning": problems only). The audit trail and the metrics
     # see every event, whatever the level.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -440,6 +465,7 @@ def _absolutise(raw: dict[str, object], base: Path) -> None:
             if isinstance(account, dict):
                 fix(account.get("oauth"), ("client_secret_file", "certificate_file",
                                            "private_key_file", "service_account_file"))
+    fix(raw.get("mssante_whitelist"), ("ca_file",))
 
 
 def format_validation_error(path: Path, exc: ValidationError) -> str:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import defaults
 from gateway.certs import write_practice_certificates
-from gateway.config import HOST_NAME_RULE, is_host_name
+from gateway.config import HOST_NAME_RULE, PLACEHOLDER_PRACTICE_NAME, is_host_name
 from gateway.errors import ConfigError
 from gateway.policy.domains import to_ascii
 from gateway.providers import PRESETS
-
-POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
 @dataclass
@@ -143,7 +141,7 @@ host = {_q(opts.listen_host)}
 port = {opts.submissions_port}
 
 [practice]
-name = {_q(opts.practice_name or "Votre cabinet")}     # shown to patients in notices and on the portal
+name = {_q(opts.practice_name or PLACEHOLDER_PRACTICE_NAME)}     # shown to patients in notices and on the portal
 contact = ""                    # e.g. "01 23 45 67 89": whom to call when a link no longer works
 
 [portal]                        # the page patients open; only it faces the internet
@@ -156,6 +154,11 @@ trusted_proxies = ["127.0.0.1", "::1"]   # the reverse proxy's address(es), for 
 enabled = true
 host = "127.0.0.1"
 port = 9925
+
+[mssante_whitelist]             # `pli lists update`: the national list of MSSanté domains
+url = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
+list = "mssante-whitelist"      # the policy's list it replaces
+# ca_file = "igc-sante-ca.pem"  # CA certificates for the download, if the system's lack them
 
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
@@ -170,25 +173,19 @@ def init_dir(target: Path, opts: InitOptions) -> list[str]:
     if config.exists():
         raise ConfigError(f"{config} already exists: pli init never overwrites a configuration")
     text = render_config(opts)  # a bad option stops here, before anything is written
+    own_policy = (target / "policy.toml").exists()
+    if not own_policy:
+        defaults.folder()  # missing defaults stop here too, before anything is written
     target.mkdir(parents=True, exist_ok=True)
+    data = target / opts.data_dir  # an absolute data_dir stays as it is
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)  # before pli.toml: a failed init
+    data.chmod(0o700)                                    # can simply be run again
     created = [str(config)]
     config.write_text(text, encoding="utf-8")
-    data = target / opts.data_dir  # an absolute data_dir stays as it is
-    data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data.chmod(0o700)
     cert, key = target / "tls" / "cert.pem", target / "tls" / "key.pem"
     if not cert.exists():
         hostname = host_name(opts, fallback="localhost")
         created += [str(p) for p in write_practice_certificates(cert, key, hostname)]
-    policy = POLICIES / "default.toml"
-    if policy.exists() and not (target / "policy.toml").exists():
-        shutil.copyfile(policy, target / "policy.toml")
-        shutil.copytree(POLICIES / "lists", target / "lists", dirs_exist_ok=True)
-        shutil.copytree(POLICIES / "templates", target / "templates", dirs_exist_ok=True)
-        created += [str(target / "policy.toml"), str(target / "lists"),
-                    str(target / "templates")]
-        if opts.domain:
-            internal = target / "lists" / "internal.txt"
-            with internal.open("a", encoding="utf-8") as handle:
-                handle.write(f"{opts.domain}\n")
+    if not own_policy:
+        created += [str(p) for p in defaults.copy_into(target, domain=opts.domain)]
     return created

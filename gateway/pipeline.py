@@ -98,8 +98,12 @@ class Pipeline:
             raise InsufficientStorage() from None
 
     async def _process(self, submission: Submission) -> str:
-        message = await asyncio.to_thread(Message.open, submission.path) \
-            if submission.received.size > INLINE else Message.open(submission.path)
+        try:
+            message = await asyncio.to_thread(Message.open, submission.path) \
+                if submission.received.size > INLINE else Message.open(submission.path)
+        except BaseException:
+            submission.path.unlink(missing_ok=True)  # nothing is kept of a message not taken
+            raise
         job = Job(submission, message, submission.queue_id or new_queue_id())
         try:
             for step in self.steps:
@@ -317,7 +321,7 @@ class Queue:
         self.on_queued = on_queued
 
     async def __call__(self, job: Job) -> None:
-        writing = asyncio.ensure_future(self.spool.run(self._write, job))
+        writing = self.spool.submit(self._write, job)  # a future, straight on the threads
         try:
             job.queued = await asyncio.shield(writing)
         except asyncio.CancelledError:

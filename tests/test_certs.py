@@ -245,7 +245,8 @@ def test_an_older_installation_keeps_working_and_pli_check_says_how_to_move_on(
 
 
 def test_renew_leaves_a_certificate_pli_did_not_make_alone(tmp_path: Path) -> None:
-    assert pli("init", str(tmp_path), "--domain", "cabinet-martin.fr").returncode == 0
+    assert pli("init", str(tmp_path), "--domain", "cabinet-martin.fr",
+               "--name", "Cabinet Martin").returncode == 0
     cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
     issued = trustme.CA().issue_cert("pli.cabinet-martin.fr")  # as the NAS's would be
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
@@ -258,7 +259,8 @@ def test_renew_leaves_a_certificate_pli_did_not_make_alone(tmp_path: Path) -> No
 
 
 def test_renew_refuses_a_host_name_the_practice_ca_does_not_cover(tmp_path: Path) -> None:
-    assert pli("init", str(tmp_path), "--domain", "cabinet-martin.fr").returncode == 0
+    assert pli("init", str(tmp_path), "--domain", "cabinet-martin.fr",
+               "--name", "Cabinet Martin").returncode == 0
     config = tmp_path / "pli.toml"
     config.write_text(config.read_text().replace('hostname = "pli.cabinet-martin.fr"',
                                                  'hostname = "pli.autre-cabinet.fr"'))

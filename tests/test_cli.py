@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import shutil
 import urllib.request
 import signal
@@ -23,7 +26,7 @@ def pli(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.Comp
 
 def test_init_user_check_and_list_work_together(tmp_path: Path) -> None:
     folder = tmp_path / "cabinet"
-    result = pli("init", str(folder), "--domain", "cabinet-martin.fr",
+    result = pli("init", str(folder), "--domain", "cabinet-martin.fr", "--name", "Cabinet Martin",
                  "--upstream", "smtp.provider.example:465")
     assert result.returncode == 0, result.stderr
     assert "pli user add" in result.stdout  # the next steps are printed
@@ -46,7 +49,7 @@ def test_init_user_check_and_list_work_together(tmp_path: Path) -> None:
 
 def test_an_accented_domain_gives_a_server_name_in_its_xn_form(tmp_path: Path) -> None:
     folder = tmp_path / "cabinet"
-    result = pli("init", str(folder), "--domain", "cabinet-santé.fr")
+    result = pli("init", str(folder), "--domain", "cabinet-santé.fr", "--name", "Cabinet Martin")
     assert result.returncode == 0, result.stderr
     text = (folder / "pli.toml").read_text()
     assert 'hostname = "pli.xn--cabinet-sant-meb.fr"' in text
@@ -57,7 +60,7 @@ def test_an_accented_domain_gives_a_server_name_in_its_xn_form(tmp_path: Path) -
     checked = pli("check", "-c", str(folder / "pli.toml"))
     assert checked.returncode == 1 and "hostname" in checked.stderr
     assert "xn--" in checked.stderr and "Traceback" not in checked.stderr
-    bad = pli("init", str(tmp_path / "other"), "--domain", "cabinet martin.fr")
+    bad = pli("init", str(tmp_path / "other"), "--domain", "cabinet martin.fr", "--name", "Cabinet Martin")
     assert bad.returncode == 1 and "--domain" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "other").exists()
 
@@ -65,21 +68,72 @@ def test_an_accented_domain_gives_a_server_name_in_its_xn_form(tmp_path: Path) -
 def test_init_refuses_a_port_that_cannot_be_one_before_writing_anything(tmp_path: Path) -> None:
     for args in (["--upstream", "smtp.ovh.net:99999"], ["--submission-port", "70000"],
                  ["--portal-port", "0"]):
-        result = pli("init", str(tmp_path / "cabinet"), *args)
+        result = pli("init", str(tmp_path / "cabinet"), "--name", "Cabinet Martin", *args)
         assert result.returncode != 0 and "port" in result.stderr.lower(), (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "cabinet").exists()
 
 
+def test_init_without_a_name_and_no_terminal_refuses_before_writing_anything(
+        tmp_path: Path) -> None:
+    """A notice from "Votre cabinet" reads as phishing: the name is not optional."""
+    for args in ([], ["--name", ""], ["--name", "Votre cabinet"]):
+        result = pli("init", str(tmp_path / "cabinet"), "--domain", "cabinet-martin.fr", *args)
+        assert result.returncode == 1, args
+        assert '--name "Cabinet du Dr Martin"' in result.stderr and "phishing" in result.stderr
+        assert not (tmp_path / "cabinet").exists()
+
+
+def test_init_asks_for_the_name_at_a_terminal(tmp_path: Path) -> None:
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "init",
+                                 str(tmp_path / "cabinet"), "--domain", "cabinet-martin.fr"],
+                                stdin=child, stdout=child, stderr=child)
+        os.close(child)
+        seen = b""
+        while b"practice's name" not in seen:
+            ready, _, _ = select.select([main], [], [], 30)
+            assert ready, seen
+            seen += os.read(main, 1024)
+        os.write(main, "Cabinet du Dr Martin\n".encode())
+        assert proc.wait(60) == 0
+    finally:
+        os.close(main)
+    assert 'name = "Cabinet du Dr Martin"' in (tmp_path / "cabinet" / "pli.toml").read_text()
+
+
+def test_check_warns_while_the_name_is_the_placeholder(tmp_path: Path) -> None:
+    assert pli("init", str(tmp_path), "--name", "Cabinet Martin").returncode == 0
+    config = tmp_path / "pli.toml"
+    assert pli("check", "-c", str(config)).stderr == ""
+    config.write_text(config.read_text().replace('name = "Cabinet Martin"',
+                                                 'name = "Votre cabinet"'))
+    checked = pli("check", "-c", str(config))
+    assert checked.returncode == 0 and checked.stdout.startswith("OK:")
+    assert "warning:" in checked.stderr and "[practice] name is still 'Votre cabinet'" in (
+        checked.stderr)
+
+
+def test_init_says_in_words_when_the_data_folder_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = pli("init", str(tmp_path / "cabinet"), "--name", "Cabinet Martin",
+                 "--data-dir", str(tmp_path / "a-file" / "data"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'a-file' / 'data'}: Not a directory" in result.stderr
+    # Nothing that would stop a second try: no pli.toml was written.
+    assert not (tmp_path / "cabinet" / "pli.toml").exists()
+
+
 def test_config_comes_from_the_environment_then_the_current_folder(tmp_path: Path) -> None:
-    assert pli("init", str(tmp_path / "a")).returncode == 0
+    assert pli("init", str(tmp_path / "a"), "--name", "Cabinet Martin").returncode == 0
     assert pli("check", cwd=tmp_path / "a").returncode == 0
     result = pli("check", cwd=tmp_path)
     assert result.returncode == 1 and "pli init" in result.stderr
 
 
 def test_a_short_password_or_missing_address_is_refused(tmp_path: Path) -> None:
-    pli("init", str(tmp_path))
+    pli("init", str(tmp_path), "--name", "Cabinet Martin")
     config = str(tmp_path / "pli.toml")
     short = pli("user", "add", "-c", config, "x", "--address", "x@y.fr", stdin="short\n")
     assert short.returncode == 1 and "10 characters" in short.stderr
@@ -88,7 +142,7 @@ def test_a_short_password_or_missing_address_is_refused(tmp_path: Path) -> None:
 
 
 def test_check_reports_a_broken_configuration_with_exit_status_1(tmp_path: Path) -> None:
-    pli("init", str(tmp_path))
+    pli("init", str(tmp_path), "--name", "Cabinet Martin")
     config = tmp_path / "pli.toml"
     config.write_text(config.read_text().replace("[tls]", "[tls]\ncertificate = 1"))
     result = pli("check", "-c", str(config))
@@ -97,7 +151,7 @@ def test_check_reports_a_broken_configuration_with_exit_status_1(tmp_path: Path)
 
 
 def test_check_warns_when_the_data_disk_cannot_take_a_largest_message(tmp_path: Path) -> None:
-    pli("init", str(tmp_path))
+    pli("init", str(tmp_path), "--name", "Cabinet Martin")
     config = tmp_path / "pli.toml"
     text = config.read_text()
     assert "max_message_size = 157286400" in text
@@ -112,7 +166,7 @@ def test_check_warns_when_the_data_disk_cannot_take_a_largest_message(tmp_path: 
 def test_check_gives_the_certificate_date_and_refuses_an_expired_one(tmp_path: Path) -> None:
     from gateway.tls import certificate_expiry, utc_day, write_self_signed
 
-    pli("init", str(tmp_path))
+    pli("init", str(tmp_path), "--name", "Cabinet Martin")
     config = str(tmp_path / "pli.toml")
     cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
     checked = pli("check", "-c", config)

@@ -6,7 +6,7 @@ import asyncio
 from email.message import EmailMessage
 from pathlib import Path
 
-from gateway.checks import template_dirs
+from gateway.preflight import template_dirs
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
 from gateway.spool.store import Spool

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.checks import template_dirs
+from gateway.preflight import template_dirs
 from gateway.config import Settings
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy, load_policy

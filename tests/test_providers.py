@@ -13,6 +13,9 @@ import pytest
 from gateway.config import load_settings
 
 
+NAME = ("--name", "Cabinet du Dr Martin")
+
+
 def pli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], check=False,
                           capture_output=True, text=True, timeout=60)
@@ -32,7 +35,7 @@ def pli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_init_writes_the_providers_server_login_and_limits(
         tmp_path: Path, provider: str, host: str, port: int, security: str, auth: str,
         limits: dict[str, int]) -> None:
-    done = pli("init", str(tmp_path / "cab"), "--domain", "cabinet-martin.fr",
+    done = pli("init", str(tmp_path / "cab"), *NAME, "--domain", "cabinet-martin.fr",
                "--provider", provider)
     assert done.returncode == 0, done.stderr
     account = load_settings(tmp_path / "cab" / "pli.toml").upstream[0]
@@ -46,7 +49,7 @@ def test_init_writes_the_providers_server_login_and_limits(
 
 
 def test_the_microsoft365_account_says_what_to_create_in_entra_id(tmp_path: Path) -> None:
-    assert pli("init", str(tmp_path / "cab"), "--domain", "cabinet-martin.fr",
+    assert pli("init", str(tmp_path / "cab"), *NAME, "--domain", "cabinet-martin.fr",
                "--provider", "microsoft365").returncode == 0
     text = (tmp_path / "cab" / "pli.toml").read_text()
     for words in ("App registrations", "SMTP.SendAsApp", "Grant admin",
@@ -66,7 +69,7 @@ def test_the_microsoft365_account_says_what_to_create_in_entra_id(tmp_path: Path
 
 def test_the_google_account_says_how_to_delegate_to_the_service_account(
         tmp_path: Path) -> None:
-    assert pli("init", str(tmp_path / "cab"), "--provider", "google").returncode == 0
+    assert pli("init", str(tmp_path / "cab"), *NAME, "--provider", "google").returncode == 0
     text = (tmp_path / "cab" / "pli.toml").read_text()
     assert "Domain-wide delegation" in text and "https://mail.google.com/" in text
     checked = pli("check", "-c", str(tmp_path / "cab" / "pli.toml"))
@@ -75,10 +78,10 @@ def test_the_google_account_says_how_to_delegate_to_the_service_account(
 
 
 def test_orange_pro_needs_the_server_from_the_customer_area(tmp_path: Path) -> None:
-    refused = pli("init", str(tmp_path / "cab"), "--provider", "orange-pro")
+    refused = pli("init", str(tmp_path / "cab"), *NAME, "--provider", "orange-pro")
     assert refused.returncode == 1 and "--upstream HOST:PORT" in refused.stderr
     assert not (tmp_path / "cab").exists()
-    done = pli("init", str(tmp_path / "cab"), "--provider", "orange-pro",
+    done = pli("init", str(tmp_path / "cab"), *NAME, "--provider", "orange-pro",
                "--upstream", "smtp.pro.example.fr:465")
     assert done.returncode == 0, done.stderr
     account = load_settings(tmp_path / "cab" / "pli.toml").upstream[0]

@@ -177,8 +177,9 @@ def _disposition(part: Part) -> str | None:
 
 def _filename(part: Part) -> str | None:
     """Content-Disposition's filename, else Content-Type's name (as mailers write both)."""
+    kind = part.header.get("content-type")
     return (raw_file_name(part.header.get("content-disposition"), "filename")
-            or raw_file_name(part.header.get("content-type"), "name"))
+            or (raw_file_name(kind, "name") if kind and "name" in kind.lower() else None))
 
 
 def _content_id(part: Part) -> str | None:

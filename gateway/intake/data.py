@@ -5,6 +5,8 @@ piece is turned into the message as Pli keeps it before being written out:
 
 - the end is ``CRLF . CRLF`` and nothing else: a ``.`` after a bare LF or a bare CR is
   content, never the end (the SMTP smuggling attacks of 2023 rely on the difference);
+  it is searched for as one pattern, so a message is read in few pieces, however many
+  of its lines end in a full stop;
 - every line ends in CRLF: a bare CR or a bare LF becomes CRLF, so none goes further;
 - the leading dot of a dot-stuffed line is removed (RFC 5321 §4.5.2);
 - a NUL byte is noted: the message is refused after the final dot (550 5.6.0), as no
@@ -123,7 +125,30 @@ class Transfer:
 Write = Callable[[list[bytes]], Awaitable[None]]
 
 
-async def receive(stream: asyncio.StreamReader, reader: DataReader, write: Write,
+class DataStream(asyncio.StreamReader):
+    """The session's reader, able to tell what comes next without reading it.
+
+    The end of DATA is searched for as one pattern, ``CRLF . CRLF``, in pieces of up to
+    the reader's limit: never line by line. The one place that pattern cannot be found
+    is a message that ends at once (the line end of the DATA command itself being the
+    first CRLF): :meth:`starts_with` looks for that. It reads the reader's own buffer,
+    which is why it lives in a subclass."""
+
+    async def starts_with(self, prefix: bytes) -> bool:
+        """Whether the bytes not read yet begin with ``prefix``; waits until enough have
+        come to tell, or the stream ends."""
+        while True:
+            head = bytes(self._buffer[:len(prefix)])
+            if not prefix.startswith(head):
+                return False
+            if len(head) == len(prefix):
+                return True
+            if self._eof:
+                return False
+            await self._wait_for_data("starts_with")
+
+
+async def receive(stream: DataStream, reader: DataReader, write: Write,
                   on_progress: Callable[[], None] = lambda: None) -> Transfer:
     """Read DATA from ``stream`` up to the final dot, handing the message to ``write``
     in batches of about :data:`FLUSH_BYTES` (the last one at the end, possibly empty).
@@ -136,7 +161,6 @@ async def receive(stream: asyncio.StreamReader, reader: DataReader, write: Write
     pending = 0
     writing: asyncio.Future[None] | None = None
     failed: BaseException | None = None
-    tail = b"\r\n"  # the DATA command's own line end counts for a final dot at once
 
     async def finish_write() -> None:
         nonlocal writing, failed
@@ -148,16 +172,24 @@ async def receive(stream: asyncio.StreamReader, reader: DataReader, write: Write
             writing = None
 
     try:
+        empty = await stream.starts_with(b".\r\n")
         while True:
-            try:
-                piece = await stream.readuntil(b".\r\n")
-                last = (tail + piece).endswith(_END)
-            except asyncio.LimitOverrunError as exc:
-                piece = await stream.read(exc.consumed)
-                last = False
+            if empty:
+                await stream.readexactly(3)
+                piece, last = b"", True
+            else:
+                # Pieces never end between the two CRLFs of "CRLF . CRLF": a piece
+                # cut short leaves the last four bytes unread, so the whole pattern is
+                # always in the reader's buffer when it is searched for.
+                try:
+                    piece = await stream.readuntil(_END)
+                    last = True
+                except asyncio.LimitOverrunError as exc:
+                    piece = await stream.read(exc.consumed)
+                    last = False
+                piece = piece[:-3] if last else piece  # the CRLF before the dot is content
             on_progress()
-            tail = (tail + piece)[-4:]
-            out = reader.feed(piece[:-3] if last else piece)
+            out = reader.feed(piece)
             if last:
                 out += reader.close()
             if out and failed is None:
@@ -192,14 +224,19 @@ class IncomingFile:
 
     Created on the first write; a batch of at most 64 KiB is written on the event loop
     (a whole small message: one write), a larger one on the spool's threads, so that
-    a slow disk never holds up the other sessions."""
+    a slow disk never holds up the other sessions. A large message is flushed to the
+    disk every few megabytes while it arrives, so that what the disk must still write
+    once the client has sent its final dot (when the vault's fsync waits for it, and
+    the client for the 250) is a few megabytes, not the whole message."""
 
     INLINE = 64 * 1024
+    FLUSH_EVERY = 8 * 1024 * 1024
 
     def __init__(self, path: Path, run: Callable[..., Awaitable[None]]) -> None:
         self.path = path
         self._run = run
         self._fd: int | None = None
+        self._unflushed = 0
 
     async def write(self, batch: list[bytes]) -> None:
         data = batch[0] if len(batch) == 1 else b"".join(batch)
@@ -214,6 +251,10 @@ class IncomingFile:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]
+        self._unflushed += len(data)
+        if self._unflushed >= self.FLUSH_EVERY and len(data) > self.INLINE:
+            os.fdatasync(self._fd)  # on the spool's threads: only larger batches flush
+            self._unflushed = 0
 
     def close(self) -> None:
         """Done writing (an empty message still gets its empty file)."""

@@ -33,7 +33,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from gateway.errors import InsufficientStorage, SmtpReplyError, smtp_reply
-from gateway.intake.data import DataReader, IncomingFile, Transfer, receive
+from gateway.intake.data import DataReader, DataStream, IncomingFile, Transfer, receive
 from gateway.intake.limits import SessionLimits
 from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
@@ -111,7 +111,7 @@ class BareNewline(SmtpReplyError):
                          "the connection")
 
 
-class CommandReader(asyncio.StreamReader):
+class CommandReader(DataStream):
     """aiosmtpd reads commands (and AUTH answers) with ``readuntil()``: a line that does
     not end in CRLF is refused instead of being read as a command of its own, whatever
     the client sent after it is thrown away, and the session ends (the next "command"
@@ -128,6 +128,20 @@ class CommandReader(asyncio.StreamReader):
             self._buffer.clear()
             raise BareNewline()
         return line
+
+
+_PLAIN_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+)>(.*)\Z", re.S)
+
+
+def _commands_of(cls: type) -> list[str]:
+    names = _COMMANDS.get(cls)
+    if names is None:
+        names = _COMMANDS[cls] = sorted(
+            n for n in dir(cls) if n.startswith(("smtp_", "auth_")))
+    return names
+
+
+_COMMANDS: dict[type, list[str]] = {}
 
 
 class SubmissionEnvelope(SmtpEnvelope):
@@ -275,6 +289,35 @@ class SubmissionSMTP(SMTP):
             return str(peer[0])
         return "unknown"
 
+
+    # -- what aiosmtpd looks up for every connection ---------------------------------
+
+    def __dir__(self) -> list[str]:
+        """aiosmtpd finds its commands and AUTH mechanisms with ``dir()`` each time a
+        connection is made; listing only those makes a connection cost a fifth of what
+        listing every attribute costs."""
+        return _commands_of(type(self))
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd replaces the idle timer at every command; moving a deadline is
+        enough, the timer is only re-armed when it fires early."""
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+        else:
+            self._timeout_cb()  # the handle stays set: connection_lost cancels it
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address in ``MAIL FROM:``/``RCPT TO:``: ``<local@domain>`` read at once,
+        anything less plain by aiosmtpd's full parser."""
+        match = _PLAIN_PATH.match(arg) if arg else None
+        if match is None:
+            return super()._getaddr(arg)  # type: ignore[no-any-return]
+        return match.group(1), match.group(2)
 
     # -- replies ---------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ padding; quoted-printable leaves a broken escape as written.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import pybase64
@@ -43,15 +43,8 @@ def decoded(source: Reader, start: int, end: int, cte: str) -> Iterator[bytes]:
 
 
 def decoded_size(source: Reader, start: int, end: int, cte: str) -> int:
-    """What :func:`decoded` would yield in all, without decoding base64 (its size
-    follows from the number of its characters)."""
-    if cte != "base64":
-        return sum(len(chunk) for chunk in decoded(source, start, end, cte))
-    counter = _Base64(count=True)
-    for position in range(start, end, WINDOW):
-        counter.feed(source.read(position, min(end, position + WINDOW)))
-    counter.close()
-    return counter.size
+    """What :func:`decoded` would yield in all."""
+    return sum(len(chunk) for chunk in decoded(source, start, end, cte))
 
 
 class _Base64:
@@ -59,16 +52,24 @@ class _Base64:
     the alphabet ignored, a ``=`` that completes no group ignored, missing padding
     added) except at one point: after padding, what follows is decoded as a run of its
     own instead of being dropped, so that no mail reader ever finds more in a part than
-    the policy saw. ``count`` only counts the bytes."""
+    the policy saw."""
 
-    def __init__(self, *, count: bool = False) -> None:
-        self.count = count
-        self.size = 0
+    def __init__(self) -> None:
         self._group = b""  # characters of a group not yet complete
         self._padding = 0  # "=" seen after a group of two
         self._out: list[bytes] = []
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._group and not self._padding and b"=" not in chunk:
+            # Whole lines of a well-formed part: decoded in one call, the line breaks
+            # skipped by the decoder itself. It refuses a count of characters that is
+            # not a multiple of four; that chunk is read the careful way below.
+            try:
+                data = pybase64.b64decode(chunk, validate=False)
+            except binascii.Error:
+                pass
+            else:
+                return data
         text = chunk.translate(None, _NOT_BASE64)
         position = 0
         while True:
@@ -109,18 +110,13 @@ class _Base64:
             self._padding += count
 
     def _emit(self, text: bytes) -> None:
-        if self.count:
-            self.size += len(text) // 4 * 3 - text.count(b"=")
-        else:
-            data = pybase64.b64decode(text, validate=True)
-            self.size += len(data)
-            self._out.append(data)
+        self._out.append(pybase64.b64decode(text, validate=True))
 
 
 def _base64(source: Reader, start: int, end: int) -> Iterator[bytes]:
     decoder = _Base64()
-    for position in range(start, end, WINDOW):
-        data = decoder.feed(source.read(position, min(end, position + WINDOW)))
+    for chunk in _by_lines(source, start, end, lambda lines: lines):
+        data = decoder.feed(chunk)
         if data:
             yield data
     data = decoder.close()
@@ -129,18 +125,22 @@ def _base64(source: Reader, start: int, end: int) -> Iterator[bytes]:
 
 
 def _by_lines(source: Reader, start: int, end: int,
-              decode: object) -> Iterator[bytes]:
-    """Windows cut after a line break, so that no escape or soft line break is split."""
-    assert callable(decode)
+              decode: Callable[[bytes], bytes]) -> Iterator[bytes]:
+    """Windows cut after a line break, so that no escape or soft line break is split.
+    A line longer than a window (no mailer writes one, anyone can) is cut anyway,
+    before any ``=`` among its last two bytes, so memory stays bounded."""
     carry = b""
     for position in range(start, end, WINDOW):
         chunk = carry + source.read(position, min(end, position + WINDOW))
-        cut = chunk.rfind(b"\n") + 1 if position + WINDOW < end else len(chunk)
-        if cut == 0:
-            carry = chunk
-            continue
+        if position + WINDOW >= end:
+            cut = len(chunk)
+        else:
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0 and len(chunk) >= WINDOW:  # one very long line
+                tail = chunk[-2:]
+                cut = len(chunk) - 2 + tail.index(b"=") if b"=" in tail else len(chunk)
         carry = chunk[cut:]
-        data = decode(chunk[:cut])
+        data = decode(chunk[:cut]) if cut else b""
         if data:
             yield data
     if carry:
@@ -152,9 +152,12 @@ def _by_lines(source: Reader, start: int, end: int,
 def _uuencoded(source: Reader, start: int, end: int) -> Iterator[bytes]:
     """Lines between ``begin`` and ``end``; lines that do not decode are skipped."""
     started = False
+    partial = b""
     for block in _by_lines(source, start, end, lambda lines: lines):
+        lines = (partial + block).split(b"\r\n")
+        partial = lines.pop()  # a line the next block ends (or the last, unended one)
         out = bytearray()
-        for line in block.split(b"\r\n"):
+        for line in lines:
             if not started:
                 started = line.startswith(b"begin ")
                 continue
@@ -162,11 +165,15 @@ def _uuencoded(source: Reader, start: int, end: int) -> Iterator[bytes]:
                 if out:
                     yield bytes(out)
                 return
-            if not line.strip() or line.strip() == b"`":
-                continue
-            try:
-                out += binascii.a2b_uu(line)
-            except binascii.Error:
-                continue
+            if line.strip() and line.strip() != b"`":
+                try:
+                    out += binascii.a2b_uu(line)
+                except binascii.Error:
+                    continue
         if out:
             yield bytes(out)
+    if started and partial.strip() not in (b"", b"end", b"`"):
+        try:
+            yield binascii.a2b_uu(partial)
+        except binascii.Error:
+            pass

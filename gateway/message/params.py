@@ -22,7 +22,10 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 def split_params(value: str) -> tuple[str, list[tuple[str, str, bool]]]:
     """The value before the first ``;`` (stripped) and its parameters as
     ``(name lower-cased, raw value, was quoted)``, quotes removed but escapes kept."""
-    parts: list[str] = []
+    if '"' not in value:  # no quoted string: every ";" separates
+        parts = value.split(";")
+        return parts[0].strip(), [(n, r, False) for n, r in _unquoted(parts[1:])]
+    parts = []
     current: list[str] = []
     quoted = escaped = False
     for char in value:
@@ -48,6 +51,16 @@ def split_params(value: str) -> tuple[str, list[tuple[str, str, bool]]]:
         was_quoted = len(raw) >= 2 and raw[0] == raw[-1] == '"'
         params.append((name, raw[1:-1] if was_quoted else raw, was_quoted))
     return parts[0].strip(), params
+
+
+def _unquoted(parts: list[str]) -> list[tuple[str, str]]:
+    found = []
+    for part in parts:
+        name, sep, raw = part.partition("=")
+        name = name.strip().lower()
+        if sep and name:
+            found.append((name, raw.strip()))
+    return found
 
 
 def parse_params(value: str) -> tuple[str, dict[str, str]]:

@@ -22,7 +22,8 @@ Public API (everything else in the package is internal)::
         "550 5.7.1 <French> / <English>" when some recipient is blocked, else None.
 
     import_list(source_file, dest_list_file) -> ImportSummary
-        Load a downloaded whitelist (text or CSV) into a list file, atomically.
+        Load a downloaded whitelist (the MSSanté XML, text or CSV) into a list file,
+        atomically.
 
     consumer_smtp_reason(host, lists_dir) -> str | None
         Why Pli refuses to relay through ``host`` (a consumer provider), or None.
@@ -34,10 +35,10 @@ Public API (everything else in the package is internal)::
         The subject without Pli's tags ([code:…], [clair], …) before it goes out.
 
 The policy file format is described in :mod:`gateway.policy.schema` and shown, commented,
-in ``policies/default.toml``.
+in ``gateway/defaults/default.toml``.
 """
 
-from gateway.policy.check import PolicyError, Problem, check_policy, load_policy
+from gateway.policy.loader import PolicyError, Problem, check_policy, load_policy
 from gateway.policy.engine import Policy, decide
 from gateway.policy.explain import Explanation, explain
 from gateway.policy.lists import ImportSummary, consumer_smtp_reason, import_list

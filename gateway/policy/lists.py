@@ -2,8 +2,8 @@
 
 Entries are domains, wildcards (``*.mssante.fr``, ``yahoo.*``) or addresses; see
 :mod:`gateway.policy.domains` for how they match. This module reads lists (at policy load),
-imports a downloaded whitelist into a list file, and checks upstream SMTP hosts against the
-consumer providers' list.
+imports a downloaded whitelist (text, CSV, or the MSSanté XML) into a list file, and
+checks upstream SMTP hosts against the consumer providers' list.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from gateway.errors import ConfigError
 from gateway.policy.domains import (DomainPattern, is_valid_domain, routes_elsewhere,
                                     split_address, to_ascii)
+from gateway.policy.mssante import NotAWhitelist, looks_like_xml, parse_whitelist
 
 CONSUMER_SMTP_FILE = "consumer-smtp.txt"
 
@@ -134,16 +135,28 @@ class ImportSummary:
     added: int
     removed: int
     unchanged: int
+    generated: str | None = None  # the MSSanté whitelist's DateDeGeneration
+    previous: str | None = None  # that of the list it replaced, when known
+    added_names: tuple[str, ...] = ()
+    removed_names: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
         return self.added + self.unchanged
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.total} entries: {self.added} added, {self.removed} removed, "
             f"{self.unchanged} unchanged"
         )
+        if self.generated:
+            text += f"; whitelist generated {self.generated}"
+            if self.previous:
+                text += f" (the one replaced: {self.previous})"
+        return text
+
+
+GENERATED_LINE = "# DateDeGeneration: "
 
 
 def import_list(
@@ -151,22 +164,41 @@ def import_list(
 ) -> ImportSummary:
     """Replace the entries of ``dest_list_file`` with the domains found in ``source_file``.
 
-    The source is plain text (one domain per line) or CSV (the column holding the most
-    domains is used). The destination keeps its header comments; entries are deduplicated
-    and sorted; the file is replaced atomically. A source with no domain at all is refused,
-    so a wrong file never empties a list.
+    The source is the ANS's MSSanté whitelist (XML), plain text (one domain per line) or
+    CSV (the column holding the most domains is used). A source with no domain at all,
+    or XML that is not the whitelist, is refused, so a wrong file never empties a list.
     """
     source = Path(source_file)
-    dest = Path(dest_list_file)
     try:
-        text = source.read_text(encoding="utf-8-sig", errors="replace")
+        data = source.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    new = domains_in(text)
+    return import_data(data, str(source), Path(dest_list_file))
+
+
+def import_data(data: bytes, source: str, dest: Path) -> ImportSummary:
+    """:func:`import_list` for bytes already read (or downloaded) from ``source``."""
+    generated = None
+    if looks_like_xml(data):
+        try:
+            whitelist = parse_whitelist(data)
+        except NotAWhitelist as exc:
+            raise ConfigError(f"{source}: not the MSSanté whitelist: {exc}; the list was left "
+                              "as it was") from None
+        new, generated = sorted(whitelist.domains, key=_key), whitelist.generated
+    else:
+        new = domains_in(data.decode("utf-8-sig", errors="replace"))
     if not new:
         raise ConfigError(f"{source}: no domain found in this file; the list was left as it was")
+    return replace_entries(dest, new, generated)
+
+
+def replace_entries(dest: Path, new: list[str], generated: str | None = None) -> ImportSummary:
+    """Write ``new`` as the entries of the list file ``dest``, keeping its header comments
+    (the whitelist's generation date among them), atomically."""
     header: list[str] = []
     old: list[str] = []
+    previous = None
     if dest.exists():
         try:
             current = dest.read_text(encoding="utf-8-sig")
@@ -177,12 +209,24 @@ def import_list(
         old = [p.text.lower() for p in patterns]
     else:
         header = [f"# {dest.stem}: imported list, one domain per line."]
+    for line in header:
+        if line.startswith(GENERATED_LINE):
+            previous = line[len(GENERATED_LINE):].strip()
+    if generated:
+        header = [line for line in header if not line.startswith(GENERATED_LINE)]
+        while header and not header[-1].strip():
+            header.pop()
+        header.append(f"{GENERATED_LINE}{generated}")
     old_keys = {_key(e) for e in old}
     new_keys = {_key(e) for e in new}
     summary = ImportSummary(
         added=len(new_keys - old_keys),
         removed=len(old_keys - new_keys),
         unchanged=len(new_keys & old_keys),
+        generated=generated,
+        previous=previous if generated else None,
+        added_names=tuple(sorted(new_keys - old_keys)),
+        removed_names=tuple(sorted(old_keys - new_keys)),
     )
     body = "\n".join(header).rstrip("\n")
     content = (body + "\n\n" if body else "") + "\n".join(new) + "\n"

@@ -1,6 +1,6 @@
 """The policy file's shape, validated by pydantic with unknown keys refused.
 
-A policy file looks like this (see ``policies/default.toml`` for a commented one)::
+A policy file looks like this (see ``gateway/defaults/default.toml`` for a commented one)::
 
     [lists]
     internal = "lists/internal.txt"          # relative to the policy file
@@ -18,7 +18,7 @@ A policy file looks like this (see ``policies/default.toml`` for a commented one
     expiry_days = 14
 
 Each rule is validated on its own so that every mistake is reported, not only the first;
-cross-rule checks (names, order, list references) live in :mod:`gateway.policy.check`.
+cross-rule checks (names, order, list references) live in :mod:`gateway.policy.loader`.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ RecipientState = Literal["pending", "sent", "failed"]
 FOOTER = b"\nPLI-QUEUE-1 %016d %010d\n"
 FOOTER_SIZE = len(FOOTER % (0, 0))
 READ_CHUNK = 64 * 1024
-IO_THREADS = 8
+IO_THREADS = 32
 """Threads for spool writes: each waits for its own file's flush, and the folder's fsync
 is shared among them, so more threads at once means fewer fsyncs per message."""
 
@@ -127,6 +127,9 @@ class Spool:
         # Outcomes the disk would not take (see finish), by queue id.
         self._unsaved: dict[str, QueuedMessage] = {}
         self._unsaved_lock = threading.Lock()
+        # Envelopes this process queued, so that delivering a message just queued does
+        # not read back what was just written (a state file, once written, wins).
+        self._envelopes: dict[str, bytes] = {}
 
     def create(self) -> None:
         for folder in (self.root, self.incoming_dir, self.queue_dir, self.state_dir,
@@ -137,9 +140,13 @@ class Spool:
 
     async def run(self, call: Callable[..., T], *args: object) -> T:
         """Run a blocking spool operation on the spool's threads."""
+        return await self.submit(call, *args)
+
+    def submit(self, call: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """The same, as a future (one step less through the event loop than a task)."""
         if self._io is None:
             self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="pli-spool")
-        return await asyncio.get_running_loop().run_in_executor(self._io, call, *args)
+        return asyncio.get_running_loop().run_in_executor(self._io, call, *args)
 
     def close(self) -> None:
         if self._io is not None:
@@ -172,6 +179,7 @@ class Spool:
             tmp.unlink(missing_ok=True)
             raise
         self.queue_sync.sync()
+        self._envelopes[message.id] = message.to_json()
 
     def adopt(self, message: QueuedMessage, received: Path) -> None:
         """Blocking: queue a message received in ``received`` (an intake file) as it is,
@@ -186,6 +194,7 @@ class Spool:
             os.close(fd)
         _rename_new(received, self.queue_dir / message.id)
         self.queue_sync.sync()
+        self._envelopes[message.id] = message.to_json()
 
     def save(self, message: QueuedMessage) -> None:
         """What delivery learnt (outcomes, the next try): atomically, in the state file."""
@@ -205,13 +214,15 @@ class Spool:
 
     def remove(self, queue_id: str) -> None:
         """The queue file first (or the held one): once it is gone the message no longer
-        counts as queued."""
+        counts as queued.
+
+        Not fsync'd, as Postfix does not: a power cut right after a delivery may bring
+        the message back, and it is delivered again (at least once, never lost)."""
+        self._envelopes.pop(queue_id, None)
         with contextlib.suppress(FileNotFoundError):
             (self.queue_dir / queue_id).unlink()
-            self.queue_sync.sync()
         with contextlib.suppress(FileNotFoundError):
             (self.hold_dir / queue_id).unlink()
-            fsync_folder(self.hold_dir)
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / f"{queue_id}.json").unlink()
         self.forget(queue_id)
@@ -284,6 +295,9 @@ class Spool:
             return QueuedMessage.from_json((self.state_dir / f"{queue_id}.json").read_bytes())
         except FileNotFoundError:
             pass
+        known = self._envelopes.get(queue_id)
+        if known is not None and (self.queue_dir / queue_id).exists():
+            return QueuedMessage.from_json(known)
         try:
             fd = os.open((self.hold_dir if held else self.queue_dir) / queue_id, os.O_RDONLY)
         except FileNotFoundError:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +95,8 @@ __all__ = [
     "Vault",
     "VaultFormatError",
 ]
+
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pli-code-hash")
 
 ORPHAN_GRACE = 3600.0
 """A link folder without an index row is a seal that crashed; it goes once this old."""
@@ -167,7 +170,8 @@ class Vault:
             raise ValueError("a link allows at least one download of each document")
         if access_code is not None and not normalise_code(access_code):
             raise ValueError("an access code cannot be empty")
-        code_hash = None if access_code is None else hash_code(access_code)
+        # scrypt takes as long as sealing tens of megabytes: it runs beside the sealing.
+        hashing = None if access_code is None else _HASHING.submit(hash_code, access_code)
         created = time.time()
 
         link_id = self._new_id(LINK_ID_SIZE, set())
@@ -195,6 +199,7 @@ class Vault:
                 encrypt_object(keys.manifest, MANIFEST_OBJECT_ID, plain, self._nonce_base(bases)),
             )
             self.store.commit_link(link_id)
+            code_hash = None if hashing is None else hashing.result()
             self.index.create(
                 link_id, created=created, expires=expires_at, download_limit=download_limit,
                 code_hash=code_hash, sender=sender, recipients=recipients,

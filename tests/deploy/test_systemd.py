@@ -76,6 +76,30 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @needs_analyze
+@pytest.mark.parametrize("name", ["pli-lists-update.service", "pli-lists-update.timer"])
+def test_the_whitelist_update_units_pass_systemd_analyze_verify(tmp_path: Path,
+                                                                name: str) -> None:
+    pli = Path(sys.executable).with_name("pli")
+    for unit in ("pli.service", "pli-lists-update.service", "pli-lists-update.timer"):
+        text = (UNIT.parent / unit).read_text().replace(INSTALLED_PLI, str(pli))
+        (tmp_path / unit).write_text(text)
+    code, complaints = verify(tmp_path / name)
+    assert code == 0 and complaints == []
+
+
+def test_the_whitelist_timer_runs_weekly_and_the_update_reloads_pli() -> None:
+    timer = {k: v for s, k, v in directives((UNIT.parent / "pli-lists-update.timer").read_text())
+             if s == "Timer"}
+    assert timer["OnCalendar"] == "weekly" and timer["Persistent"] == "true"
+    update = {k: v for s, k, v in
+              directives((UNIT.parent / "pli-lists-update.service").read_text())
+              if s == "Service"}
+    assert update["ExecStart"] == f"{INSTALLED_PLI} lists update -c /etc/pli/pli.toml"
+    assert update["ExecStartPost"].endswith("systemctl try-reload-or-restart pli.service")
+    assert update["User"] == "pli" and update["ReadWritePaths"] == "/etc/pli/lists"
+
+
+@needs_analyze
 def test_verify_would_notice_a_mistake(tmp_path: Path) -> None:
     """verify only warns about a bad value; the test above therefore demands silence."""
     broken = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSystem=stricter")

@@ -9,7 +9,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.intake.data import DataReader, Transfer, receive
+from gateway.intake.data import DataReader, DataStream, Transfer, receive
 
 END = b"\r\n.\r\n"
 
@@ -27,7 +27,7 @@ def reference(stream: bytes) -> tuple[bytes, bytes]:
 def run(stream: bytes, *, limit: int | None = None, buffer: int = 8,
         pieces: list[int] | None = None) -> tuple[bytes, Transfer, bytes]:
     async def go() -> tuple[bytes, Transfer, bytes]:
-        reader = asyncio.StreamReader(limit=buffer)
+        reader = DataStream(limit=buffer)
         position = 0
         for size in pieces or [len(stream)]:
             reader.feed_data(stream[position:position + size])

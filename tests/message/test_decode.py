@@ -54,3 +54,11 @@ def test_uuencode_is_read_between_begin_and_end(tiny_windows: None) -> None:
 def test_an_identity_encoding_gives_the_bytes_as_they_are(tiny_windows: None) -> None:
     assert decoded(b"caf\xe9\r\n.\r\n", "8bit") == b"caf\xe9\r\n.\r\n"
     assert decoded(b"", "7bit") == b""
+
+
+def test_one_line_longer_than_a_window_is_decoded_in_bounded_pieces(tiny_windows: None) -> None:
+    data = bytes(range(256)) * 4
+    one_line = base64.b64encode(data)  # no line break at all
+    assert decoded(one_line, "base64") == data
+    qp = quopri.encodestring(data, quotetabs=True).replace(b"=\n", b"")  # one long line
+    assert decoded(qp, "quoted-printable") == binascii.a2b_qp(qp)

@@ -244,16 +244,16 @@ def test_a_sender_tag_rule_refuses_a_message_without_a_tag_saying_how(tmp_path: 
 def default_policy(tmp_path: Path):  # type: ignore[no-untyped-def]
     folder = tmp_path / "pli"
     (folder / "lists").mkdir(parents=True)
-    for source in (REPO / "policies" / "lists").glob("*.txt"):
+    for source in (REPO / "gateway" / "defaults" / "lists").glob("*.txt"):
         (folder / "lists" / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     (folder / "lists" / "internal.txt").write_text("cabinet-exemple.fr\n", encoding="utf-8")
     policy_file = folder / "policy.toml"
-    policy_file.write_text((REPO / "policies" / "default.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    policy_file.write_text((REPO / "gateway" / "defaults" / "default.toml").read_text(encoding="utf-8"), encoding="utf-8")
     return load_policy(policy_file)
 
 
 def test_the_shipped_policy_loads_as_it_is() -> None:
-    assert len(load_policy(REPO / "policies" / "default.toml").rules) == 3
+    assert len(load_policy(REPO / "gateway" / "defaults" / "default.toml").rules) == 3
 
 
 @pytest.mark.parametrize("sender", ["dr@gmail.com", "dr@yahoo.fr", "dr@hotmail.fr", "dr@orange.fr"])
@@ -269,13 +269,19 @@ def test_the_default_policy_blocks_a_consumer_address_in_the_from_header(default
     assert group.decision.action == "block"
 
 
-@pytest.mark.parametrize("recipient", ["secretariat@cabinet-exemple.fr", "dr.x@medecin.mssante.fr"])
+@pytest.mark.parametrize("recipient", ["secretariat@cabinet-exemple.fr", "dr.x@medecin.mssante.fr",
+                                       # a patient's Mon espace santé mailbox
+                                       "jeanne.dupont@patient.mssante.fr",
+                                       # a domain of the national whitelist
+                                       "accueil@adsea29.mssante.fr"])
 def test_the_default_policy_passes_colleagues_and_secure_health(default_policy, recipient: str) -> None:  # type: ignore[no-untyped-def]
     (group,) = decide(default_policy, envelope(recipient), facts()).groups
     assert group.decision.action == "pass"
 
 
-@pytest.mark.parametrize("recipient", ["p@gmail.com", "direction@ecole.fr", "rh@employeur.com"])
+@pytest.mark.parametrize("recipient", ["p@gmail.com", "direction@ecole.fr", "rh@employeur.com",
+                                       # ends in mssante.fr, but in no list: not trusted
+                                       "x@inconnu.mssante.fr"])
 def test_the_default_policy_protects_everyone_else(default_policy, recipient: str) -> None:  # type: ignore[no-untyped-def]
     (group,) = decide(default_policy, envelope(recipient), facts()).groups
     assert group.decision.action == "protect"

@@ -9,7 +9,7 @@ from gateway.policy import consumer_smtp_reason, import_list
 from gateway.policy.lists import parse_list
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "policies" / "lists"
+SHIPPED = REPO / "gateway" / "defaults" / "lists"
 
 HEADER = "# Secure health messaging.\n# Keep this header.\n\n"
 
@@ -108,7 +108,8 @@ def test_a_missing_consumer_smtp_list_is_a_config_error(tmp_path: Path) -> None:
         consumer_smtp_reason("smtp.gmail.com", tmp_path)
 
 
-@pytest.mark.parametrize("name", ["consumer-webmail", "consumer-smtp", "health-secure", "internal"])
+@pytest.mark.parametrize("name", ["consumer-webmail", "consumer-smtp", "health-secure", "internal",
+                                  "mssante-whitelist"])
 def test_every_shipped_list_parses_without_a_bad_line(name: str) -> None:
     _, bad = parse_list((SHIPPED / f"{name}.txt").read_text(encoding="utf-8"))
     assert bad == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.checks import template_dirs
+from gateway.preflight import template_dirs
 from gateway.inspect import inspect
 from gateway.intake.data import normalise_line_endings
 from gateway.message.model import Message
@@ -135,7 +135,7 @@ def test_the_notice_is_valid_mime_and_keeps_only_headers_without_content(setup) 
     assert parsed["Date"] == "Mon, 02 Nov 2026 09:15:00 +0100"
     assert parsed["In-Reply-To"] == parsed["References"] == "<earlier@gmail.com>"
     assert parsed["Message-ID"] != "<original-1@cabinet-martin.fr>"
-    assert parsed["Subject"] == "Message sécurisé de Votre cabinet"
+    assert parsed["Subject"] == "Message sécurisé : Votre cabinet"
     for gone in ("Thread-Topic", "Thread-Index", "Keywords", "Comments", "X-Subject-Echo"):
         assert gone not in parsed
     assert parsed.get_content_type() == "multipart/alternative"

@@ -37,7 +37,7 @@ const fr = {
   interrupted: "Le téléchargement a été interrompu : rien n'a été enregistré. Vérifiez " +
     "votre connexion, puis réessayez (cela comptera un nouveau téléchargement).",
   usedUp: "Ce document a déjà été téléchargé autant de fois que prévu.",
-  // The same words as the notice's (policies/templates/fr/default/notice.txt).
+  // The same words as the notice's (gateway/defaults/templates/fr/default/notice.txt).
   limits: (date, n) => `Ce lien est valable jusqu'au ${date}, et chaque document peut ` +
     `être téléchargé ${n} fois au plus.`,
   left: (n) => (n > 1 ? `Encore ${n} téléchargements possibles.` :
@@ -82,7 +82,7 @@ const en = {
   interrupted: "The download was interrupted: nothing was saved. Check your connection " +
     "and try again (it will count as another download).",
   usedUp: "This document has already been downloaded as many times as allowed.",
-  // The same words as the notice's (policies/templates/en/default/notice.txt).
+  // The same words as the notice's (gateway/defaults/templates/en/default/notice.txt).
   limits: (date, n) => `This link is valid until ${date}, and downloads are limited to ` +
     `${n} per document.`,
   left: (n) => (n > 1 ? `${n} downloads left.` : n === 1 ? "1 download left." :

@@ -1,4 +1,11 @@
-"""Whole-configuration checks shared by `pli check` and start-up, so both say the same."""
+"""Preflight: the server-level checks behind `pli check` and `pli run`'s start-up.
+
+Where the policy, its lists and the notice templates are; the policy loaded with the
+checks that need the server settings too (no relay through a consumer SMTP host, every
+protect rule finds its templates); and everything else `pli check` reports (certificate,
+users, upstream passwords, disk room). Both commands call the same functions, so both
+say the same. The policy file itself is read by :mod:`gateway.policy.loader`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,12 @@ import contextlib
 import time
 from pathlib import Path
 
+from gateway import defaults
 from gateway.certs import ca_files, is_authority, renewable
-from gateway.config import Settings
+from gateway.config import PLACEHOLDER_PRACTICE_NAME, Settings
 from gateway.errors import ConfigError
-from gateway.initdir import POLICIES
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
+from gateway.policy.lists import CONSUMER_SMTP_FILE
 from gateway.spool.connections import Connections
 from gateway.spool.oauth import credential_problems
 from gateway.spool.outcomes import TemporaryError
@@ -29,13 +37,21 @@ def policy_path(settings: Settings) -> Path:
 
 def lists_dir(settings: Settings) -> Path:
     """The policy's own lists folder, or the shipped one when the practice has none."""
-    own = policy_path(settings).parent / "lists"
-    return own if (own / "consumer-smtp.txt").exists() else POLICIES / "lists"
+    own = policy_path(settings).parent / defaults.LISTS
+    if (own / CONSUMER_SMTP_FILE).exists():
+        return own
+    return defaults.folder() / defaults.LISTS  # says so when the defaults are missing
 
 
 def template_dirs(settings: Settings) -> list[Path]:
-    """Where notice templates are looked for: the practice's folder first, then Pli's."""
-    return [policy_path(settings).parent / "templates", POLICIES / "templates"]
+    """Where notice templates are looked for: the practice's folder first, then Pli's
+    (left out when this installation lacks them: a missing template names the folders)."""
+    dirs = [policy_path(settings).parent / defaults.TEMPLATES]
+    try:
+        dirs.append(defaults.folder() / defaults.TEMPLATES)
+    except ConfigError:
+        pass
+    return dirs
 
 
 def upstream_problems(settings: Settings) -> list[str]:
@@ -64,8 +80,17 @@ def template_problems(settings: Settings, policy: Policy) -> list[str]:
         try:
             load_templates(template_dirs(settings), how.language, how.template)
         except ConfigError as exc:
-            problems.append(f"{policy.path}: rule {rule.name!r}: {exc}")
+            problems.append(f"{policy.path}: rule {rule.name!r}: {exc}{_without_defaults()}")
     return problems
+
+
+def _without_defaults() -> str:
+    """Why Pli's own templates were not looked in, when this installation lacks them."""
+    try:
+        defaults.folder()
+    except ConfigError as exc:
+        return f" ({exc})"
+    return ""
 
 
 def load_checked_policy(settings: Settings) -> Policy:
@@ -181,3 +206,14 @@ def room_problems(settings: Settings) -> list[str]:
     return [f"{settings.data_dir}: {free / 2**20:.1f} MiB free, but Pli refuses mail (452) "
             f"while less than {room.need / 2**20:.1f} MiB are (1.5 times max_message_size): "
             f"free some space or lower max_message_size"]
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What `pli check` points out without failing: Pli runs, but a person should act."""
+    found = []
+    if settings.practice.name.strip() == PLACEHOLDER_PRACTICE_NAME:
+        found.append(f"{settings.config_path}: [practice] name is still "
+                     f"{PLACEHOLDER_PRACTICE_NAME!r}: patients read it in every notice "
+                     "(\"contactez Votre cabinet\" looks like phishing); write the practice's "
+                     "name as patients know it, e.g. name = \"Cabinet du Dr Martin\"")
+    return found

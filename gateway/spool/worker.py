@@ -165,7 +165,7 @@ class DeliveryWorker:
                                         f"the sender {message.route_sender}")
             tried = pending
         else:
-            queued = await self.spool.run(self.spool.open_message, message.id)
+            queued = self.spool.open_message(message.id)  # an open and a read of its end
             try:
                 tried, wait = await self._transactions(message, pending, queued, account,
                                                        holder)
@@ -276,7 +276,11 @@ class DeliveryWorker:
                 log.error("dsn.failed", queue_id=message.id, error=type(exc).__name__)
                 message.next_attempt = self.clock() + self.settings.delivery.retry_min
         try:
-            if await self.spool.run(self.spool.finish, message):
+            # A message served to everyone is removed with two unlinks (no fsync): on the
+            # event loop; a state to write down (fsync'd) goes to the spool's threads.
+            done = not (message.pending or message.unreported)
+            if self.spool.finish(message) if done else await self.spool.run(
+                    self.spool.finish, message):
                 log.info("spool.removed", queue_id=message.id)
         except OSError as exc:
             # Delivered but not written down (a full disk): the spool keeps it in memory.

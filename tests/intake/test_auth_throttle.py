@@ -162,3 +162,31 @@ def test_checks_in_parallel_never_outnumber_the_failures_left() -> None:
     assert order[:2] == ["a checking", "b checking"]
     assert order[-1] == "c locked"
     assert order.count("c checking") == 0
+
+
+def test_the_server_waits_before_answering_each_wrong_password_past_delay_after(
+        tmp_path: Path) -> None:
+    """With ``delay_after = 1``: the first wrong password is answered at once, the second
+    after a second, the third after two."""
+    import time
+
+    loop = LoopThread()
+    gw = make_gateway(tmp_path / "pli", extra="\n[auth]\ndelay_after = 1\nmax_failures = 5\n"
+                      "window = 60\nlockout = 60\n")
+    app = RunningApp(loop, gw).start()
+    try:
+        with smtplib.SMTP(HOST, gw.submission_port, timeout=20) as client:
+            client.starttls(context=gw.client_context())
+            client.ehlo()
+            waited = []
+            for _ in range(3):
+                started = time.monotonic()
+                code, _ = client.docmd("AUTH", "PLAIN " + _plain(USER, "wrong password"))
+                waited.append(time.monotonic() - started)
+                assert code == 535
+    finally:
+        app.stop()
+        loop.close()
+    assert waited[0] < 0.9, waited
+    assert 1.0 <= waited[1] < 1.9, waited
+    assert 2.0 <= waited[2] < 2.9, waited

@@ -82,3 +82,11 @@ def test_a_vault_purge_that_fails_does_not_keep_audit_files_past_their_time(
         finally:
             running.stop()
     assert not any(e["event"] == "vault.purged" for e in logged)
+
+
+def test_pli_run_purges_the_vault_and_expires_audit_files_every_hour(
+        gw: Gateway, loop: LoopThread) -> None:
+    """The README's "pli run also does every hour": the intervals a running Pli uses."""
+    app = RunningApp(loop, gw).app
+    assert app.vault_purge_interval == 3600
+    assert app.audit_expiry_interval == 3600

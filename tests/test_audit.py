@@ -296,3 +296,16 @@ def test_pli_audit_show_tells_one_links_story_and_says_when_there_is_none(
     assert "192.0.2.2" not in shown.stdout
     none = pli("audit", "show", "--link", "L3", "-c", str(gw.config))
     assert none.returncode == 1 and none.stdout == "" and "no records" in none.stderr
+
+
+def test_a_story_reads_past_a_line_that_is_not_a_record(tmp_path: Path) -> None:
+    """A damaged line (``pli audit verify`` names it) does not hide what follows it."""
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("spool.queued", queue_id="Q1")
+    path = trail.files()[-1]
+    with path.open("a") as handle:
+        handle.write("not a record\n")
+    trail.record("delivery.bounced", queue_id="Q1", recipient="a@b.fr", reply="550 5.1.1")
+    trail.record("dsn.queued", queue_id="D1", about="Q1", recipient="dr@cab.fr", failed=1)
+    assert [r["event"] for r in story(trail, message="Q1")] == [
+        "spool.queued", "delivery.bounced", "dsn.queued"]

@@ -260,3 +260,16 @@ def test_an_unreadable_envelope_does_not_hide_the_other_queued_messages(spool: S
     spool.enqueue(queued_message("0OLD"), CONTENT)
     (spool.state_dir / "0OLD.json").write_bytes(b'{"id": "0OLD", "unknown": 1}')
     assert [m.id for m in spool.messages()] == [good.id]
+
+
+def test_the_header_block_ends_at_the_first_empty_line_and_is_whole_without_one(
+        spool: Spool) -> None:
+    """What a DSN quotes (text/rfc822-headers): never a line of the body, which may hold
+    an empty line of its own and a line that looks like a header."""
+    body = b"Bonjour\r\n\r\nX-Diagnostic: biopsie\r\n\r\nFin\r\n"
+    with_body = queued_message()
+    spool.enqueue(with_body, b"From: a@b.fr\r\nSubject: x\r\n\r\n" + body)
+    assert spool.header_block(with_body.id) == b"From: a@b.fr\r\nSubject: x\r\n"
+    headers_only = queued_message()
+    spool.enqueue(headers_only, b"From: a@b.fr\r\nSubject: x\r\n")
+    assert spool.header_block(headers_only.id) == b"From: a@b.fr\r\nSubject: x\r\n"

@@ -351,3 +351,10 @@ def test_an_index_from_a_newer_pli_is_refused_rather_than_misread(vault: Vault) 
         db.execute("PRAGMA user_version = 2")
     with pytest.raises(IndexVersionError, match="newer"):
         Vault(vault.root)
+
+
+def test_deleting_a_link_says_whether_there_was_one(vault: Vault) -> None:
+    link = seal(vault)
+    assert vault.index.delete(link.id) is True
+    assert vault.index.delete(link.id) is False
+    assert vault.get(link.id) is None

@@ -195,3 +195,18 @@ def test_watchdog_pings_resume_once_a_failing_health_check_passes_again(
     assert withheld == []
     assert still_running
     assert len(resumed) >= 3 and set(resumed) == {"WATCHDOG=1"}
+
+
+def test_a_supervisor_that_does_not_read_never_stalls_the_sender(systemd: Listener) -> None:
+    """notify() runs on the event loop: once the socket's queue is full (a few datagrams,
+    /proc/sys/net/unix/max_dgram_qlen) it drops the message instead of waiting."""
+    import threading
+
+    results: list[bool] = []
+    sender = threading.Thread(target=lambda: results.extend(
+        sdnotify.watchdog() for _ in range(2000)), daemon=True)
+    sender.start()
+    sender.join(10)
+    assert not sender.is_alive(), "notify() waited for the supervisor to read"
+    assert results[0] is True and False in results
+    assert systemd.pending()  # what fitted was delivered

@@ -1,5 +1,5 @@
 # The two commands a newcomer needs; each installs what it uses first.
-.PHONY: demo test bench
+.PHONY: demo test bench mutation
 
 demo:
 	scripts/bootstrap demo
@@ -12,3 +12,12 @@ test:
 bench:
 	scripts/bootstrap test
 	.venv/bin/python bench/relay_throughput.py
+
+# Not part of `make test`: mutates the modules that hold the README's guarantees (see
+# [tool.mutmut] in pyproject.toml) and says which mutants the tests did not kill.
+mutation:
+	scripts/bootstrap test
+	.venv/bin/python -m pip install -q "mutmut==3.8.1"
+	rm -rf mutants
+	.venv/bin/mutmut run --max-children 2
+	.venv/bin/mutmut results

@@ -40,7 +40,8 @@ def _address(raw: str) -> str | bytes | None:
 def notify(state: str) -> bool:
     """Send ``state`` (``KEY=VALUE`` lines) to systemd. False when there is nobody to tell.
 
-    Never raises: a service must not fail because its supervisor went away."""
+    Never raises and never waits: a service must not fail, nor stall, because its
+    supervisor went away or is slow to read."""
     raw = os.environ.get(NOTIFY_SOCKET)
     if not raw:
         return False
@@ -48,7 +49,10 @@ def notify(state: str) -> bool:
     if address is None:
         return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: called on the event loop, it must never wait for a supervisor
+        # that reads slowly; a message that does not fit is dropped and logged.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                           | socket.SOCK_NONBLOCK) as sock:
             sock.connect(address)
             sock.sendall(state.encode("utf-8"))
     except OSError as exc:

@@ -263,3 +263,49 @@ def test_a_long_last_record_is_read_whole_when_the_head_lags(tmp_path: Path) -> 
     (trail.folder / "audit.head").write_text("1 " + "0" * 64 + "\n")  # as if it lagged
     trail.record("spool.queued", queue_id="Q9")
     assert verify(trail) == (4, [])
+
+
+def test_files_rotate_by_day_and_the_chain_runs_across_midnight(tmp_path: Path) -> None:
+    """The README's "Files rotate by day or size": a record made after midnight (UTC)
+    opens a file named after its day, however small the day before's is."""
+    midnight = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    now = [midnight - 2]
+    trail = AuditTrail(tmp_path / "audit", clock=lambda: now[0])
+    for at in (midnight - 2, midnight - 1, midnight + 1, midnight + 2, midnight + 86400):
+        now[0] = at
+        trail.record("admin.queue_flushed")
+    names = [p.name for p in trail.files()]
+    assert names == ["audit-000000000001-20251231.jsonl", "audit-000000000003-20260101.jsonl",
+                     "audit-000000000005-20260102.jsonl"]
+    assert [len(p.read_text().splitlines()) for p in trail.files()] == [2, 2, 1]
+    assert verify(trail) == (5, [])
+
+
+def test_pli_audit_show_tells_one_links_story_and_says_when_there_is_none(
+        tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    trail = AuditTrail(gw.settings().audit_dir)
+    trail.record("policy.decided", queue_id="Q1", action="protect", link="L1")
+    trail.record("spool.queued", queue_id="Q1")
+    trail.record("portal.code_accepted", link="L1", client="192.0.2.1")
+    trail.record("portal.code_accepted", link="L2", client="192.0.2.2")
+    shown = pli("audit", "show", "--link", "L1", "-c", str(gw.config))
+    assert shown.returncode == 0, shown.stderr
+    told = [line.split()[1] for line in shown.stdout.splitlines()]
+    assert told == ["policy.decided", "portal.code_accepted"]
+    assert "192.0.2.2" not in shown.stdout
+    none = pli("audit", "show", "--link", "L3", "-c", str(gw.config))
+    assert none.returncode == 1 and none.stdout == "" and "no records" in none.stderr
+
+
+def test_a_story_reads_past_a_line_that_is_not_a_record(tmp_path: Path) -> None:
+    """A damaged line (``pli audit verify`` names it) does not hide what follows it."""
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("spool.queued", queue_id="Q1")
+    path = trail.files()[-1]
+    with path.open("a") as handle:
+        handle.write("not a record\n")
+    trail.record("delivery.bounced", queue_id="Q1", recipient="a@b.fr", reply="550 5.1.1")
+    trail.record("dsn.queued", queue_id="D1", about="Q1", recipient="dr@cab.fr", failed=1)
+    assert [r["event"] for r in story(trail, message="Q1")] == [
+        "spool.queued", "delivery.bounced", "dsn.queued"]

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from gateway.audit import AuditTrail
 from gateway.vault import Vault
-from tests.support import Gateway, LoopThread, RunningApp, wait_until
+from tests.support import Gateway, LoopThread, RunningApp, make_gateway, wait_until
 from tests.vault.helpers import seal
 
 INTERVAL = 0.2
@@ -82,3 +82,33 @@ def test_a_vault_purge_that_fails_does_not_keep_audit_files_past_their_time(
         finally:
             running.stop()
     assert not any(e["event"] == "vault.purged" for e in logged)
+
+
+def test_pli_run_purges_the_vault_and_expires_audit_files_every_hour(
+        gw: Gateway, loop: LoopThread) -> None:
+    """The README's "pli run also does every hour": the intervals a running Pli uses."""
+    app = RunningApp(loop, gw).app
+    assert app.vault_purge_interval == 3600
+    assert app.audit_expiry_interval == 3600
+
+
+def test_retention_days_in_pli_toml_decides_which_audit_files_go(
+        tmp_path: Path, loop: LoopThread) -> None:
+    """``[audit] retention_days = 10``: a file 20 days old goes, one 5 days old stays."""
+    gw = make_gateway(tmp_path / "pli", extra="\n[audit]\nretention_days = 10\n")
+    AuditTrail(gw.settings().audit_dir).record("admin.queue_flushed")  # today's file
+    folder = gw.settings().audit_dir
+    old, recent = folder / "audit-000000000000-20200101.jsonl", \
+        folder / "audit-000000000000-20200102.jsonl"
+    for path, days in ((old, 20), (recent, 5)):
+        path.write_text('{"seq":0}\n')
+        when = time.time() - days * 86400
+        os.utime(path, (when, when))
+    running = housekeeping(gw, loop)
+    running.start()
+    try:
+        wait_until(lambda: not old.exists())
+        time.sleep(3 * INTERVAL)  # later runs too leave the recent one
+    finally:
+        running.stop()
+    assert recent.exists()

@@ -80,3 +80,33 @@ def test_pli_run_at_warning_level_still_audits_every_decision(tmp_path: Path) ->
     assert shown.returncode == 0, shown.stderr
     told = [line.split()[1] for line in shown.stdout.splitlines()]
     assert told[:2] == ["policy.decided", "spool.queued"] and "delivery.deferred" in told
+
+
+def test_pli_run_on_a_terminal_writes_readable_lines_not_json(tmp_path: Path) -> None:
+    """The README's "readable text when stdout is a terminal"."""
+    import os
+    import pty
+    import select
+    import time
+
+    gw = make_gateway(tmp_path / "pli")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(gw.config)],
+                            stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"pli.ready" not in seen and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                seen += os.read(controller, 65536)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        os.close(controller)
+    lines = [line for line in seen.decode(errors="replace").splitlines() if line.strip()]
+    started = [line for line in lines if "pli.ready" in line]
+    assert started, lines
+    assert not any(line.lstrip().startswith("{") for line in lines), lines
+    with pytest.raises(ValueError):
+        json.loads(started[0])

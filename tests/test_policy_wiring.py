@@ -224,3 +224,29 @@ def test_check_reports_a_protect_rule_whose_templates_are_missing(tmp_path: Path
     result = run_pli("check", "-c", str(gw.config))
     assert result.returncode == 1
     assert "everyone-else" in result.stderr and "fr/cabinet" in result.stderr
+
+
+def test_explain_json_gives_per_recipient_the_rule_what_held_and_why_earlier_rules_did_not(
+        tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    eml = tmp_path / "message.eml"
+    eml.write_bytes(bytes(mail("patient@gmail.com")))
+    result = run_pli("explain", "-c", str(gw.config), str(eml), "--from", ADDRESS,
+                     "--to", "patient@gmail.com", "--to", "dr.durand@cabinet-martin.fr",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    patient, colleague = json.loads(result.stdout)["recipients"]  # in envelope order
+    assert set(patient) == {"recipient", "rule", "action", "settings", "conditions_held",
+                            "rules_not_matching"}
+    assert (patient["recipient"], patient["rule"], patient["action"]) == \
+        ("patient@gmail.com", "everyone-else", "protect")
+    assert patient["settings"]["download_limit"] == 5
+    assert patient["settings"]["access_code"] == "generated"  # no [code:] tag in the subject
+    assert patient["conditions_held"]
+    assert [r["rule"] for r in patient["rules_not_matching"]] == [
+        "consumer-webmail-sender", "colleagues-and-secure-health"]
+    assert all(r["failed"] for r in patient["rules_not_matching"])
+    assert (colleague["recipient"], colleague["rule"], colleague["action"]) == \
+        ("dr.durand@cabinet-martin.fr", "colleagues-and-secure-health", "pass")
+    assert [r["rule"] for r in colleague["rules_not_matching"]] == ["consumer-webmail-sender"]
+    assert any("internal" in held for held in colleague["conditions_held"])

@@ -65,6 +65,7 @@ from gateway.vault.format import (
     iter_chunks,
 )
 from gateway.vault.index import (
+    MAX_CODE_ATTEMPTS,
     CodeCheck,
     IndexVersionError,
     LinkIndex,
@@ -139,7 +140,7 @@ class Vault:
         self,
         root: Path,
         *,
-        max_code_attempts: int = 5,
+        max_code_attempts: int = MAX_CODE_ATTEMPTS,
         randbytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.root = root

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.metrics import DEFAULT_PORT, Metrics, build_metrics_app, start_metrics
 from tests.support import LoopThread
@@ -137,7 +138,6 @@ def test_compose_key_lines() -> None:
 
 
 def compose() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (not a dependency)")
     data = yaml.safe_load(COMPOSE.read_text())
     assert isinstance(data, dict)
     return data

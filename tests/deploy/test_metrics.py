@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -242,16 +244,38 @@ def test_spool_queue_stats(tmp_path: Path) -> None:
     assert count == 1 and 59 <= age <= 70
 
 
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` where nobody may write: by its mode, or for root (who writes whatever the
+    mode says) by a read-only bind mount of it over itself."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], check=False,
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"root cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True,
+                       capture_output=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)
+
+
 def test_check_writable(tmp_path: Path) -> None:
     assert check_writable(tmp_path) is None
     assert list(tmp_path.iterdir()) == []  # the probe is gone
     assert check_writable(tmp_path / "missing") is not None
-    if os.geteuid() != 0:  # root writes anywhere
-        tmp_path.chmod(0o500)
-        try:
-            assert "not writable" in (check_writable(tmp_path) or "")
-        finally:
-            tmp_path.chmod(0o700)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with read_only(spool):
+        assert "not writable" in (check_writable(spool) or "")
+    assert check_writable(spool) is None
 
 
 # -- over HTTP, on loopback ---------------------------------------------------------------

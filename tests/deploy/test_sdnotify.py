@@ -161,3 +161,52 @@ def test_watchdog_loop_treats_an_exception_as_unhealthy(systemd: Listener) -> No
 def test_watchdog_loop_returns_when_not_watched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     asyncio.run(asyncio.wait_for(sdnotify.watchdog_loop(lambda: True), 2))
+
+
+def test_watchdog_pings_resume_once_a_failing_health_check_passes_again(
+        systemd: Listener) -> None:
+    """A check that raises (of any kind) withholds the pings without ending the loop: once
+    it passes again, the pings come back."""
+    class CheckFailed(Exception):
+        pass
+
+    failing = True
+
+    def check() -> bool:
+        if failing:
+            raise CheckFailed("the spool cannot be read")
+        return True
+
+    async def scenario() -> tuple[list[str], list[str], bool]:
+        nonlocal failing
+        task = asyncio.create_task(sdnotify.watchdog_loop(check, interval=0.01))
+        await asyncio.sleep(0.15)
+        withheld = systemd.pending()
+        failing = False
+        await asyncio.sleep(0.15)
+        resumed = systemd.pending()
+        still_running = not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return withheld, resumed, still_running
+
+    withheld, resumed, still_running = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert withheld == []
+    assert still_running
+    assert len(resumed) >= 3 and set(resumed) == {"WATCHDOG=1"}
+
+
+def test_a_supervisor_that_does_not_read_never_stalls_the_sender(systemd: Listener) -> None:
+    """notify() runs on the event loop: once the socket's queue is full (a few datagrams,
+    /proc/sys/net/unix/max_dgram_qlen) it drops the message instead of waiting."""
+    import threading
+
+    results: list[bool] = []
+    sender = threading.Thread(target=lambda: results.extend(
+        sdnotify.watchdog() for _ in range(2000)), daemon=True)
+    sender.start()
+    sender.join(10)
+    assert not sender.is_alive(), "notify() waited for the supervisor to read"
+    assert results[0] is True and False in results
+    assert systemd.pending()  # what fitted was delivered

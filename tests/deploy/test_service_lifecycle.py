@@ -20,16 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings
 from tests.support import ADDRESS, HOST, PASSWORD, USER, Gateway, free_port, make_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
-WIRED = "sdnotify" in (ROOT / "gateway" / "app.py").read_text()
-HAS_METRICS = "metrics" in Settings.model_fields
-
-pytestmark = pytest.mark.skipif(
-    not WIRED, reason="pli run does not talk to systemd yet: gateway.sdnotify is not "
-    "called from gateway/app.py")
 
 
 class Notifications:
@@ -61,12 +54,12 @@ def notify(tmp_path: Path) -> Iterator[Notifications]:
     n.sock.close()
 
 
-def _gateway(tmp_path: Path) -> tuple[Gateway, int | None]:
+def _gateway(tmp_path: Path) -> tuple[Gateway, int]:
     gw = make_gateway(tmp_path / "pli")
     text = gw.config.read_text().replace("port = 8080", f"port = {free_port()}")
     gw.config.write_text(text)
     # make_gateway gives each test gateway a metrics listener on a free port of its own.
-    return gw, gw.settings().metrics.port if HAS_METRICS else None
+    return gw, gw.settings().metrics.port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -94,11 +87,10 @@ def test_run_under_systemd_protocol(tmp_path: Path, notify: Notifications) -> No
                             "hello\r\n")
         notify.wait_for("WATCHDOG=1")
         notify.wait_for("WATCHDOG=1")
-        if metrics_port is not None:
-            assert _get(f"http://{HOST}:{metrics_port}/healthz") == (200, "ok\n")
-            status, body = _get(f"http://{HOST}:{metrics_port}/metrics")
-            assert status == 200
-            assert 'pli_messages_decided_total{action="pass"} 1' in body.splitlines()
+        assert _get(f"http://{HOST}:{metrics_port}/healthz") == (200, "ok\n")
+        status, body = _get(f"http://{HOST}:{metrics_port}/metrics")
+        assert status == 200
+        assert 'pli_messages_decided_total{action="pass"} 1' in body.splitlines()
         proc.send_signal(signal.SIGHUP)
         reload = notify.wait_for("READY=1")
         assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in reload), reload

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import smtplib
 from pathlib import Path
 
@@ -32,20 +31,6 @@ def test_a_success_clears_the_failures_of_that_address() -> None:
     throttle.failed("192.0.2.7")
     throttle.succeeded("192.0.2.7")
     assert throttle.failed("192.0.2.7") == 1.0
-
-
-def test_failures_are_logged_with_the_client_address_for_fail2ban(tmp_path: Path) -> None:
-    pattern = (Path(__file__).resolve().parents[2] / "deploy" / "fail2ban" /
-               "pli.conf").read_text()
-    failregex = re.search(r"^failregex\s*=\s*(.+)$", pattern, re.M)
-    assert failregex
-    # fail2ban replaces <HOST> with its own address pattern; a simple one stands in here.
-    regex = re.compile(failregex.group(1).strip().replace("<HOST>", r"(?P<host>[0-9a-fA-F:.]+)"))
-    line = ('{"event": "session.auth_failed", "client": "192.0.2.7", '
-            '"mechanism": "PLAIN", "level": "warning", "timestamp": "2026-01-01T00:00:00Z"}')
-    match = regex.search(line)
-    assert match and match.group("host") == "192.0.2.7"
-    assert not regex.search(line.replace("auth_failed", "authenticated"))
 
 
 def test_the_server_answers_454_once_an_address_has_failed_too_often(tmp_path: Path) -> None:
@@ -162,3 +147,31 @@ def test_checks_in_parallel_never_outnumber_the_failures_left() -> None:
     assert order[:2] == ["a checking", "b checking"]
     assert order[-1] == "c locked"
     assert order.count("c checking") == 0
+
+
+def test_the_server_waits_before_answering_each_wrong_password_past_delay_after(
+        tmp_path: Path) -> None:
+    """With ``delay_after = 1``: the first wrong password is answered at once, the second
+    after a second, the third after two."""
+    import time
+
+    loop = LoopThread()
+    gw = make_gateway(tmp_path / "pli", extra="\n[auth]\ndelay_after = 1\nmax_failures = 5\n"
+                      "window = 60\nlockout = 60\n")
+    app = RunningApp(loop, gw).start()
+    try:
+        with smtplib.SMTP(HOST, gw.submission_port, timeout=20) as client:
+            client.starttls(context=gw.client_context())
+            client.ehlo()
+            waited = []
+            for _ in range(3):
+                started = time.monotonic()
+                code, _ = client.docmd("AUTH", "PLAIN " + _plain(USER, "wrong password"))
+                waited.append(time.monotonic() - started)
+                assert code == 535
+    finally:
+        app.stop()
+        loop.close()
+    assert waited[0] < 0.9, waited
+    assert 1.0 <= waited[1] < 1.9, waited
+    assert 2.0 <= waited[2] < 2.9, waited

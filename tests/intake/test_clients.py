@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.spool.helpers import queued
 from tests.support import ADDRESS, HOST, PASSWORD, USER, Gateway, Provider, RunningApp, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -49,6 +50,7 @@ def test_swaks_without_auth_is_refused_and_nothing_is_relayed(
     assert result.returncode != 0
     assert "530 5.7.0" in result.stdout
     assert provider.received == []
+    assert queued(gw) == []  # nor will it be: nothing was queued
 
 
 def test_msmtp_with_starttls_and_auth_delivers(

@@ -361,3 +361,20 @@ def test_only_the_pages_own_files_are_served_with_their_types(
             for name in ("app.py", "..%2Fapp.py", "%2E%2E%2F__init__.py", "missing.js"):
                 assert (await client.get(f"/static/{name}")).status == 404, name
     run(scenario)
+
+
+def test_the_state_counts_down_the_tries_left_after_each_wrong_code(
+        vault: Vault, settings: Settings) -> None:
+    """What the page shows as "4 essais restants": the link's tries, from the index."""
+    link = seal(vault)
+
+    async def scenario() -> list[int]:
+        left = []
+        async with serve(vault, settings) as client:
+            for _ in range(4):
+                wrong = await client.post(f"/api/l/{link.id}/code", json={"code": "0000"})
+                assert wrong.status == 403 and (await wrong.json())["error"] == "wrong_code"
+                left.append((await (await client.get(f"/api/l/{link.id}")).json())["tries_left"])
+        return left
+
+    assert run(scenario) == [4, 3, 2, 1]

@@ -279,3 +279,84 @@ def test_recover_keeps_a_held_message_held_with_its_reason(spool: Spool) -> None
     released = spool.load(message.id)
     assert released is not None and (released.held, released.internal_errors) == ("", 0)
     assert spool.content(message.id) == CONTENT
+
+
+def test_the_header_block_ends_at_the_first_empty_line_and_is_whole_without_one(
+        spool: Spool) -> None:
+    """What a DSN quotes (text/rfc822-headers): never a line of the body, which may hold
+    an empty line of its own and a line that looks like a header."""
+    body = b"Bonjour\r\n\r\nX-Diagnostic: biopsie\r\n\r\nFin\r\n"
+    with_body = queued_message()
+    spool.enqueue(with_body, b"From: a@b.fr\r\nSubject: x\r\n\r\n" + body)
+    assert spool.header_block(with_body.id) == b"From: a@b.fr\r\nSubject: x\r\n"
+    headers_only = queued_message()
+    spool.enqueue(headers_only, b"From: a@b.fr\r\nSubject: x\r\n")
+    assert spool.header_block(headers_only.id) == b"From: a@b.fr\r\nSubject: x\r\n"
+
+
+def _source(tmp_path: Path, size: int) -> int:
+    path = tmp_path / "received"
+    path.write_bytes(bytes(n % 251 for n in range(size)))
+    return os.open(path, os.O_RDONLY)
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "read and write"])
+def test_a_byte_range_of_the_received_file_is_copied_exactly(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        kernel_copy: bool) -> None:
+    """A passed copy's body is a range of the file the message came in: the range and
+    nothing around it, whether the kernel copies it or, where it cannot (another
+    filesystem: EXDEV), Pli does in 1 MiB steps."""
+    import errno
+
+    if not kernel_copy:
+        def unsupported(*_: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", unsupported)
+    size = 3 * 1024 * 1024 + 17
+    fd = _source(tmp_path, size)
+    try:
+        whole = os.pread(fd, size, 0)
+        message = queued_message()
+        start, end = 1000, size - 1000  # more than 1 MiB, neither end of the file
+        spool.enqueue(message, [b"Header: x\r\n\r\n", ByteRange(start, end)], fd)
+    finally:
+        os.close(fd)
+    assert spool.content(message.id) == b"Header: x\r\n\r\n" + whole[start:end]
+    assert message.size == len(b"Header: x\r\n\r\n") + end - start
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "read and write"])
+def test_a_range_past_the_end_of_the_received_file_queues_nothing(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        kernel_copy: bool) -> None:
+    import errno
+
+    if not kernel_copy:
+        def unsupported(*_: object) -> int:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+        monkeypatch.setattr(os, "copy_file_range", unsupported)
+    fd = _source(tmp_path, 5000)
+    try:
+        with pytest.raises(OSError, match="shorter than expected"):
+            spool.enqueue(queued_message(), [ByteRange(0, 6000)], fd)
+    finally:
+        os.close(fd)
+    assert spool.ids() == [] and list(spool.tmp_dir.iterdir()) == []
+
+
+def test_a_copy_error_other_than_not_supported_is_raised(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def failing(*_: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(os, "copy_file_range", failing)
+    fd = _source(tmp_path, 5000)
+    try:
+        with pytest.raises(OSError) as raised:
+            spool.enqueue(queued_message(), [ByteRange(0, 5000)], fd)
+    finally:
+        os.close(fd)
+    assert raised.value.errno == errno.EIO
+    assert spool.ids() == []

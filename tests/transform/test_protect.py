@@ -337,3 +337,13 @@ def test_a_body_too_long_to_read_as_text_is_sealed_as_a_file_not_dropped(
     assert len(bodies) == 1
     data = b"".join(vault.read_file(link_id, secret, bodies[0].object_id))
     assert data.count(b"Compte rendu.") == 500
+
+
+def test_the_notice_keeps_reply_to_so_the_patients_answer_reaches_the_practice(setup) -> None:
+    _, _, protector = setup
+    msg = original()
+    msg["Reply-To"] = "Secretariat du cabinet <secretariat@cabinet-martin.fr>"
+    notice = protect(protector, msg).outgoing[0].content
+    parsed = email.message_from_bytes(notice, policy=email.policy.default)
+    assert parsed["Reply-To"] == "Secretariat du cabinet <secretariat@cabinet-martin.fr>"
+    assert len(parsed.get_all("Reply-To")) == 1

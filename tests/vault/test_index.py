@@ -351,3 +351,21 @@ def test_an_index_from_a_newer_pli_is_refused_rather_than_misread(vault: Vault) 
         db.execute("PRAGMA user_version = 2")
     with pytest.raises(IndexVersionError, match="newer"):
         Vault(vault.root)
+
+
+def test_deleting_a_link_says_whether_there_was_one(vault: Vault) -> None:
+    link = seal(vault)
+    assert vault.index.delete(link.id) is True
+    assert vault.index.delete(link.id) is False
+    assert vault.get(link.id) is None
+
+
+def test_a_code_check_says_the_tries_left_and_a_locked_link_has_none(vault: Vault) -> None:
+    link = seal(vault, code="4821")
+    vault.check_code(link.id, "0000")
+    right = vault.check_code(link.id, "4821")
+    assert (right.ok, right.remaining, right.locked) == (True, 4, False)
+    for _ in range(4):
+        vault.check_code(link.id, "0000")
+    locked = vault.check_code(link.id, "4821")
+    assert (locked.ok, locked.remaining, locked.locked) == (False, 0, True)

@@ -119,6 +119,7 @@ def _events(v: Any) -> Any:
 
 
 _ACTION = _enum("pass", "protect", "block")
+_NOTICE = _enum("opened", "downloaded", "expired", "reply")
 
 # Which events go to the trail, and the only fields each may carry (names: gateway.events).
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -148,6 +149,10 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
                              "client": _ip},
     events.PORTAL_UNAVAILABLE: {"link": _id, "reason": _name, "client": _ip},
     events.PORTAL_CODE_THROTTLED: {"link": _id, "client": _ip},
+    events.PORTAL_OPENED: {"link": _id, "client": _ip},
+    events.NOTICE_QUEUED: {"queue_id": _id, "link": _id, "notice": _NOTICE,
+                           "recipients": _addresses},
+    events.NOTICE_FAILED: {"link": _id, "notice": _NOTICE},
     events.ADMIN_USER_ADDED: {"user": _name, "addresses": _addresses},
     events.ADMIN_USER_REMOVED: {"user": _name},
     events.ADMIN_LINK_REVOKED: {"link": _id},

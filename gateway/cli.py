@@ -448,12 +448,17 @@ def cmd_links_list(args: argparse.Namespace) -> int:
         files = link.files
         most = max((f.downloads for f in files), default=0)
         used_up = sum(1 for f in files if not link.downloads_left(f))
+        # What the audit trail says too: when it was first opened, what the sender is told.
+        opened = (f"opened {_when(link.opened)}" if link.opened is not None
+                  else "not opened")
+        notices = ("notices: " + ", ".join(link.options.notify) if link.options.notify
+                   else "no notices")
         print(f"{link.id}  {link.status(now):<9}  {link.sender} -> {', '.join(link.recipients)}"
               f"  {most}/{link.download_limit} downloads (most downloaded file,"
               f" {used_up} used up)  {expires}"
               f"  {'code' if link.has_code else 'no code'}"
               f"{f' ({link.failed_attempts} wrong)' if link.failed_attempts else ''}"
-              f"  {len(files)} file(s), {size} B")
+              f"  {len(files)} file(s), {size} B  {opened}  {notices}")
     print(f"{len(rows)} link(s)")
     return 0
 
@@ -589,6 +594,10 @@ def cmd_queue_delete(args: argparse.Namespace) -> int:
         raise PliError(f"{args.id} is being delivered right now; try again in a moment") from None
     print(f"deleted {args.id} ({len(message.pending)} recipient(s) will not receive it)")
     return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
 def _duration(seconds: float) -> str:

@@ -235,6 +235,7 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
     assert link.id in listed.stdout and "ok" in listed.stdout and "p@gmail.com" in listed.stdout
     assert "a.pdf" not in listed.stdout  # file names are health data
     assert "0/5 downloads (most downloaded file, 0 used up)" in listed.stdout
+    assert "not opened  no notices" in listed.stdout
     many = vault.seal(Manifest(sender="x", subject="s", date=""),
                       [SealFile(f"{n}.pdf", "application/pdf", "application/pdf", b"%PDF")
                        for n in range(3)],
@@ -244,10 +245,11 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
     assert info is not None
     for document in (info.files[0], info.files[0], info.files[1]):
         assert vault.grant_download(many.id, document.id) is not None
+    vault.mark_opened(many.id, time.mktime((2026, 12, 1, 10, 15, 0, 0, 0, -1)))
     [row] = [line for line in pli("links", "list", "-c", str(gw.config)).stdout.splitlines()
              if line.startswith(many.id)]
     assert "2/2 downloads (most downloaded file, 1 used up)" in row and " ok " in row
-    assert "3 file(s)" in row
+    assert "3 file(s)" in row and "opened 2026-12-01 10:15" in row
     assert pli("links", "revoke", many.id, "-c", str(gw.config)).returncode == 0
     assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
     assert "revoked" in pli("links", "list", "-c", str(gw.config)).stdout

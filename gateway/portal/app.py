@@ -13,6 +13,7 @@ from gateway.logs import get_logger
 from gateway.portal.autoconfig import autoconfig_xml, email_domain
 from gateway.portal.clients import DEFAULT_TRUSTED_PROXIES, ClientAddresses, CodeThrottle
 from gateway.portal.handlers import Handlers
+from gateway.portal.notify import Notices
 from gateway.portal.tokens import AccessTokens
 from gateway.vault import Vault
 
@@ -56,18 +57,21 @@ def build_portal(
     code_throttle: CodeThrottle | None = None,
     tokens: AccessTokens | None = None,
     incoming_mail_host: str | None = None,
+    notices: Notices | None = None,
 ) -> web.Application:
     """The portal as an aiohttp application.
 
     ``trusted_proxies``: addresses or networks whose X-Forwarded-For is believed (the
     reverse proxy). ``incoming_mail_host``: the practice's IMAP host for Thunderbird's
-    autoconfig (default: the first upstream's host)."""
+    autoconfig (default: the first upstream's host). ``notices``: where the senders'
+    notices and the secure replies go (none: no notice, no reply)."""
     handlers = Handlers(
         vault, settings,
         clients=ClientAddresses(trusted_proxies),
         throttle=code_throttle or CodeThrottle(),
         tokens=tokens or AccessTokens(clock=clock),
         clock=clock,
+        notices=notices,
     )
     static = _load_static()
 
@@ -106,11 +110,12 @@ async def start_portal(
     trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
     incoming_mail_host: str | None = None,
     shutdown_timeout: float = 10.0,
+    notices: Notices | None = None,
 ) -> web.AppRunner:
     """Serve the portal on ``settings.portal.host:port``; stop it with ``runner.cleanup()``
     (downloads under way get ``shutdown_timeout`` seconds to finish)."""
     app = build_portal(vault, settings, trusted_proxies=trusted_proxies,
-                       incoming_mail_host=incoming_mail_host)
+                       incoming_mail_host=incoming_mail_host, notices=notices)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.portal.host, settings.portal.port,

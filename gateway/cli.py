@@ -137,10 +137,20 @@ def _parser() -> argparse.ArgumentParser:
     llist = links_sub.add_parser("list", help="every link, with its limits and state")
     config_arg(llist)
     llist.set_defaults(func=cmd_links_list)
-    revoke = links_sub.add_parser("revoke", help="make a link unusable now")
+    revoke = links_sub.add_parser("revoke", help="make a link unusable now (as its sender's "
+                                  "page does)")
     config_arg(revoke)
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_links_revoke)
+    extend = links_sub.add_parser("extend", help="give a link more days or more downloads "
+                                  "(beyond what its rule lets its sender give)")
+    config_arg(extend)
+    extend.add_argument("id")
+    extend.add_argument("--days", type=int, default=0,
+                        help="it expires N days later (N days from now if it has expired)")
+    extend.add_argument("--downloads", type=int, default=0,
+                        help="each document may be downloaded N more times")
+    extend.set_defaults(func=cmd_links_extend)
     purge = links_sub.add_parser("purge", help="delete expired and revoked links for good")
     config_arg(purge)
     purge.set_defaults(func=cmd_links_purge)
@@ -469,6 +479,21 @@ def cmd_links_revoke(args: argparse.Namespace) -> int:
         raise PliError(f"no link {args.id} (or it was already revoked)")
     _audit(settings, "admin.link_revoked", link=args.id)
     print(f"revoked {args.id}: the patient now sees that the link is no longer valid")
+    return 0
+
+
+def cmd_links_extend(args: argparse.Namespace) -> int:
+    if args.days < 0 or args.downloads < 0 or not (args.days or args.downloads):
+        raise PliError("give --days N and/or --downloads N, each 1 or more")
+    settings = _settings(args)
+    info = _vault(settings).extend(args.id, days=args.days, downloads=args.downloads,
+                                   bounded=False)
+    if info is None:
+        raise PliError(f"no link {args.id} (or it was revoked: a revoked link stays so)")
+    _audit(settings, "admin.link_extended", link=args.id, days=args.days,
+           downloads=args.downloads)
+    print(f"extended {args.id}: valid until {_when(info.expires)}, "
+          f"{info.download_limit} downloads per document")
     return 0
 
 

@@ -257,3 +257,31 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
     purged = pli("links", "purge", "-c", str(gw.config))
     assert "purged 2 link(s)" in purged.stdout
     assert "0 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout
+
+
+def test_links_extend_gives_more_days_and_downloads_and_is_audited(tmp_path: Path) -> None:
+    import json
+
+    from gateway.vault import Manifest, SealFile, Vault
+    from tests.support import make_gateway
+
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    vault = Vault(gw.settings().vault_dir)
+    link = vault.seal(Manifest(sender="x", subject="s", date=""),
+                      [SealFile("a.pdf", "application/pdf", "application/pdf", b"%PDF")],
+                      sender="dr@cabinet-martin.fr", recipient="p@gmail.com",
+                      expires_at=time.time() - 60, download_limit=5, access_code=None)
+    assert vault.status(link.id) == "expired"
+    done = pli("links", "extend", link.id, "--days", "3", "--downloads", "2",
+               "-c", str(gw.config))
+    assert done.returncode == 0, done.stderr
+    assert "7 downloads per document" in done.stdout
+    info = vault.get(link.id)
+    assert info is not None and info.download_limit == 7 and vault.status(link.id) == "ok"
+    assert abs(info.expires - (time.time() + 3 * 86400)) < 60  # from now: it had expired
+    assert pli("links", "extend", link.id, "-c", str(gw.config)).returncode == 1
+    assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
+    refused = pli("links", "extend", link.id, "--days", "1", "-c", str(gw.config))
+    assert refused.returncode == 1 and "revoked" in refused.stderr
+    shown = pli("audit", "show", "--link", link.id, "-c", str(gw.config)).stdout
+    assert "admin.link_extended" in shown and json.dumps({"days": 3}).strip("{}") in shown

@@ -18,7 +18,9 @@ Routes:
     POST     /api/l/<id>/o/<object id>/grant one download of a document, counted -> grant
     GET|HEAD /api/l/<id>/o/<object id>       ciphertext, Range ok: the manifest, or a
                                              document under its grant (Authorization)
-    GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css
+    GET|HEAD /m/<id>                         the sender's page for the link (revoke, extend)
+    POST     /api/m/<id>[/revoke|/extend]    {"key": the sender's secret, ...}: see manage.py
+    GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css, ...
     GET      /.well-known/autoconfig/mail/config-v1.1.xml, /mail/config-v1.1.xml
 """
 

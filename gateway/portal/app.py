@@ -13,6 +13,7 @@ from gateway.logs import get_logger
 from gateway.portal.autoconfig import autoconfig_xml, email_domain
 from gateway.portal.clients import DEFAULT_TRUSTED_PROXIES, ClientAddresses, CodeThrottle
 from gateway.portal.handlers import Handlers
+from gateway.portal.manage import ManageHandlers
 from gateway.portal.notify import Notices
 from gateway.portal.tokens import AccessTokens
 from gateway.vault import Vault
@@ -65,14 +66,17 @@ def build_portal(
     reverse proxy). ``incoming_mail_host``: the practice's IMAP host for Thunderbird's
     autoconfig (default: the first upstream's host). ``notices``: where the senders'
     notices and the secure replies go (none: no notice, no reply)."""
+    clients = ClientAddresses(trusted_proxies)
+    throttle = code_throttle or CodeThrottle()
     handlers = Handlers(
         vault, settings,
-        clients=ClientAddresses(trusted_proxies),
-        throttle=code_throttle or CodeThrottle(),
+        clients=clients,
+        throttle=throttle,
         tokens=tokens or AccessTokens(clock=clock),
         clock=clock,
         notices=notices,
     )
+    manage = ManageHandlers(vault, settings, clients=clients, throttle=throttle, clock=clock)
     static = _load_static()
 
     async def serve_static(request: web.Request) -> web.Response:
@@ -97,6 +101,10 @@ def build_portal(
     app.router.add_post("/api/l/{link_id}/o/{object_id}/grant", handlers.grant)
     app.router.add_get("/api/l/{link_id}/o/{object_id}", handlers.object, allow_head=False)
     app.router.add_route("HEAD", "/api/l/{link_id}/o/{object_id}", handlers.object)
+    app.router.add_get("/m/{link_id}", manage.page)
+    app.router.add_post("/api/m/{link_id}", manage.state)
+    app.router.add_post("/api/m/{link_id}/revoke", manage.revoke)
+    app.router.add_post("/api/m/{link_id}/extend", manage.extend)
     app.router.add_get("/static/{name}", serve_static)
     app.router.add_get("/.well-known/autoconfig/mail/config-v1.1.xml", autoconfig)
     app.router.add_get("/mail/config-v1.1.xml", autoconfig)

@@ -150,6 +150,9 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     events.PORTAL_UNAVAILABLE: {"link": _id, "reason": _name, "client": _ip},
     events.PORTAL_CODE_THROTTLED: {"link": _id, "client": _ip},
     events.PORTAL_OPENED: {"link": _id, "client": _ip},
+    events.PORTAL_REPLY: {"link": _id, "reply": _id, "files": _int, "bytes": _int,
+                          "size": _int, "client": _ip},
+    events.PORTAL_REPLY_REFUSED: {"link": _id, "reason": _name, "client": _ip},
     events.PORTAL_MANAGE: {"link": _id, "action": _enum("viewed", "revoked", "extended"),
                            "outcome": _name, "days": _int, "downloads": _int, "client": _ip},
     events.NOTICE_QUEUED: {"queue_id": _id, "link": _id, "notice": _NOTICE,
@@ -492,5 +495,8 @@ def story(trail: AuditTrail, *, message: str | None = None,
         for r in records:
             if r.get("about") in ids:
                 ids.add(str(r.get("queue_id")))
+    for r in records:  # a link's story goes on along its thread: its replies
+        if r.get("link") in links and r.get("reply"):
+            links.add(str(r["reply"]))
     return [r for r in records
             if r.get("queue_id") in ids or r.get("about") in ids or r.get("link") in links]

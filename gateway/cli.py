@@ -463,6 +463,11 @@ def cmd_links_list(args: argparse.Namespace) -> int:
                   else "not opened")
         notices = ("notices: " + ", ".join(link.options.notify) if link.options.notify
                    else "no notices")
+        if link.replies:
+            notices += f"  {link.replies} repl{'y' if link.replies == 1 else 'ies'}"
+        if link.parent is not None:
+            who = "the patient" if link.origin == "patient" else "the sender"
+            notices += f"  reply from {who} to {link.parent}"
         print(f"{link.id}  {link.status(now):<9}  {link.sender} -> {', '.join(link.recipients)}"
               f"  {most}/{link.download_limit} downloads (most downloaded file,"
               f" {used_up} used up)  {expires}"

@@ -250,13 +250,26 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
              if line.startswith(many.id)]
     assert "2/2 downloads (most downloaded file, 1 used up)" in row and " ok " in row
     assert "3 file(s)" in row and "opened 2026-12-01 10:15" in row
+    from gateway.vault.index import StoredObject
+    assert vault.index.create_reply(many.id, "RRRRRRRRRRRRRRRRRRRRRQ", created=time.time(),
+                                    objects=[StoredObject("manifest", 1)], max_replies=1) \
+        is False  # this link's rule took no reply
+    with vault.index._write() as db:
+        db.execute("UPDATE links SET reply_max_bytes = 1 WHERE id = ?", (many.id,))
+    assert vault.index.create_reply(many.id, "RRRRRRRRRRRRRRRRRRRRRQ", created=time.time(),
+                                    objects=[StoredObject("manifest", 1)], max_replies=1)
+    rows = pli("links", "list", "-c", str(gw.config)).stdout.splitlines()
+    assert "1 reply" in next(r for r in rows if r.startswith(many.id))
+    assert f"reply from the patient to {many.id}" in next(
+        r for r in rows if r.startswith("RRRRRRRRRRRRRRRRRRRRRQ"))
     assert pli("links", "revoke", many.id, "-c", str(gw.config)).returncode == 0
     assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
     assert "revoked" in pli("links", "list", "-c", str(gw.config)).stdout
     assert pli("links", "revoke", "nope", "-c", str(gw.config)).returncode == 1
     purged = pli("links", "purge", "-c", str(gw.config))
     assert "purged 2 link(s)" in purged.stdout
-    assert "0 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout
+    # The patient's reply is a link of its own, to the sender: it expires in its time.
+    assert "\n1 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout
 
 
 def test_links_extend_gives_more_days_and_downloads_and_is_audited(tmp_path: Path) -> None:

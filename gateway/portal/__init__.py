@@ -16,6 +16,7 @@ Routes:
     GET      /api/l/<id>                     state: needs_code, tries_left, expires, ...
     POST     /api/l/<id>/code                {"code": "..."} -> token cookie, or tries left
     POST     /api/l/<id>/o/<object id>/grant one download of a document, counted -> grant
+    POST     /api/l/<id>/reply               a secure reply, sealed in the browser (reply.py)
     GET|HEAD /api/l/<id>/o/<object id>       ciphertext, Range ok: the manifest, or a
                                              document under its grant (Authorization)
     GET|HEAD /m/<id>                         the sender's page for the link (revoke, extend)

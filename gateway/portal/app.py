@@ -99,6 +99,7 @@ def build_portal(
     app.router.add_get("/api/l/{link_id}", handlers.state, allow_head=False)
     app.router.add_post("/api/l/{link_id}/code", handlers.code)
     app.router.add_post("/api/l/{link_id}/o/{object_id}/grant", handlers.grant)
+    app.router.add_post("/api/l/{link_id}/reply", handlers.reply)
     app.router.add_get("/api/l/{link_id}/o/{object_id}", handlers.object, allow_head=False)
     app.router.add_route("HEAD", "/api/l/{link_id}/o/{object_id}", handlers.object)
     app.router.add_get("/m/{link_id}", manage.page)

@@ -42,6 +42,7 @@ from gateway.portal.clients import ClientAddresses, CodeThrottle
 from gateway.portal.notify import Notices
 from gateway.portal.pages import Language, link_page, negotiate, practice_sentence, unavailable_page
 from gateway.portal.ranges import RangeNotSatisfiable, parse_range
+from gateway.portal.reply import ReplyHandler, reply_state
 from gateway.portal.tokens import AccessTokens
 from gateway.vault import CiphertextReader, LinkInfo, LinkUnavailable, UnknownLink, Vault
 from gateway.vault.format import MANIFEST_OBJECT_ID, is_link_id, is_object_id
@@ -70,6 +71,7 @@ class Handlers:
         self.tokens = tokens
         self.clock = clock
         self.notices = notices
+        self.replies = ReplyHandler(vault, settings, notices, clock=clock)
         self.secure_cookie = settings.portal.url.startswith("https://")
 
     # -- helpers ----------------------------------------------------------------------
@@ -140,6 +142,9 @@ class Handlers:
                                   for f in info.files]
             # When Pli took the message: the page's date when the original had none.
             state["received"] = info.created
+            state["origin"] = info.origin  # "patient": a reply, read by its sender
+            if self.replies.offered(info):
+                state["reply"] = reply_state(info)
         return web.json_response(state)
 
     async def code(self, request: web.Request) -> web.Response:
@@ -186,6 +191,21 @@ class Handlers:
             httponly=True, samesite="Strict",
         )
         return response
+
+    async def reply(self, request: web.Request) -> web.Response:
+        """POST /api/l/<id>/reply: a secure reply, sealed in the browser (see reply.py)."""
+        link_id = request.match_info["link_id"]
+        client = self.client(request)
+        info, status = await self.link(link_id)
+        if info is None or status != "ok":
+            log.info("portal.reply_refused", link=_loggable(link_id), reason=status,
+                     client=client)
+            return self.unavailable_json(request)
+        if not self.has_access(request, info):
+            log.warning("portal.reply_refused", link=link_id, reason="code_required",
+                        client=client)
+            return web.json_response({"error": "code_required"}, status=401)
+        return await self.replies.receive(request, info, client)
 
     async def grant(self, request: web.Request) -> web.Response:
         """POST /api/l/<id>/o/<object id>/grant: count one download of a document now,

@@ -51,6 +51,11 @@ TEXTS: dict[Language, dict[str, str]] = {
                         "{contact}.",
         "help": "En cas de difficulté, contactez {practice}.",
         "help_with": "En cas de difficulté, contactez {practice} au {contact}.",
+        "reply_heading": "Répondre de façon sécurisée",
+        "reply_open": "Répondre de façon sécurisée",
+        "reply_text": "Votre message",
+        "reply_files": "Documents (facultatif)",
+        "reply_send": "Envoyer la réponse",
         "manage_title": "Votre lien sécurisé",
         "manage_heading": "Votre lien sécurisé",
         "manage_noscript": "Cette page a besoin de JavaScript.",
@@ -105,6 +110,11 @@ TEXTS: dict[Language, dict[str, str]] = {
                         "{contact}.",
         "help": "If anything goes wrong, please contact {practice}.",
         "help_with": "If anything goes wrong, please contact {practice} on {contact}.",
+        "reply_heading": "Reply securely",
+        "reply_open": "Reply securely",
+        "reply_text": "Your message",
+        "reply_files": "Documents (optional)",
+        "reply_send": "Send the reply",
         "manage_title": "Your secure link",
         "manage_heading": "Your secure link",
         "manage_noscript": "This page needs JavaScript.",
@@ -224,6 +234,22 @@ def link_page(language: Language, practice: Practice) -> str:
 <h3 id="documents-heading">{t["documents"]}</h3>
 <ul id="documents" class="documents" aria-labelledby="documents-heading"></ul>
 <p id="limits" class="limits"></p>
+</section>
+
+<section id="reply" class="card" aria-labelledby="reply-heading" hidden>
+<h2 id="reply-heading">{t["reply_heading"]}</h2>
+<p id="reply-to"></p>
+<button id="reply-open" type="button">{t["reply_open"]}</button>
+<form id="reply-form" novalidate hidden>
+<label for="reply-text">{t["reply_text"]}</label>
+<textarea id="reply-text" name="text" rows="6"></textarea>
+<label for="reply-files">{t["reply_files"]}</label>
+<input id="reply-files" name="files" type="file" multiple>
+<p id="reply-limits" class="limits"></p>
+<p id="reply-error" class="error" role="alert"></p>
+<button id="reply-send" type="submit">{t["reply_send"]}</button>
+</form>
+<p id="reply-status" class="status" role="status" aria-live="polite"></p>
 </section>
 
 <section id="problem" class="card problem" aria-labelledby="problem-heading" hidden>

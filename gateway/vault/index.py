@@ -383,6 +383,12 @@ class LinkIndex:
             )
         return True
 
+    def uncount_reply(self, link_id: str) -> None:
+        """A reply counted by :meth:`create_reply` was discarded after all."""
+        with self._write() as db:
+            db.execute("UPDATE links SET replies = max(replies - 1, 0) WHERE id = ?",
+                       (link_id,))
+
     def mark_opened(self, link_id: str, now: float) -> bool:
         """Note the first time the message was read: True only that first time, whoever
         else marks it at once (so the sender is told once)."""

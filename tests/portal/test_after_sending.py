@@ -236,3 +236,165 @@ def test_the_senders_page_extends_the_link_within_the_policys_maxima(
     assert round((after.expires - after.created) / 86400) == 7
     assert "document 1 : 0 sur 5" in page.locator("#downloads").inner_text()
     tab.check_quiet()
+
+
+REPLY_VECTOR = Path(__file__).resolve().parents[1] / "vault" / "vector-reply-v1.json"
+SEAL_REPLY_VECTOR = Path(__file__).with_name("seal_reply_vector.js")
+
+
+def test_the_browser_seals_the_reply_vector_byte_for_byte(stack: Stack, tab: Watched) -> None:
+    import json
+
+    vector = json.loads(REPLY_VECTOR.read_text(encoding="utf-8"))
+    page = tab.page
+    page.goto(f"{stack.base}/l/AAAAAAAAAAAAAAAAAAAAAA")  # any page of the portal, its CSP
+    result = page.evaluate(SEAL_REPLY_VECTOR.read_text(encoding="utf-8"), vector)
+    assert result == {
+        "manifestPlaintext": True, "manifest": True, "files": [True, True],
+        "opened": [vector["manifest"]["sender"], vector["manifest"]["subject"],
+                   vector["manifest"]["text"], 2],
+        "ids": True, "bases": True, "secret": True,
+    }
+    tab.check_quiet()
+
+
+REPLY_TEXT = "Bonjour Docteur,\nvoici l'ordonnance signée SentinelReplyB1.\nMme Dupont"
+REPLY_FILES = [("SentinelNameB2 ordonnance.pdf", "application/pdf",
+                b"%PDF-1.4\n% SentinelBytesB3\n" + bytes(range(256)) * 700 + b"%%EOF\n"),
+               ("SentinelNameB4 photo.jpg", "image/jpeg",
+                b"\xff\xd8\xff\xe0" + bytes(i * 7 % 256 for i in range(90_000)))]
+REPLY_SENTINELS = ("SentinelReplyB1", "SentinelNameB2", "SentinelBytesB3", "SentinelNameB4")
+
+
+def write_reply(page: Any, text: str = REPLY_TEXT) -> None:
+    page.locator("#reply-open").click()
+    page.locator("#reply-text").fill(text)
+    page.locator("#reply-files").set_input_files(
+        [{"name": name, "mimeType": kind, "buffer": data} for name, kind, data in REPLY_FILES])
+
+
+def test_a_reply_with_two_files_reaches_the_sender_whose_link_opens_the_exact_bytes(
+        stack: Stack, browser: Any) -> None:
+    sent = send(stack, SUBJECT)
+    patient, sender = browser.new_page(), browser.new_page()
+    try:
+        open_message(patient, sent)
+        reply = patient.locator("#reply")
+        reply.wait_for(state="visible")
+        assert patient.locator("#reply-to").inner_text().startswith(
+            f"Votre réponse sera envoyée à {ADDRESS} seulement")
+        # Nowhere to type an address: a text, files, and the button.
+        assert reply.locator("input:not([type=file]), select").count() == 0
+        before = len(stack.provider.received)
+        write_reply(patient)
+        shot(patient, "reply-form.png")
+        patient.locator("#reply-send").click()
+        patient.locator("#reply-status").filter(has_text="Votre réponse a été envoyée").wait_for()
+        shot(patient, "reply-sent.png")
+        [notice] = notices_since(stack, before, 1)
+        flat = notice.replace(b"=\r\n", b"")
+        for sentinel in (*REPLY_SENTINELS, *SENTINELS, sent.secret, sent.code):
+            assert sentinel.encode() not in flat, sentinel
+        words = text_of(notice)
+        assert "patient@gmail.com a répondu de façon sécurisée à votre message" in words
+        found = re.search(re.escape(stack.base) + r"/l/([\w-]{22})#[\w-]{43}", words)
+        assert found and sent.link_id in words
+
+        # The sender opens the reply with the thread's code, and saves both files.
+        sender.goto(found.group(0))
+        sender.locator("#code").fill(sent.code)
+        sender.locator("#code-submit").click()
+        sender.locator("#message").wait_for(state="visible")
+        assert sender.locator("#sender").inner_text() == "patient@gmail.com"
+        assert sender.locator("#subject").inner_text() == f"Réponse : {SUBJECT}"
+        assert sender.locator("#body").inner_text().strip() == REPLY_TEXT
+        assert sender.locator("#documents .name").all_inner_texts() == [
+            name for name, _, _ in REPLY_FILES]
+        for index, (_, _, data) in enumerate(REPLY_FILES):
+            sender.wait_for_timeout(250)
+            with sender.expect_download() as saved:
+                sender.locator("#documents .download").nth(index).click()
+            assert Path(saved.value.path()).read_bytes() == data
+        shot(sender, "reply-read.png")
+        info = stack.vault.get(found.group(1))
+        assert info is not None and info.parent == sent.link_id and info.origin == "patient"
+
+        # And answers from there, which goes back to the patient alone.
+        before = len(stack.provider.received)
+        assert sender.locator("#reply-to").inner_text().startswith(
+            "Votre réponse sera envoyée à patient@gmail.com seulement")
+        sender.locator("#reply-open").click()
+        sender.locator("#reply-text").fill("Bien reçu, merci.")
+        sender.locator("#reply-send").click()
+        sender.locator("#reply-status").filter(has_text="envoyée à patient@gmail.com").wait_for()
+        answer = wait_until(lambda: stack.provider.received[before:])[0]
+        assert answer.rcpt_tos == ["patient@gmail.com"] and answer.mail_from == ADDRESS
+        assert re.search(re.escape(stack.base) + r"/l/[\w-]{22}#[\w-]{43}", text_of(answer.content))
+    finally:
+        patient.close()
+        sender.close()
+
+
+def test_a_reply_cannot_be_sent_to_any_other_address(stack: Stack, tab: Watched) -> None:
+    """The page names no address, and a request that does is refused whole: the only
+    mail a reply makes goes to the link's own sender."""
+    sent = send(stack, SUBJECT)
+    page = tab.page
+    open_message(page, sent)
+    page.locator("#reply").wait_for(state="visible")
+    before = len(stack.provider.received)
+    statuses = page.evaluate("""async () => {
+        const vault = await import("/static/vault.js");
+        const { sendReply } = await import("/static/reply.js");
+        const api = location.pathname.replace("/l/", "/api/l/") + "/reply";
+        const state = await (await fetch(location.pathname.replace("/l/", "/api/l/"))).json();
+        const forged = { ...state.reply, to: ["someone@evil.example"] };
+        const out = [];
+        // The page's own code with a forged offer: the server decides where it goes.
+        out.push((await sendReply(api, forged, { subject: "x", text: "one", files: [] })).to);
+        // A request naming an address, or carrying one more part, is refused whole.
+        for (const extra of [{ to: "someone@evil.example" }, { cc: ["a@evil.example"] }]) {
+            const form = new FormData();
+            form.append("reply", JSON.stringify({ link: vault.newId(),
+                secret: vault.newSecret(), objects: [], ...extra }));
+            form.append("manifest", new Blob([new Uint8Array(560)]), "manifest");
+            out.push((await fetch(api, { method: "POST", body: form })).status);
+        }
+        const form = new FormData();
+        form.append("reply", JSON.stringify({ link: vault.newId(), secret: vault.newSecret(),
+            objects: [] }));
+        form.append("to", "someone@evil.example");
+        out.push((await fetch(api, { method: "POST", body: form })).status);
+        return out;
+    }""")
+    assert statuses == [[ADDRESS], 400, 400, 400]
+    got = wait_until(lambda: stack.provider.received[before:])
+    time.sleep(1.0)  # nothing else comes
+    assert [r.rcpt_tos for r in stack.provider.received[before:]] == [[ADDRESS]]
+    assert all("evil" not in a for r in got for a in r.rcpt_tos)
+    tab.check_quiet()
+
+
+def test_a_reply_after_revocation_is_refused(stack: Stack, browser: Any) -> None:
+    sent = send(stack, SUBJECT)
+    patient, sender = browser.new_page(), browser.new_page()
+    try:
+        open_message(patient, sent)
+        patient.locator("#reply").wait_for(state="visible")
+        write_reply(patient)
+        sender.goto(sent.manage)
+        sender.locator("#revoke").click()
+        sender.locator("#confirm-revoke").click()
+        sender.locator("#status").filter(has_text="le lien est révoqué").wait_for()
+        before = len(stack.provider.received)
+        patient.locator("#reply-send").click()  # the reply was written before: too late
+        patient.locator("#problem").wait_for(state="visible")
+        assert "plus valable" in patient.locator("#problem-text").inner_text()
+        time.sleep(1.0)
+        assert stack.provider.received[before:] == []
+        info = stack.vault.get(sent.link_id)
+        assert info is not None and info.revoked is not None and info.replies == 0
+        assert [i.id for i in stack.vault.links() if i.parent == sent.link_id] == []
+    finally:
+        patient.close()
+        sender.close()

@@ -8,6 +8,7 @@
 
 import { concat, deriveKeys, isLinkId, isSecret, openStream, VaultError } from "./vault.js";
 import { DownloadInterrupted, fetchGranted, GrantRefused } from "./download.js";
+import { offerReply } from "./reply.js";
 import { texts } from "./texts.js";
 
 const T = document.documentElement.lang === "en" ? texts.en : texts.fr;
@@ -23,6 +24,7 @@ const api = `/api/l/${encodeURIComponent(linkId)}`;
 let keys = null;
 let state = null;
 let manifest = null;
+let replyOffered = false;
 
 class Unavailable extends Error {}
 class CodeRequired extends Error {}
@@ -91,6 +93,7 @@ async function requestGrant(objectId) {
 function showCodeStep(message = "") {
   setStatus("");
   $("message").hidden = true;
+  $("reply").hidden = true;
   $("code-step").hidden = false;
   $("code-error").textContent = message;
   const input = $("code");
@@ -184,6 +187,17 @@ function showMessage() {
   $("code-step").hidden = true;
   $("problem").hidden = true;
   $("message").hidden = false;
+  if (state?.reply && replyOffered) {
+    $("reply").hidden = false;
+  } else if (state?.reply) {
+    replyOffered = true;
+    offerReply({
+      url: `${api}/reply`, offer: state.reply, texts: T,
+      subject: T.replySubject(text(manifest.subject) || T.noSubject),
+      onUnavailable: () => showProblem(T.unavailable),
+      onCodeRequired: () => showCodeStep(T.codeExpired),
+    });
+  }
   setStatus("");
   $("subject").focus(); // announces the subject; the message follows in reading order
 }
@@ -286,7 +300,7 @@ function showLimits() {
 
 function showProblem(message) {
   setStatus("");
-  for (const id of ["code-step", "message"]) $(id).hidden = true;
+  for (const id of ["code-step", "message", "reply"]) $(id).hidden = true;
   $("problem-text").textContent = `${message} ${$("contact").textContent}`;
   $("problem").hidden = false;
   $("problem-heading").focus();

@@ -46,6 +46,22 @@ const fr = {
   units: ["ko", "Mo", "Go"],
   types: { pdf: "Document PDF", image: "Image", text: "Texte", other: "Fichier" },
   locale: "fr-FR",
+  replyTo: (to) => `Votre réponse sera envoyée à ${to} seulement, chiffrée dans votre ` +
+    "navigateur : elle ne voyage pas par e-mail.",
+  replyLimits: (files, bytes) => `Jusqu'à ${files} document${files > 1 ? "s" : ""}, ` +
+    `${Math.floor(bytes / 1048576)} Mo en tout.`,
+  replySubject: (subject) => `Réponse : ${subject}`,
+  replyEmpty: "Écrivez un message ou joignez un document.",
+  replyTooMany: (n) => `Pas plus de ${n} document${n > 1 ? "s" : ""}, s'il vous plaît.`,
+  replyTooBig: (bytes) => `Les documents dépassent ${Math.floor(bytes / 1048576)} Mo en ` +
+    "tout : retirez-en un, ou envoyez-les en plusieurs fois.",
+  replyTooLong: (n) => `Le message dépasse ${n} caractères.`,
+  replySending: "Chiffrement et envoi de votre réponse…",
+  replySent: (to) => `Votre réponse a été envoyée à ${to}.`,
+  replyThrottled: "Trop de réponses en peu de temps. Réessayez dans une heure.",
+  replyFailed: "La réponse n'a pas pu être envoyée. Réessayez plus tard, ou contactez " +
+    "le cabinet.",
+  fromPatient: "Réponse",
 };
 
 const en = {
@@ -91,6 +107,22 @@ const en = {
   units: ["KB", "MB", "GB"],
   types: { pdf: "PDF document", image: "Image", text: "Text", other: "File" },
   locale: "en-GB",
+  replyTo: (to) => `Your reply will be sent to ${to} only, encrypted in your browser: it ` +
+    "does not travel by email.",
+  replyLimits: (files, bytes) => `Up to ${files} document${files > 1 ? "s" : ""}, ` +
+    `${Math.floor(bytes / 1048576)} MB in all.`,
+  replySubject: (subject) => `Re: ${subject}`,
+  replyEmpty: "Please write a message or attach a document.",
+  replyTooMany: (n) => `No more than ${n} document${n > 1 ? "s" : ""}, please.`,
+  replyTooBig: (bytes) => `The documents are over ${Math.floor(bytes / 1048576)} MB in ` +
+    "all: take one out, or send them in several replies.",
+  replyTooLong: (n) => `The message is over ${n} characters.`,
+  replySending: "Encrypting and sending your reply…",
+  replySent: (to) => `Your reply was sent to ${to}.`,
+  replyThrottled: "Too many replies in a short time. Please try again in an hour.",
+  replyFailed: "The reply could not be sent. Please try again later, or contact the " +
+    "practice.",
+  fromPatient: "Reply",
 };
 
 // The sender's page for a link (manage.js).

@@ -21,7 +21,9 @@ Routes:
                                              document under its grant (Authorization)
     GET|HEAD /m/<id>                         the sender's page for the link (revoke, extend)
     POST     /api/m/<id>[/revoke|/extend]    {"key": the sender's secret, ...}: see manage.py
-    GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css, ...
+    GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css, ...;
+                                             save.js, the service worker whose scope,
+                                             /static/save/, streams downloads to files
     GET      /.well-known/autoconfig/mail/config-v1.1.xml, /mail/config-v1.1.xml
 """
 

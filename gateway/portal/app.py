@@ -21,12 +21,14 @@ from gateway.vault import Vault
 log = get_logger("pli.portal")
 
 # Scripts and styles from the portal itself only, no inline script, no frames, no forms
-# sent anywhere; Trusted Types with no policy make any HTML-from-a-string sink
-# (innerHTML, insertAdjacentHTML, document.write) throw, so data can only ever be text.
+# sent anywhere. Trusted Types: the one policy, "pli-worker", vouches only for the
+# service worker's own address (saver.js); with no policy for HTML, any
+# HTML-from-a-string sink (innerHTML, insertAdjacentHTML, document.write) throws, so data
+# can only ever be text.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
-    "require-trusted-types-for 'script'; trusted-types 'none'"
+    "connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types pli-worker"
 )
 
 SECURITY_HEADERS = {

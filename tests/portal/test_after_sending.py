@@ -289,7 +289,8 @@ def test_a_reply_with_two_files_reaches_the_sender_whose_link_opens_the_exact_by
         write_reply(patient)
         shot(patient, "reply-form.png")
         patient.locator("#reply-send").click()
-        patient.locator("#reply-status").filter(has_text="Votre réponse a été envoyée").wait_for()
+        patient.locator("#reply-status").filter(
+            has_text="Votre réponse a été envoyée").wait_for()
         shot(patient, "reply-sent.png")
         [notice] = notices_since(stack, before, 1)
         flat = notice.replace(b"=\r\n", b"")
@@ -398,3 +399,46 @@ def test_a_reply_after_revocation_is_refused(stack: Stack, browser: Any) -> None
     finally:
         patient.close()
         sender.close()
+
+
+def seal_large(vault: Vault, size: int, name: str = "scanner 2026 é.bin") -> tuple[Any, bytes]:
+    from gateway.vault import Manifest, SealFile
+
+    data = bytes((i * 31 + i // 65536) % 251 for i in range(size))
+    link = vault.seal(Manifest(sender=f"Dr Martin <{ADDRESS}>", subject="Scanner", date=""),
+                      [SealFile(name, "application/octet-stream", "application/octet-stream",
+                                data)],
+                      sender=ADDRESS, recipient="patient@gmail.com",
+                      expires_at=time.time() + 3600, download_limit=5, access_code=None)
+    return link, data
+
+
+def test_a_document_streamed_to_the_file_is_saved_byte_for_byte(stack: Stack, tab: Watched,
+                                                                browser: Any) -> None:
+    """Chromium has service workers: the page streams the document to the file as it
+    decrypts it; a browser without keeps the other path. Both save the same bytes."""
+    link, data = seal_large(stack.vault, 3 * 1024 * 1024 + 12_345)
+    page = tab.page
+    page.goto(link.fragment_url(stack.base))
+    with page.expect_download() as saved:
+        page.locator("#documents .download").first.click()
+    streamed = saved.value
+    assert streamed.url.startswith(f"{stack.base}/static/save/"), streamed.url
+    assert streamed.suggested_filename == "scanner 2026 é.bin"
+    assert Path(streamed.path()).read_bytes() == data
+    page.locator("#documents .progress").first.filter(has_text="Enregistré").wait_for()
+    tab.check_quiet()
+
+    other = browser.new_page()
+    try:
+        other.add_init_script(
+            "Object.defineProperty(navigator, 'serviceWorker', { get: () => undefined });")
+        other.goto(link.fragment_url(stack.base))
+        with other.expect_download() as kept:
+            other.locator("#documents .download").first.click()
+        assert kept.value.url.startswith("blob:")
+        assert Path(kept.value.path()).read_bytes() == data
+    finally:
+        other.close()
+    info = stack.vault.get(link.id)
+    assert info is not None and info.files[0].downloads == 2

@@ -9,6 +9,7 @@
 import { concat, deriveKeys, isLinkId, isSecret, openStream, VaultError } from "./vault.js";
 import { DownloadInterrupted, fetchGranted, GrantRefused } from "./download.js";
 import { offerReply } from "./reply.js";
+import { DownloadCancelled, prepareSaving, startSaving } from "./saver.js";
 import { texts } from "./texts.js";
 
 const T = document.documentElement.lang === "en" ? texts.en : texts.fr;
@@ -36,6 +37,7 @@ async function main() {
     return showProblem(T.oldBrowser);
   }
   if (!isLinkId(linkId) || !isSecret(secret)) return showProblem(T.incomplete);
+  prepareSaving(); // the service worker that streams documents to files, if any
   keys = await deriveKeys(linkId, secret);
   state = await getState();
   if (state.needs_code) return showCodeStep();
@@ -250,13 +252,28 @@ async function download(file, button, status, leftText) {
     setDownloadsLeft(file, Number(grant.downloads_left) || 0, button, leftText);
     button.disabled = true;
     const url = `${api}/o/${encodeURIComponent(file.object)}`;
-    const parts = await fetchGranted(url, grant.grant, keys.content, file.object,
-      (received, total) => {
-        status.textContent = T.downloading(Math.floor((100 * received) / total));
-      });
-    const blob = new Blob(parts, { type: blobType(file) });
-    if (blob.size !== Number(file.size)) throw new VaultError("size");
-    save(blob, text(file.name) || "document");
+    const progress = (received, total) => {
+      status.textContent = T.downloading(Math.floor((100 * received) / total));
+    };
+    const name = text(file.name) || "document";
+    const saving = await startSaving({ name, type: blobType(file), size: Number(file.size) });
+    if (saving) {
+      // Straight to the file, a record at a time, as it is decrypted.
+      try {
+        await fetchGranted(url, grant.grant, keys.content, file.object, progress,
+          { onRecord: (record) => saving.write(record) });
+        if (saving.written !== Number(file.size)) throw new VaultError("size");
+      } catch (error) {
+        saving.abort(); // the browser marks the download failed: no file under its name
+        throw error;
+      }
+      saving.close();
+    } else {
+      const parts = await fetchGranted(url, grant.grant, keys.content, file.object, progress);
+      const blob = new Blob(parts, { type: blobType(file) });
+      if (blob.size !== Number(file.size)) throw new VaultError("size");
+      save(blob, name);
+    }
     status.textContent = T.downloaded;
   } catch (error) {
     status.classList.add("error");
@@ -267,7 +284,8 @@ async function download(file, button, status, leftText) {
     } else if (error instanceof Unavailable ||
       (error instanceof GrantRefused && error.status === 404)) {
       return showProblem(T.unavailable); // the link stopped working meanwhile
-    } else if (error instanceof DownloadInterrupted || error instanceof GrantRefused) {
+    } else if (error instanceof DownloadInterrupted || error instanceof GrantRefused ||
+      error instanceof DownloadCancelled) {
       status.textContent = T.interrupted;
     } else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
     else if (error instanceof NetworkError) status.textContent = T.network;

@@ -193,8 +193,12 @@ class ByteQueue {
 
 // Feed it the sealed bytes with push(), in any chunks; finish() returns the plaintext
 // records (ArrayBuffers) once the whole object opened, or throws VaultError.
+// With onRecord, each record is handed to it as soon as it is authenticated (awaited,
+// so a slow consumer holds the opener back) and none is kept: the caller must then
+// treat what it got as incomplete until finish() returns.
 export class ObjectOpener {
-  constructor(key, objectId) {
+  constructor(key, objectId, { onRecord = null } = {}) {
+    this.onRecord = onRecord;
     this.key = key;
     this.objectId = new TextEncoder().encode(objectId);
     this.queue = new ByteQueue();
@@ -249,9 +253,10 @@ export class ObjectOpener {
     } catch {
       throw new VaultError("damaged");
     }
-    this.parts.push(plain);
     this.size += plain.byteLength;
     this.index += 1;
+    if (this.onRecord) await this.onRecord(plain);
+    else this.parts.push(plain);
   }
 }
 

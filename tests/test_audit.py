@@ -128,6 +128,23 @@ def test_the_story_of_a_message_includes_its_copies_dsn_and_link(tmp_path: Path)
                                                               "portal.code_accepted"]
 
 
+def test_the_story_of_a_link_goes_on_along_its_thread_of_replies(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("policy.decided", queue_id="Q1", action="protect", link="L1")
+    trail.record("portal.opened", link="L1", client="192.0.2.1")
+    trail.record("portal.reply", link="L1", reply="R1", files=2, bytes=10, size=90,
+                 client="192.0.2.1")
+    trail.record("notice.queued", queue_id="N1", link="R1", notice="reply",
+                 recipients=["dr@cab.fr"])
+    trail.record("portal.reply", link="R1", reply="A1", files=0, bytes=0, size=40,
+                 client="192.0.2.9")
+    trail.record("portal.opened", link="A1", client="192.0.2.1")
+    trail.record("portal.opened", link="L2", client="192.0.2.1")
+    told = [(r["event"], r.get("reply") or r["link"]) for r in story(trail, link="L1")]
+    assert told == [("policy.decided", "L1"), ("portal.opened", "L1"), ("portal.reply", "R1"),
+                    ("notice.queued", "R1"), ("portal.reply", "A1"), ("portal.opened", "A1")]
+
+
 def pli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
                           text=True, timeout=60)

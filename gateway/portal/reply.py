@@ -22,6 +22,7 @@ discarded. A reply is audited (link ids, counts, sizes), never its content or it
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import time
@@ -137,6 +138,11 @@ class ReplyHandler:
         except UploadRefused as refused:
             await asyncio.to_thread(upload.abort)
             return self._refused(info.id, refused.reason, client, STATUS[refused.reason])
+        except OSError as exc:
+            await asyncio.to_thread(upload.abort)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            return self._refused(info.id, "disk_full", client, 503)  # nothing half-kept
         except BaseException:  # the client went away mid-way, or worse: nothing is kept
             await asyncio.to_thread(upload.abort)
             raise

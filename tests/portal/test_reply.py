@@ -307,3 +307,23 @@ def test_a_reply_whose_notice_cannot_be_queued_is_not_kept(setup: Setup) -> None
     assert not (setup.vault.root / "objects" / reply[0]).exists()
     info = setup.vault.get(link.id)
     assert info is not None and info.replies == 0
+
+
+def test_a_reply_the_disk_has_no_room_for_is_refused_and_nothing_half_kept(
+        setup: Setup, tmp_path: Path) -> None:
+    from tests.diskfill import PAGE, leave_free, small_disk
+
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        setup.vault = Vault(disk / "vault")
+        link = setup.seal()
+        reply = sealed_reply((bytes(300_000),), ("scan.bin",))
+        leave_free(disk, 16 * PAGE)
+
+        async def scenario() -> tuple[int, dict[str, Any]]:
+            async with serve(setup.vault, setup.settings, notices=setup.outbox) as client:
+                return await post(client, link, form(*reply))
+
+        assert run(scenario) == (503, {"error": "disk_full"})
+        assert list((disk / "vault" / "tmp").iterdir()) == []
+        assert not (disk / "vault" / "objects" / reply[0]).exists()
+        assert setup.queued() == [] and setup.vault.get(reply[0]) is None

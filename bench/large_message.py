@@ -48,6 +48,8 @@ from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread,  
 
 CHUNK = 57 * 16384  # random bytes per base64 block: whole lines of 76 characters
 PATIENT = "patient@gmail.com"
+COLLEAGUE = "dr.durand@cabinet-martin.fr"  # the default policy passes it as it came
+RECIPIENT = PATIENT
 
 
 def status(pid: int, field: str) -> float:
@@ -63,7 +65,7 @@ def reset_peak(pid: int) -> None:
 
 
 def head(n: int) -> bytes:
-    return (f"From: {ADDRESS}\r\nTo: {PATIENT}\r\nSubject: Imagerie {n}\r\n"
+    return (f"From: {ADDRESS}\r\nTo: {RECIPIENT}\r\nSubject: Imagerie {n}\r\n"
             "Date: Mon, 02 Jun 2025 09:00:00 +0200\r\n"
             f"Message-ID: <large-{n}-{os.getpid()}@cabinet-martin.fr>\r\nMIME-Version: 1.0\r\n"
             'Content-Type: multipart/mixed; boundary="=_large"\r\n\r\n'
@@ -93,7 +95,7 @@ def send_message(gw: Gateway, n: int, size: int, out: dict[str, float]) -> None:
         client.starttls(context=gw.client_context())
         client.login(USER, PASSWORD)
         client.mail(ADDRESS)
-        client.rcpt(PATIENT)
+        client.rcpt(RECIPIENT)
         assert client.docmd("DATA")[0] == 354
         started = time.perf_counter()
         client.send(head(n))
@@ -160,11 +162,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="submissions at once (1)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements, each the submissions then the plain cost (3)")
+    parser.add_argument("--colleague", action="store_true",
+                        help="send to a colleague, whom the policy passes: the message is "
+                             "queued as it came and delivery streams it whole")
     parser.add_argument("--oversize", action="store_true",
                         help="send DATA past max_message_size instead")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where Pli's data folder goes (its disk is the one measured)")
     args = parser.parse_args()
+    global RECIPIENT
+    RECIPIENT = COLLEAGUE if args.colleague else PATIENT
     size = int(args.attachment_mb * 1024 * 1024)
     folder = Path(tempfile.mkdtemp(prefix="pli-large-", dir=args.dir))
     loop = LoopThread()
@@ -183,8 +190,9 @@ def main() -> int:
     try:
         warm: dict[str, float] = {}
         send_message(gw, 999, 64 * 1024, warm)  # imports, vault index, first seal
-        wait_until(lambda: len(provider.received) >= 2, timeout=60)
+        wait_until(lambda: len(provider.received) >= (1 if args.colleague else 2), timeout=60)
         time.sleep(0.5)
+        base = len(provider.received)
         idle = status(pid, "VmRSS")
         if args.oversize:
             oversize(gw, pid, limit)
@@ -200,9 +208,10 @@ def main() -> int:
                 thread.start()
             for thread in threads:
                 thread.join()
-            peak = status(pid, "VmHWM")
-            expected = 2 + 2 * args.clients * (rnd + 1)
+            per = 1 if args.colleague else 2  # the copy, or the notice and the receipt
+            expected = base + per * args.clients * (rnd + 1)
             wait_until(lambda: len(provider.received) >= expected, timeout=300)
+            peak = status(pid, "VmHWM")  # the delivery included
             plain = plain_cost(size, gw.settings().data_dir)
             rounds.append((results, peak, plain))
             if any(int(r["code"]) != 250 for r in results):
@@ -217,7 +226,8 @@ def main() -> int:
         wait = statistics.median(waits)
         ratios.append(wait / plain)
         print(f"round {n}: {args.clients} x {args.attachment_mb:g} MiB attachment (a "
-              f"{(len(head(0)) + size * 4 / 3 * 78 / 76) / 1e6:.0f} MB submission), protected: "
+              f"{(len(head(0)) + size * 4 / 3 * 78 / 76) / 1e6:.0f} MB submission), "
+              f"{'passed to a colleague' if args.colleague else 'protected'}: "
               f"replies {[int(r['code']) for r in results]}; upload "
               f"{statistics.median(r['upload'] for r in results):.1f} s; wait after the final "
               f"dot {wait:.2f} s (median; {', '.join(f'{w:.2f}' for w in waits)}) against "

@@ -141,6 +141,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     events.DELIVERY_EXPIRED: {"queue_id": _id, "recipient": _address},
     events.DSN_QUEUED: {"queue_id": _id, "about": _id, "recipient": _address,
                         "failed": _int},
+    events.SPOOL_HELD: {"queue_id": _id, "error": _name},
     events.PORTAL_PAGE: {"link": _id, "outcome": _name, "client": _ip},
     events.PORTAL_CODE_ACCEPTED: {"link": _id, "client": _ip},
     events.PORTAL_CODE_REJECTED: {"link": _id, "client": _ip, "remaining": _int,
@@ -165,6 +166,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     events.ADMIN_LINKS_PURGED: {"links": _int, "objects": _int},
     events.ADMIN_QUEUE_DELETED: {"queue_id": _id},
     events.ADMIN_QUEUE_FLUSHED: {},
+    events.ADMIN_QUEUE_RELEASED: {"queue_id": _id},
     events.VAULT_PURGED: {"links": _int, "objects": _int},
     # Records made while the trail could not be written and too many already waited.
     events.AUDIT_GAP: {"lost": _int, "first": _timestamp, "last": _timestamp,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import re
@@ -17,6 +18,10 @@ from typing import TYPE_CHECKING
 from gateway import __version__
 from gateway.config import Settings, load_settings, resolve_config_path
 from gateway.errors import ConfigError, PliError
+from gateway.providers import NAMES as PROVIDERS
+
+if TYPE_CHECKING:
+    from gateway.spool.store import QueuedMessage
 
 if TYPE_CHECKING:
     from gateway.policy import ImportSummary
@@ -53,8 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create a configuration folder")
     init.add_argument("dir", type=Path)
     init.add_argument("--domain", help="the practice's own mail domain")
-    init.add_argument("--upstream", default="smtp.example.net:587", metavar="HOST:PORT",
-                      help="the practice's real provider")
+    init.add_argument("--provider", choices=list(PROVIDERS),
+                      help="write the account for this provider: its server, how to log "
+                           "in (OAuth2 for microsoft365 and google), its sending limits, "
+                           "and what to create there")
+    init.add_argument("--upstream", default=None, metavar="HOST:PORT",
+                      help="the practice's real provider (default: the --provider's server, "
+                           "else smtp.example.net:587)")
     init.add_argument("--upstream-security", choices=["starttls", "tls", "none"],
                       default=None, help="default: tls for port 465, otherwise starttls")
     init.add_argument("--submission-port", type=port_number, default=587)
@@ -84,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the configuration")
     config_arg(check)
+    check.add_argument("--upstream", action="store_true",
+                       help="also log in to each provider (a token first for OAuth2 "
+                            "accounts), without sending anything")
     check.set_defaults(func=cmd_check)
 
     tls = sub.add_parser("tls", help="the certificate Pli presents to mail clients")
@@ -179,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(qdel)
     qdel.add_argument("id")
     qdel.set_defaults(func=cmd_queue_delete)
+    release = queue_sub.add_parser("release", help="send a held message again (pli queue "
+                                   "list says why it was held)")
+    config_arg(release)
+    release.add_argument("id")
+    release.set_defaults(func=cmd_queue_release)
     return p
 
 
@@ -204,28 +222,44 @@ def port_number(text: str) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from gateway.initdir import InitOptions, init_dir
+    from gateway.providers import PRESETS
 
-    host, _, port_text = args.upstream.rpartition(":")
+    preset = PRESETS[args.provider] if args.provider else None
+    upstream = args.upstream
+    if upstream is None:
+        if preset is not None and preset.host is None:
+            raise ConfigError(f"--provider {preset.name}: give the outgoing server your "
+                              f"{preset.title} customer area names, with --upstream "
+                              f"HOST:PORT (e.g. --upstream smtp.example.fr:{preset.port})")
+        upstream = (f"{preset.host}:{preset.port}" if preset is not None
+                    else "smtp.example.net:587")
+    host, _, port_text = upstream.rpartition(":")
     if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"--upstream {args.upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
+        raise ConfigError(f"--upstream {upstream!r}: expected HOST:PORT, e.g. smtp.ovh.net:587")
     port = int(port_text)
-    security = args.upstream_security or ("tls" if port == 465 else "starttls")
+    security = args.upstream_security or (
+        preset.security if preset is not None and port == preset.port
+        else "tls" if port == 465 else "starttls")
     name = practice_name(args.name)
     created = init_dir(args.dir, InitOptions(
         domain=args.domain, upstream_host=host, upstream_port=port, upstream_security=security,
         listen_host=args.listen, submission_port=args.submission_port,
         submissions_port=args.submissions_port, portal_port=args.portal_port,
         portal_url=args.portal_url, practice_name=name, data_dir=args.data_dir,
+        provider=args.provider,
     ))
     for path in created:
         print(f"created {path}")
     config = args.dir / "pli.toml"
+    account = (preset.next_step.format(folder=args.dir) if preset is not None
+               else "set the provider account (username, password_file)")
     print(f"""
 Next steps:
-  1. Read {config} and set the provider account (username, password_file).
+  1. Read {config} and {account}.
   2. Add a user per person who sends mail:
        pli user add -c {config} NAME --address name@{args.domain or 'your-domain'}
   3. Check the whole configuration:   pli check -c {config}
+     and the provider login:          pli check --upstream -c {config}
   4. Start:                            pli run -c {config}""")
     ca = args.dir / "tls" / "ca.pem"
     if str(ca) in created:
@@ -284,10 +318,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for note in tls_notes(settings):
         print(f"note: {note}")
+    sessions_ok = True
+    if args.upstream:
+        from gateway.preflight import upstream_sessions
+
+        for line, ok in asyncio.run(upstream_sessions(settings)):
+            print(line, file=sys.stdout if ok else sys.stderr)
+            sessions_ok = sessions_ok and ok
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    if not sessions_ok:
+        print("a provider could not be logged in to: see above", file=sys.stderr)
         return 1
     listeners = [f"{x.host}:{x.port}" for x in (settings.submission, settings.submissions)
                  if x.enabled]
@@ -548,28 +592,61 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 # -- queue ---------------------------------------------------------------------------
 
 def cmd_queue_list(args: argparse.Namespace) -> int:
+    from gateway.spool.limits import LIMITS_FILE, SendingLimits
     from gateway.spool.store import Spool
 
-    spool = Spool(_settings(args).spool_dir)
+    settings = _settings(args)
+    spool = Spool(settings.spool_dir)
+    limits = SendingLimits(settings.data_dir / LIMITS_FILE, settings)
+    limits.load()
+    due_now: dict[str, int] = {}  # messages due now, by account: they take turns
     now = time.time()
     count = 0
     for message in spool.messages():
         count += 1
-        pending = [r.address for r in message.pending]
-        age = _duration(now - message.created)
         due = "now" if message.next_attempt <= now else f"in {_duration(message.next_attempt - now)}"
-        sender = message.mail_from or "<>"
-        print(f"{message.id}  {age:>6} old  {message.size:>9} B  {sender} -> "
-              f"{', '.join(pending)}  (tries {message.attempts}, next {due})")
+        print(f"{_queue_line(message, now)}  (tries {message.attempts}, next {due})")
         if message.last_error:
             print(f"    last answer: {message.last_error}")
-    print(f"{count} message(s) queued")
+        account = settings.upstream_for(message.route_sender)
+        if message.waiting and message.next_attempt > now:
+            print(f"    waiting: {message.waiting}, until {_local(message.next_attempt)}")
+        elif message.next_attempt <= now and account is not None:
+            acct = limits.account(account)
+            ahead = due_now[account.name] = due_now.get(account.name, -1) + 1
+            held = acct.held_until(now)
+            turn = acct.turns_for(now, ahead + 1)[-1]
+            if held:
+                print(f"    waiting: {acct.reason}, until {_local(held)}")
+            elif turn > now + 1:
+                print(f"    waiting its turn: account {account.name!r} sends at most "
+                      f"{acct.per_minute} messages a minute; about {_local(turn)}")
+    held = 0
+    for message in spool.messages(held=True):
+        held += 1
+        print(f"{_queue_line(message, now)}  (held)")
+        print(f"    held: {message.held or 'reason not recorded'}; "
+              f"`pli queue release {message.id}` sends it again")
+        if message.last_error:
+            print(f"    last answer: {message.last_error}")
+    print(f"{count} message(s) queued" + (f", {held} held" if held else ""))
     return 0
+
+
+def _local(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
+
+
+def _queue_line(message: QueuedMessage, now: float) -> str:
+    sender = message.mail_from or "<>"
+    pending = ", ".join(r.address for r in message.pending)
+    return (f"{message.id}  {_duration(now - message.created):>6} old  {message.size:>9} B  "
+            f"{sender} -> {pending}")
 
 
 def cmd_queue_flush(args: argparse.Namespace) -> int:
     from gateway.spool.store import Spool
-    from gateway.spool.worker import FLUSH_MARKER
+    from gateway.spool.scheduler import FLUSH_MARKER
 
     settings = _settings(args)
     spool = Spool(settings.spool_dir)
@@ -607,22 +684,54 @@ def _running_pid(settings: Settings) -> int | None:
     return pid if is_pli and b"run" in args else None
 
 
+def _queue_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
+        raise PliError(f"{text!r} is not a queue id (pli queue list shows them)")
+    return text
+
+
 def cmd_queue_delete(args: argparse.Namespace) -> int:
     from gateway.spool.store import Busy, Spool
 
     settings = _settings(args)
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", args.id):
-        raise PliError(f"{args.id!r} is not a queue id (pli queue list shows them)")
+    queue_id = _queue_id(args.id)
     spool = Spool(settings.spool_dir)
     try:
-        with spool.locked(args.id) as message:
+        with spool.locked(queue_id) as message:
             if message is None:
-                raise PliError(f"no queued message {args.id}")
-            spool.remove(args.id)
-            _audit(settings, "admin.queue_deleted", queue_id=args.id)
+                with spool.locked(queue_id, held=True) as message:
+                    if message is None:
+                        raise PliError(f"no queued message {queue_id}")
+                    spool.remove(queue_id)
+            else:
+                spool.remove(queue_id)
+            _audit(settings, "admin.queue_deleted", queue_id=queue_id)
     except Busy:
-        raise PliError(f"{args.id} is being delivered right now; try again in a moment") from None
-    print(f"deleted {args.id} ({len(message.pending)} recipient(s) will not receive it)")
+        raise PliError(f"{queue_id} is being delivered right now; try again in a moment") from None
+    print(f"deleted {queue_id} ({len(message.pending)} recipient(s) will not receive it)")
+    return 0
+
+
+def cmd_queue_release(args: argparse.Namespace) -> int:
+    from gateway.spool.store import Busy, Spool
+
+    settings = _settings(args)
+    queue_id = _queue_id(args.id)
+    spool = Spool(settings.spool_dir)
+    try:
+        with spool.locked(queue_id, held=True) as message:
+            if message is None:
+                raise PliError(f"no held message {queue_id} (pli queue list shows them)")
+            spool.release(message)
+            _audit(settings, "admin.queue_released", queue_id=queue_id)
+    except Busy:
+        raise PliError(f"{queue_id} is being handled right now; try again in a moment") from None
+    pid = _running_pid(settings)
+    if pid is not None:
+        with contextlib.suppress(OSError):  # without the signal, the next scan finds it
+            os.kill(pid, signal.SIGUSR1)
+    print(f"released {queue_id}: it goes to {len(message.pending)} recipient(s) again"
+          + ("" if pid is not None else " when Pli starts"))
     return 0
 
 

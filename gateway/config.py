@@ -39,6 +39,89 @@ class TlsFiles(_Strict):
     key: Path
 
 
+MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
+GOOGLE_SCOPE = "https://mail.google.com/"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+
+
+class OAuth(_Strict):
+    """How Pli gets the access tokens an ``auth = "xoauth2"`` account logs in with.
+
+    ``microsoft365``: the client credentials grant of an Entra ID application, with a
+    client secret or a certificate; ``google``: a service account with domain-wide
+    delegation, whose key signs the assertion. ``token_url`` and ``scope`` replace the
+    provider's (any OAuth2 server that grants these ways)."""
+
+    provider: Literal["microsoft365", "google"]
+    tenant: str | None = None
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    client_secret_credential: str | None = None
+    certificate_file: Path | None = None  # the application's certificate, instead of a secret
+    private_key_file: Path | None = None  # ... and its private key (PEM)
+    private_key_credential: str | None = None
+    service_account_file: Path | None = None  # Google's JSON key of the service account
+    service_account_credential: str | None = None
+    token_url: str | None = None
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> OAuth:
+        microsoft = ("tenant", "client_id", "client_secret_file", "client_secret_credential",
+                     "certificate_file", "private_key_file", "private_key_credential")
+        google = ("service_account_file", "service_account_credential")
+        if self.provider == "microsoft365":
+            _none_of(self, google, "provider = \"microsoft365\"")
+            if not self.client_id:
+                raise ValueError("provider = \"microsoft365\" needs client_id (the "
+                                 "application's id in Entra ID)")
+            if not (self.tenant or self.token_url):
+                raise ValueError("provider = \"microsoft365\" needs tenant (the directory's "
+                                 "id or domain)")
+            secrets = [self.client_secret_file, self.client_secret_credential,
+                       self.certificate_file]
+            if sum(x is not None for x in secrets) != 1:
+                raise ValueError("give one of client_secret_file, client_secret_credential or "
+                                 "certificate_file (the secret itself never goes in pli.toml)")
+            keys = [self.private_key_file, self.private_key_credential]
+            if self.certificate_file is not None and sum(x is not None for x in keys) != 1:
+                raise ValueError("certificate_file needs its key: private_key_file or "
+                                 "private_key_credential")
+            if self.certificate_file is None and any(x is not None for x in keys):
+                raise ValueError("a private key goes with certificate_file")
+        else:
+            _none_of(self, microsoft, "provider = \"google\"")
+            if (self.service_account_file is None) == (self.service_account_credential is None):
+                raise ValueError("provider = \"google\" needs service_account_file or "
+                                 "service_account_credential (its JSON key), one of them")
+        if self.token_url is not None:
+            url = self.token_url
+            host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            if not (url.startswith("https://") or (url.startswith("http://")
+                                                   and _is_loopback(host))):
+                raise ValueError("token_url must be an https:// address (http:// on loopback "
+                                 "only): the credentials travel in it")
+        return self
+
+    def default_token_url(self) -> str:
+        if self.token_url:
+            return self.token_url
+        if self.provider == "microsoft365":
+            return f"https://login.microsoftonline.com/{self.tenant}/oauth2/v2.0/token"
+        return GOOGLE_TOKEN_URL
+
+    def default_scope(self) -> str:
+        if self.scope:
+            return self.scope
+        return MICROSOFT_SCOPE if self.provider == "microsoft365" else GOOGLE_SCOPE
+
+
+def _none_of(table: BaseModel, fields: tuple[str, ...], what: str) -> None:
+    given = [f for f in fields if getattr(table, f) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not used with {what}")
+
+
 class Upstream(_Strict):
     """One account at the practice's real provider, used for the senders it names."""
 
@@ -48,10 +131,21 @@ class Upstream(_Strict):
     port: Port = 587
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
+    # "password": AUTH PLAIN or LOGIN with password_file or password_credential;
+    # "xoauth2": an OAuth2 access token from [upstream.oauth] (Microsoft 365, Google).
+    auth: Literal["password", "xoauth2"] = "password"
     password_file: Path | None = None
     password_credential: str | None = None
+    oauth: OAuth | None = None
     verify_certificate: bool = True
     ca_file: Path | None = None
+    # What the provider lets one mailbox send (unset: no limit). Over the rate a message
+    # waits its turn; over the recipients per message it goes as several transactions;
+    # the day's counts are over a rolling 24 hours and survive a restart.
+    max_messages_per_minute: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    max_recipients_per_message: Annotated[int, Field(ge=1)] | None = None
+    max_recipients_per_day: Annotated[int, Field(ge=1)] | None = None
+    max_messages_per_day: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("senders")
     @classmethod
@@ -60,6 +154,22 @@ class Upstream(_Strict):
 
     @model_validator(mode="after")
     def _password_source(self) -> Upstream:
+        if self.auth == "xoauth2":
+            if not self.username:
+                raise ValueError("auth = \"xoauth2\" needs username: the mailbox Pli sends as")
+            if self.oauth is None:
+                raise ValueError("auth = \"xoauth2\" needs an [upstream.oauth] table saying "
+                                 "how to get its tokens")
+            if self.password_file or self.password_credential:
+                raise ValueError("auth = \"xoauth2\" logs in with a token: remove "
+                                 "password_file and password_credential")
+            if self.security == "none" and not _is_loopback(self.host):
+                raise ValueError("security = \"none\" would send the access token in clear; "
+                                 "use starttls or tls")
+            return self
+        if self.oauth is not None:
+            raise ValueError("[upstream.oauth] is set but auth = \"password\": set "
+                             "auth = \"xoauth2\" to log in with its tokens")
         if self.username and not (self.password_file or self.password_credential):
             raise ValueError(
                 "an upstream with a username needs password_file or password_credential "
@@ -86,23 +196,28 @@ class Upstream(_Strict):
 
     def password(self) -> str | None:
         """Read the password from its file or systemd credential, at the moment of use."""
-        if self.password_file is not None:
-            path = self.password_file
-        elif self.password_credential is not None:
+        return self.secret("the password", self.password_file, self.password_credential)
+
+    def secret(self, what: str, file: Path | None, credential: str | None) -> str | None:
+        """A secret from its file or systemd credential, read at the moment of use (a
+        rotated secret needs no restart); None when neither is given."""
+        if file is not None:
+            path = file
+        elif credential is not None:
             folder = os.environ.get("CREDENTIALS_DIRECTORY")
             if not folder:
                 raise ConfigError(
-                    f"upstream {self.name!r}: password_credential is set but systemd gave no "
-                    "CREDENTIALS_DIRECTORY (LoadCredential= in the unit)"
+                    f"upstream {self.name!r}: {what} is a systemd credential ({credential!r}) "
+                    "but systemd gave no CREDENTIALS_DIRECTORY (LoadCredential= in the unit)"
                 )
-            path = Path(folder) / self.password_credential
+            path = Path(folder) / credential
         else:
             return None
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(
-                f"upstream {self.name!r}: cannot read the password file {path}: {exc.strerror}"
+                f"upstream {self.name!r}: cannot read {what} from {path}: {exc.strerror}"
             ) from None
 
 
@@ -121,6 +236,10 @@ class Delivery(_Strict):
     scan_interval: Seconds = 10.0
     connect_timeout: Seconds = 30.0
     command_timeout: Seconds = 300.0
+    # The wait for the provider's answer to the end of a message (the final dot): RFC
+    # 5321 §4.5.3.2.6 asks for 10 minutes, as Postfix's smtp_data_done_timeout gives. A
+    # provider that scans a large message before it answers must not be sent it twice.
+    data_timeout: Seconds = 600.0
     idle_close: Seconds = 5.0
 
 
@@ -343,6 +462,9 @@ def _absolutise(raw: dict[str, object], base: Path) -> None:
     if isinstance(upstreams, list):
         for account in upstreams:
             fix(account, ("password_file", "ca_file"))
+            if isinstance(account, dict):
+                fix(account.get("oauth"), ("client_secret_file", "certificate_file",
+                                           "private_key_file", "service_account_file"))
     fix(raw.get("mssante_whitelist"), ("ca_file",))
 
 

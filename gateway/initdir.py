@@ -11,6 +11,7 @@ from gateway.certs import write_practice_certificates
 from gateway.config import HOST_NAME_RULE, PLACEHOLDER_PRACTICE_NAME, is_host_name
 from gateway.errors import ConfigError
 from gateway.policy.domains import to_ascii
+from gateway.providers import PRESETS
 
 
 @dataclass
@@ -29,6 +30,7 @@ class InitOptions:
     practice_name: str | None = None
     data_dir: str = "data"
     scan_interval: float | None = None
+    provider: str | None = None  # a name in gateway.providers.PRESETS
 
 
 def _q(value: object) -> str:
@@ -45,10 +47,64 @@ def host_name(opts: InitOptions, fallback: str = "pli.localdomain") -> str:
     return name
 
 
-def render_config(opts: InitOptions) -> str:
-    hostname = host_name(opts)
+def upstream_block(opts: InitOptions) -> str:
+    """The [[upstream]] account: the provider's preset (``--provider``), else a blank
+    account to fill in."""
     ca_line = (f"ca_file = {_q(opts.upstream_ca_file)}" if opts.upstream_ca_file
                else "# ca_file = \"provider-ca.pem\"   # only for a provider with a private CA")
+    head = f"""\
+[[upstream]]
+name = "default"
+senders = ["*"]
+host = {_q(opts.upstream_host)}
+port = {opts.upstream_port}
+security = {_q(opts.upstream_security)}   # starttls, tls, or none (loopback only)
+verify_certificate = true
+{ca_line}
+"""
+    if opts.provider is None:
+        return head + """\
+# username = "cabinet@example.fr"
+# password_file = "upstream-password"      # the password itself never goes in this file
+# password_credential = "upstream"         # or a systemd credential (LoadCredential=)
+"""
+    preset = PRESETS[opts.provider]
+    domain = to_ascii(opts.domain) if opts.domain else "example.fr"
+    limits = "".join(f"{name} = {value}\n" for name, value in preset.limits.items())
+    block = preset.about + head
+    block += f'username = "cabinet@{domain}"   # the mailbox Pli sends as: change it\n'
+    if preset.auth == "xoauth2":
+        block += 'auth = "xoauth2"                # an OAuth2 token, not a password\n'
+    else:
+        block += ('password_file = "upstream-password"      # the password itself never goes '
+                  'in this file\n'
+                  '# password_credential = "upstream"       # or a systemd credential '
+                  '(LoadCredential=)\n')
+    block += preset.limits_note + limits
+    if preset.name == "microsoft365":
+        tenant = domain if opts.domain else "your-tenant.onmicrosoft.com"
+        block += f"""
+[upstream.oauth]
+provider = "microsoft365"
+tenant = {_q(tenant)}      # the Directory (tenant) ID, or the tenant's domain
+client_id = "APPLICATION-CLIENT-ID"   # the Application (client) ID: replace it
+client_secret_file = "entra-client-secret"   # the secret's Value, alone in this file
+# client_secret_credential = "entra-client-secret"   # or a systemd credential
+# certificate_file = "entra.pem"        # or, instead of a secret, a certificate uploaded
+# private_key_file = "entra-key.pem"    #   to the application, and its private key
+"""
+    elif preset.name == "google":
+        block += """
+[upstream.oauth]
+provider = "google"
+service_account_file = "google-service-account.json"   # its JSON key, readable by Pli only
+# service_account_credential = "google-service-account" # or a systemd credential
+"""
+    return block
+
+
+def render_config(opts: InitOptions) -> str:
+    hostname = host_name(opts)
     delivery = ""
     if opts.scan_interval is not None:
         delivery = f"\n[delivery]\nscan_interval = {opts.scan_interval}\n"
@@ -106,18 +162,9 @@ list = "mssante-whitelist"      # the policy's list it replaces
 
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
-[[upstream]]
-name = "default"
-senders = ["*"]
-host = {_q(opts.upstream_host)}
-port = {opts.upstream_port}
-security = {_q(opts.upstream_security)}   # starttls, tls, or none (loopback only)
-verify_certificate = true
-{ca_line}
-# username = "cabinet@example.fr"
-# password_file = "upstream-password"      # the password itself never goes in this file
-# password_credential = "upstream"         # or a systemd credential (LoadCredential=)
-{delivery}"""
+# `pli init --provider microsoft365|google|ovh|gandi|ionos|orange-pro` writes one ready
+# for that provider, its sending limits included.
+{upstream_block(opts)}{delivery}"""
 
 
 def init_dir(target: Path, opts: InitOptions) -> list[str]:

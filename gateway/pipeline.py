@@ -98,8 +98,12 @@ class Pipeline:
             raise InsufficientStorage() from None
 
     async def _process(self, submission: Submission) -> str:
-        message = await asyncio.to_thread(Message.open, submission.path) \
-            if submission.received.size > INLINE else Message.open(submission.path)
+        try:
+            message = await asyncio.to_thread(Message.open, submission.path) \
+                if submission.received.size > INLINE else Message.open(submission.path)
+        except BaseException:
+            submission.path.unlink(missing_ok=True)  # nothing is kept of a message not taken
+            raise
         job = Job(submission, message, submission.queue_id or new_queue_id())
         try:
             for step in self.steps:

@@ -9,6 +9,7 @@ say the same. The policy file itself is read by :mod:`gateway.policy.loader`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from gateway.config import PLACEHOLDER_PRACTICE_NAME, Settings
 from gateway.errors import ConfigError
 from gateway.policy import Policy, check_policy, consumer_smtp_reason, load_policy
 from gateway.policy.lists import CONSUMER_SMTP_FILE
+from gateway.spool.connections import Connections
+from gateway.spool.oauth import credential_problems
+from gateway.spool.outcomes import TemporaryError
 from gateway.spool.store import DiskRoom
 from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform.templates import load_templates
@@ -51,9 +55,15 @@ def template_dirs(settings: Settings) -> list[Path]:
 
 
 def upstream_problems(settings: Settings) -> list[str]:
-    """Refuse to relay through a consumer provider's SMTP host (gmail, orange, ...)."""
+    """Refuse to relay through a consumer provider's SMTP host (gmail, orange, ...).
+
+    An account that logs in as a Google service account with domain-wide delegation is a
+    Google Workspace mailbox (no personal Gmail account has such a delegation), so
+    smtp.gmail.com is its server, as Google documents for XOAUTH2."""
     problems = []
     for account in settings.upstream:
+        if account.oauth is not None and account.oauth.provider == "google":
+            continue
         reason = consumer_smtp_reason(account.host, lists_dir(settings))
         if reason:
             problems.append(f"{settings.config_path}: upstream {account.name!r}: {reason}")
@@ -117,6 +127,7 @@ def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
             account.password()
         except ConfigError as exc:
             problems.append(str(exc))
+        problems += credential_problems(account)
     try:
         path = policy_path(settings)
         policy_problems = check_policy(path)
@@ -130,6 +141,39 @@ def all_problems(settings: Settings) -> tuple[list[str], dict[str, int]]:
         problems.append(str(exc))
     problems += room_problems(settings)
     return problems, counts
+
+
+async def upstream_sessions(settings: Settings) -> list[tuple[str, bool]]:
+    """`pli check --upstream`: for each account, a token if it logs in with one, then a
+    session to its provider (TLS, login) closed with QUIT, nothing sent. Each line says
+    what worked, or what the provider or the token service answered."""
+    connections = Connections(settings)
+    lines: list[tuple[str, bool]] = []
+    for account in settings.upstream:
+        how = f"{account.auth} as {account.username}" if account.username else "no login"
+        where = (f"upstream {account.name!r} {account.host}:{account.port} "
+                 f"({account.security}, {how})")
+        done: list[str] = []
+        try:
+            if account.auth == "xoauth2":
+                token = await connections.tokens(account).get()
+                done.append(f"token obtained (valid {_minutes(token.expires - time.time())})")
+            smtp = await connections.open(account)
+            done.append("connected" + ("" if account.security == "none"
+                                       else f", {account.security.upper()}")
+                        + (", logged in" if account.username else ""))
+            with contextlib.suppress(Exception):
+                await smtp.quit()
+            smtp.close()
+        except TemporaryError as exc:
+            lines.append((f"{where}: {'; '.join([*done, ''])}FAILED: {exc.reply}", False))
+            continue
+        lines.append((f"{where}: {'; '.join(done)}: OK", True))
+    return lines
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(0, round(seconds / 60))} min"
 
 
 def tls_notes(settings: Settings) -> list[str]:

@@ -214,13 +214,17 @@ class Provider:
 
     def __init__(self, loop: LoopThread, tls: ssl.SSLContext | None, port: int | None = None,
                  *, implicit_tls: bool = False, offer_starttls: bool = True,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None,
+                 smtp_options: dict[str, Any] | None = None) -> None:
+        """``smtp_options``: aiosmtpd's SMTP arguments for AUTH, instead of those for
+        ``users`` (a provider with a mechanism of its own, such as XOAUTH2)."""
         self.loop = loop
         self.tls = tls
         self.port = port or free_port()
         self.handler = SinkHandler(users=dict(users or {}))
         self.implicit_tls = implicit_tls
         self.offer_starttls = offer_starttls
+        self.smtp_options = smtp_options
         self.server: asyncio.Server | None = None
 
     def _authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str,
@@ -237,8 +241,8 @@ class Provider:
             handler.sessions += 1
             handler.open_now += 1
             handler.most_open = max(handler.most_open, handler.open_now)
-            kwargs: dict[str, Any] = {}
-            if handler.users:
+            kwargs: dict[str, Any] = dict(self.smtp_options or {})
+            if handler.users and self.smtp_options is None:
                 kwargs = {"authenticator": self._authenticator, "auth_required": True,
                           "auth_require_tls": not self.implicit_tls}
             return _CountedSMTP(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
@@ -121,3 +120,56 @@ def test_a_name_that_cannot_be_a_host_name_is_refused_in_words(tmp_path: Path, g
                                                 f"hostname = {json.dumps(given)}")
     with pytest.raises(ConfigError, match="hostname.*xn--"):
         load_settings(write(tmp_path, text))
+
+
+XOAUTH2 = ('username = "cabinet@cabinet-martin.fr"\nauth = "xoauth2"\n\n[upstream.oauth]\n'
+           'provider = "microsoft365"\ntenant = "cabinet-martin.fr"\n'
+           'client_id = "3f1c9a52-7d1e-4a8b-9c55-0e2b7a61d4f0"\n'
+           'client_secret_file = "client-secret"\n')
+
+
+def with_upstream(lines: str) -> str:
+    text = render_config(InitOptions(upstream_host="smtp.office365.com"))
+    anchor = "verify_certificate = true\n"
+    assert text.count(anchor) == 1
+    return text.replace(anchor, anchor + lines)
+
+
+def test_an_xoauth2_account_takes_its_table_and_knows_the_providers_defaults(
+        tmp_path: Path) -> None:
+    account = load_settings(write(tmp_path, with_upstream(XOAUTH2))).upstream[0]
+    assert account.auth == "xoauth2" and account.oauth is not None
+    assert account.oauth.client_secret_file == tmp_path / "client-secret"  # beside pli.toml
+    assert account.oauth.default_token_url() == (
+        "https://login.microsoftonline.com/cabinet-martin.fr/oauth2/v2.0/token")
+    assert account.oauth.default_scope() == "https://outlook.office365.com/.default"
+
+
+@pytest.mark.parametrize("change, error", [
+    (lambda t: t.replace('auth = "xoauth2"\n', ""), "auth = \"password\""),
+    (lambda t: t.replace('username = "cabinet@cabinet-martin.fr"\n', ""), "needs username"),
+    (lambda t: t.split("\n\n[upstream.oauth]")[0] + "\n", "needs an [upstream.oauth] table"),
+    (lambda t: t.replace('client_secret_file = "client-secret"\n', ""),
+     "one of client_secret_file, client_secret_credential or certificate_file"),
+    (lambda t: t + 'certificate_file = "entra.pem"\n', "one of client_secret_file"),
+    (lambda t: t.replace('client_secret_file = "client-secret"\n',
+                         'certificate_file = "entra.pem"\n'), "needs its key"),
+    (lambda t: t + 'service_account_file = "sa.json"\n', "not used with provider"),
+    (lambda t: t + 'token_url = "http://login.example.net/token"\n', "https://"),
+    (lambda t: t.replace('provider = "microsoft365"', 'provider = "google"'),
+     "not used with provider = \"google\""),
+    (lambda t: t + 'password_file = "pw"\n', "unknown setting"),  # in the oauth table
+])
+def test_an_xoauth2_account_that_cannot_get_a_token_is_refused_in_words(
+        tmp_path: Path, change: object, error: str) -> None:
+    text = change(XOAUTH2)  # type: ignore[operator]
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, with_upstream(text)))
+    assert error in str(err.value), str(err.value)
+
+
+def test_a_token_url_on_loopback_may_be_plain_http(tmp_path: Path) -> None:
+    text = XOAUTH2 + 'token_url = "http://127.0.0.1:8400/token"\n'
+    account = load_settings(write(tmp_path, with_upstream(text))).upstream[0]
+    assert account.oauth is not None
+    assert account.oauth.default_token_url() == "http://127.0.0.1:8400/token"

@@ -6,6 +6,7 @@ Only the hooks Pli needs are here; replies for every error come from the excepti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ log = get_logger("pli.intake")
 Process = Callable[[Submission], Awaitable[str]]
 
 MAX_RECIPIENTS = 100
+_UNWRITABLE = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")  # surrogates: bytes not UTF-8
 
 
 class SubmissionHandler:
@@ -84,6 +86,13 @@ class SubmissionHandler:
         if "@" not in address:
             return smtp_reply(553, "5.1.3", "Un destinataire doit être une adresse complète "
                               "(nom@domaine)", "A recipient must be a full address (name@domain)")
+        if _UNWRITABLE.search(address):
+            # A control character (a NUL, a line break) or bytes that are not UTF-8: no
+            # reader agrees on where such an address goes, and none is needed.
+            return smtp_reply(553, "5.1.3", "Adresse refusée : elle contient un caractère de "
+                              "contrôle ou des octets illisibles",
+                              "Address refused: it holds a control character or unreadable "
+                              "bytes")
         if routes_elsewhere(address):
             # The provider may deliver it to another domain than the one the policy sees.
             log.info("session.recipient_refused", client=_client(session),

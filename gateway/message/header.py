@@ -20,7 +20,7 @@ The block ends at the first empty line; what follows is the body. Lines end in C
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BOM = b"\xef\xbb\xbf"
 
@@ -49,10 +49,11 @@ class Field:
     raw: bytes
     colon: int  # offset of the colon in ``raw``
     spaced: bool = False  # white space between the name and the colon
+    key: str = ""  # the name lower-cased
 
-    @property
-    def key(self) -> str:
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name.lower())
 
     @property
     def value_bytes(self) -> bytes:
@@ -75,24 +76,26 @@ class HeaderBlock:
     length: int = 0
     problems: tuple[str, ...] = ()
     bom: bool = False
+    _index: dict[str, list[Field]] = field(default_factory=dict, init=False, repr=False,
+                                           compare=False)
+
+    def __post_init__(self) -> None:
+        for one in self.fields:
+            self._index.setdefault(one.key, []).append(one)
 
     def first(self, name: str) -> Field | None:
-        key = name.lower()
-        for field in self.fields:
-            if field.key == key:
-                return field
-        return None
+        found = self._index.get(name.lower())
+        return found[0] if found else None
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        field = self.first(name)
-        return field.value if field is not None else default
+        found = self.first(name)
+        return found.value if found is not None else default
 
     def get_all(self, name: str) -> list[str]:
-        key = name.lower()
-        return [f.value for f in self.fields if f.key == key]
+        return [f.value for f in self._index.get(name.lower(), ())]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.first(name) is not None
+        return isinstance(name, str) and name.lower() in self._index
 
 
 def parse_header(data: bytes, *, top: bool = False, truncated: bool = False) -> HeaderBlock:
@@ -151,12 +154,12 @@ def parse_header(data: bytes, *, top: bool = False, truncated: bool = False) -> 
 def _duplicates_and_spacing(fields: list[Field]) -> list[str]:
     problems = []
     seen: set[str] = set()
-    for field in fields:
-        key = field.key
+    for one in fields:
+        key = one.key
         if key in SINGLE:
             if key in seen:
-                problems.append(f"two {field.name} fields")
+                problems.append(f"two {one.name} fields")
             seen.add(key)
-        if field.spaced and key in DECIDING:
-            problems.append(f"white space between the name {field.name} and its colon")
+        if one.spaced and key in DECIDING:
+            problems.append(f"white space between the name {one.name} and its colon")
     return problems

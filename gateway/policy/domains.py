@@ -17,6 +17,7 @@ may not be the one the mail goes to.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -26,8 +27,10 @@ from encodings import idna
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
+@functools.lru_cache(maxsize=4096)
 def to_ascii(domain: str) -> str:
-    """Lower-case A-label form of ``domain``; labels that cannot be encoded stay as given.
+    """Lower-case A-label form of ``domain`` (remembered: every message asks it of the
+    same few domains several times); labels that cannot be encoded stay as given.
 
     The standard library speaks IDNA 2003, which maps some labels to another name than
     today's resolvers do ("straße" to "strasse" where they use "xn--strae-oqa"; joiners

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime, formatdate, make_msgid
 
 from gateway.message.header import parse_header
-from gateway.spool.store import QueuedMessage, Recipient
+from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
 
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -104,3 +104,23 @@ def build_dsn(
         f"\r\n--{boundary}--\r\n".encode(),
     ]
     return b"".join(parts)
+
+
+def queue_dsn(spool: Spool, original: QueuedMessage, failed: list[Recipient], hostname: str,
+              now: float) -> QueuedMessage:
+    """Blocking (on the spool's threads): queue the DSN telling the sender of ``original``
+    about ``failed``, through the account the original went out with; return it."""
+    dsn = build_dsn(original, failed, spool.header_block(original.id), hostname)
+    notice = QueuedMessage(
+        id=new_queue_id(),
+        mail_from="",
+        recipients=[Recipient(original.mail_from)],
+        created=now,
+        size=len(dsn),
+        route_sender=original.route_sender,
+        smtputf8=not original.mail_from.isascii(),
+        kind="dsn",
+        extra={"about": original.id},
+    )
+    spool.enqueue(notice, dsn)
+    return notice

@@ -3,15 +3,11 @@ until the message has been in the queue longer than its lifetime."""
 
 from __future__ import annotations
 
-import re
-
 BUSY_RETRY = 30.0
 """The first delay, instead of ``retry_min``, when the provider said this account has
 too many connections or submissions under way (it then doubles as usual): Microsoft 365
 answers 432 4.3.2 when another device of the practice (a scanner, an Outlook) holds the
 mailbox's three connections, and one is usually free again within seconds."""
-
-_BUSY = re.compile(r"(?<![\d.])(?:432|4\.3\.2)(?![\d.])")
 
 
 def next_delay(attempts: int, minimum: float, maximum: float) -> float:
@@ -22,8 +18,3 @@ def next_delay(attempts: int, minimum: float, maximum: float) -> float:
 
 def expired(created: float, now: float, lifetime: float) -> bool:
     return now - created >= lifetime
-
-
-def is_busy_reply(reply: str) -> bool:
-    """A 432 or a 4.3.2 anywhere in the provider's answer (Pli may have wrapped it)."""
-    return bool(_BUSY.search(reply))

@@ -3,6 +3,9 @@
     spool/incoming/<id>     a message as the client sends it (DATA), until it is queued
     spool/queue/<id>        a queued message: the bytes to relay, then its envelope
     spool/state/<id>.json   what delivery learnt since (outcomes per recipient, retries)
+    spool/hold/<id>         a queue file set aside: delivery failed on Pli's side (an
+                            internal error) too often; kept for a person to look at and
+                            release (as Postfix's hold queue, Mailman's shunt queue)
     spool/tmp/              queue and state files being written
 
 A queue file holds the message, then its envelope (JSON), then a footer of fixed length
@@ -14,8 +17,9 @@ the messages queued at the same moment (group commit: see ``commit.py``); only t
 does the client get its 250. It never changes afterwards: what delivery learns goes into
 the state file, written atomically beside it, which then stands for the envelope.
 
-A queue file counts as queued; anything in ``incoming/`` or ``tmp/`` was never
-acknowledged and is removed at start. Whoever changes a queued message (the worker,
+A queue file counts as queued; a held one is kept as it is but not delivered until it
+is released; anything in ``incoming/`` or ``tmp/`` was never acknowledged and is removed
+at start. Whoever changes a queued message (the worker,
 ``pli queue delete``) holds an exclusive ``flock`` on its queue file, so the command line
 and the server never race. The spool's writes run on threads of its own, so that nothing
 else waits behind an fsync.
@@ -30,6 +34,7 @@ import fcntl
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +83,9 @@ class QueuedMessage:
     next_attempt: float = 0.0
     last_error: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    internal_errors: int = 0  # attempts in a row that failed on Pli's side (a bug, a bad file)
+    held: str = ""  # why it was set aside in hold/, in words (never the message's content)
+    waiting: str = ""  # the sending limit it waits for until next_attempt, in words
 
     @property
     def pending(self) -> list[Recipient]:
@@ -112,16 +120,20 @@ class Spool:
         self.incoming_dir = root / "incoming"
         self.queue_dir = root / "queue"
         self.state_dir = root / "state"
+        self.hold_dir = root / "hold"
         self.tmp_dir = root / "tmp"
         self.queue_sync = FolderSync(self.queue_dir)
         self._io: ThreadPoolExecutor | None = None
+        # Outcomes the disk would not take (see finish), by queue id.
+        self._unsaved: dict[str, QueuedMessage] = {}
+        self._unsaved_lock = threading.Lock()
         # Envelopes this process queued, so that delivering a message just queued does
         # not read back what was just written (a state file, once written, wins).
         self._envelopes: dict[str, bytes] = {}
 
     def create(self) -> None:
         for folder in (self.root, self.incoming_dir, self.queue_dir, self.state_dir,
-                       self.tmp_dir):
+                       self.hold_dir, self.tmp_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # -- the spool's own threads ----------------------------------------------------
@@ -201,7 +213,8 @@ class Spool:
         fsync_folder(self.state_dir)
 
     def remove(self, queue_id: str) -> None:
-        """The queue file first: once it is gone the message no longer counts as queued.
+        """The queue file first (or the held one): once it is gone the message no longer
+        counts as queued.
 
         Not fsync'd, as Postfix does not: a power cut right after a delivery may bring
         the message back, and it is delivered again (at least once, never lost)."""
@@ -209,19 +222,75 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             (self.queue_dir / queue_id).unlink()
         with contextlib.suppress(FileNotFoundError):
+            (self.hold_dir / queue_id).unlink()
+        with contextlib.suppress(FileNotFoundError):
             (self.state_dir / f"{queue_id}.json").unlink()
+        self.forget(queue_id)
+
+    def finish(self, message: QueuedMessage) -> bool:
+        """Blocking: write down what delivery learnt, or remove the message once nobody is
+        left to serve or to tell. True if it was removed.
+
+        What the disk does not take (a full disk) is kept in memory, and :meth:`load`
+        gives it instead of the file until a later ``finish`` writes it, so that a
+        recipient already served is not sent the message again and retries keep their
+        pace; the OSError is raised all the same. Only a restart before then loses it."""
+        done = not (message.pending or message.unreported)
+        try:
+            if done:
+                self.remove(message.id)
+            else:
+                self.save(message)
+        except OSError:
+            with self._unsaved_lock:
+                self._unsaved[message.id] = QueuedMessage.from_json(message.to_json())
+            raise
+        self.forget(message.id)
+        return done
+
+    def forget(self, queue_id: str) -> None:
+        """Drop what is kept in memory about a message that is no longer queued."""
+        with self._unsaved_lock:
+            self._unsaved.pop(queue_id, None)
+
+    def hold(self, message: QueuedMessage, reason: str) -> None:
+        """Blocking, with the message locked: set it aside in ``hold/``, its state (and
+        why) written first, so that it is never lost between the two folders."""
+        message.held = reason
+        self.save(message)
+        os.rename(self.queue_dir / message.id, self.hold_dir / message.id)
+        fsync_folder(self.hold_dir)
+        self.queue_sync.sync()
+        self.forget(message.id)
+
+    def release(self, message: QueuedMessage) -> None:
+        """Blocking, with the held message locked: back into the queue, due now, with its
+        count of internal errors started afresh."""
+        message.held = ""
+        message.internal_errors = 0
+        message.next_attempt = 0.0
+        self.save(message)
+        _rename_new(self.hold_dir / message.id, self.queue_dir / message.id)
+        self.queue_sync.sync()
+        fsync_folder(self.hold_dir)
 
     # -- reading --------------------------------------------------------------------
 
-    def ids(self) -> list[str]:
+    def ids(self, *, held: bool = False) -> list[str]:
+        """The queued messages' ids (or the held ones'), oldest first."""
         try:
-            names = os.listdir(self.queue_dir)
+            names = os.listdir(self.hold_dir if held else self.queue_dir)
         except FileNotFoundError:
             return []
         return sorted(names)
 
-    def load(self, queue_id: str) -> QueuedMessage | None:
-        """The message's envelope as it stands (its state file, else its queue file)."""
+    def load(self, queue_id: str, *, held: bool = False) -> QueuedMessage | None:
+        """The message's envelope as it stands: what :meth:`finish` could not write down,
+        else its state file, else its queue file (in ``hold/`` if ``held``)."""
+        with self._unsaved_lock:
+            unsaved = self._unsaved.get(queue_id)
+        if unsaved is not None and not held:
+            return QueuedMessage.from_json(unsaved.to_json())
         try:
             return QueuedMessage.from_json((self.state_dir / f"{queue_id}.json").read_bytes())
         except FileNotFoundError:
@@ -230,7 +299,7 @@ class Spool:
         if known is not None and (self.queue_dir / queue_id).exists():
             return QueuedMessage.from_json(known)
         try:
-            fd = os.open(self.queue_dir / queue_id, os.O_RDONLY)
+            fd = os.open((self.hold_dir if held else self.queue_dir) / queue_id, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
@@ -258,13 +327,13 @@ class Spool:
         end = head.find(b"\r\n\r\n")
         return head[:end + 2] if end >= 0 else head
 
-    def messages(self) -> Iterator[QueuedMessage]:
-        """Every queued message whose envelope can be read. One that cannot (edited by
-        hand, restored half-way) is logged and left where it is: it must not stop the
-        scan that finds every other message due for delivery."""
-        for queue_id in self.ids():
+    def messages(self, *, held: bool = False) -> Iterator[QueuedMessage]:
+        """Every queued message (or held one) whose envelope can be read. One that cannot
+        (edited by hand, restored half-way) is logged and left where it is: it must not
+        stop the scan that finds every other message due for delivery."""
+        for queue_id in self.ids(held=held):
             try:
-                message = self.load(queue_id)
+                message = self.load(queue_id, held=held)
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 log.error("spool.unreadable", queue_id=queue_id, error=type(exc).__name__)
                 continue
@@ -273,14 +342,15 @@ class Spool:
 
     def recover(self) -> int:
         """At start: drop what was never acknowledged, and bring a spool written by an
-        earlier Pli (msg/ and meta/) into this layout. Returns how many files went."""
+        earlier Pli (msg/ and meta/) into this layout. Held messages stay held. Returns
+        how many files went."""
         self.create()
         removed = 0
         for folder in (self.tmp_dir, self.incoming_dir):
             for leftover in folder.iterdir():
                 leftover.unlink(missing_ok=True)
                 removed += 1
-        queued = set(self.ids())
+        queued = set(self.ids()) | set(self.ids(held=True))
         for state in self.state_dir.glob("*.json"):
             if state.stem not in queued:
                 state.unlink(missing_ok=True)
@@ -314,9 +384,10 @@ class Spool:
         return removed
 
     @contextlib.contextmanager
-    def locked(self, queue_id: str) -> Iterator[QueuedMessage | None]:
-        """Hold the message exclusively; yields None when it is no longer queued."""
-        path = self.queue_dir / queue_id
+    def locked(self, queue_id: str, *, held: bool = False) -> Iterator[QueuedMessage | None]:
+        """Hold the message exclusively; yields None when it is no longer queued (or, with
+        ``held``, no longer held)."""
+        path = (self.hold_dir if held else self.queue_dir) / queue_id
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -329,8 +400,8 @@ class Spool:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise Busy(queue_id) from None
                 raise
-            # The message may have been removed while we opened it.
-            yield self.load(queue_id) if _same_file(fd, path) else None
+            # The message may have been removed (or moved) while we opened it.
+            yield self.load(queue_id, held=held) if _same_file(fd, path) else None
         finally:
             os.close(fd)
 

@@ -9,7 +9,9 @@ PIPELINING (RFC 2920), MAIL, every RCPT and DATA go in one write and their repli
 read in order: two round trips per message instead of three plus one per recipient.
 
 Outcomes are set on the recipients (sent, failed for good, or still pending); an error
-that a later attempt may not meet raises :class:`TemporaryError`.
+that a later attempt may not meet raises :class:`TemporaryError`. The transaction is one
+message over one connection that :mod:`gateway.spool.connections` opened; the loop that
+chooses them is :mod:`gateway.spool.worker`.
 """
 
 from __future__ import annotations
@@ -21,18 +23,12 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from gateway.spool.outcomes import TemporaryError, is_final
 from gateway.spool.store import QueuedFile, QueuedMessage, Recipient
 
 CHUNK = 64 * 1024
 BLOCK = 1024 * 1024  # read from the queue file on the spool's threads, then sent in chunks
-
-
-class TemporaryError(Exception):
-    """The attempt failed in a way that a later attempt may not (4xx, network)."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
+HEAD = 64 * 1024  # what is read to decide whether the message needs SMTPUTF8
 
 
 @dataclass(frozen=True)
@@ -120,6 +116,42 @@ class _Conversation(asyncio.Protocol):
             await self._writable
             if self._lost is not None:
                 raise self._lost
+
+
+async def relay(smtp: aiosmtplib.SMTP, message: QueuedMessage, pending: list[Recipient],
+                queued: QueuedFile, run: Run, *, timeout: float, data_timeout: float) -> None:
+    """The message in ``queued`` to ``pending``, with the options it needs. A connection
+    the provider closed raises ``SMTPServerDisconnected`` (the caller may try a fresh one);
+    anything else that cuts the transaction short is a :class:`TemporaryError`."""
+    options = []
+    if _needs_smtputf8(message, pending, queued.read(0, min(queued.size, HEAD))):
+        if not smtp.supports_extension("smtputf8"):
+            for r in pending:  # no later attempt can do better: tell the sender now
+                r.state, r.reply = "failed", (
+                    "550 5.6.7 The provider does not accept internationalised addresses "
+                    "(SMTPUTF8), which this message needs")
+            return
+        options.append("SMTPUTF8")
+    if smtp.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    try:
+        await send(smtp, message, pending, read_blocks(queued, run), size=queued.size,
+                   options=options, timeout=timeout, data_timeout=data_timeout)
+    except (aiosmtplib.SMTPServerDisconnected, TemporaryError):
+        raise
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise TemporaryError(f"451 4.4.2 Delivery interrupted: {type(exc).__name__}") from None
+
+
+def _needs_smtputf8(message: QueuedMessage, pending: list[Recipient], head: bytes) -> bool:
+    """As Postfix decides: only an address or a header that is not ASCII needs SMTPUTF8. A
+    client that asked for it out of habit must not make plain mail undeliverable through a
+    provider that does not offer it. ``head`` is the message's first bytes."""
+    if not message.smtputf8:
+        return False
+    addresses = [message.mail_from, *(r.address for r in pending)]
+    headers = head.split(b"\r\n\r\n", 1)[0]
+    return not (all(a.isascii() for a in addresses) and headers.isascii())
 
 
 async def send(smtp: aiosmtplib.SMTP, message: QueuedMessage, pending: list[Recipient],
@@ -243,7 +275,7 @@ async def _reset(transport: asyncio.WriteTransport, talk: _Conversation,
 
 
 def _all(recipients: list[Recipient], reply: Reply) -> None:
-    if reply.code >= 500:
+    if is_final(reply.code, str(reply)):
         for r in recipients:
             r.state, r.reply = "failed", str(reply)
         return
@@ -252,5 +284,5 @@ def _all(recipients: list[Recipient], reply: Reply) -> None:
 
 def _record(recipient: Recipient, reply: Reply) -> None:
     recipient.reply = str(reply)
-    if reply.code >= 500:
+    if is_final(reply.code, str(reply)):
         recipient.state = "failed"

@@ -1,52 +1,40 @@
-"""The delivery worker: relays queued messages to the practice's provider with aiosmtplib.
+"""The delivery loop: relays queued messages to the practice's provider.
 
-It runs in the server's event loop. A scheduler finds messages that are due (new ones are
-handed over directly by the intake; deferred ones are found by a periodic scan of the
-spool). Each upstream account has its own queue and its own senders, as many as
-``[delivery] concurrency``, each keeping its connection to the provider open while there
-is work: providers limit connections per account, not per practice, and one
-practitioner's batch of letters does not hold up a colleague's message. All accounts
-together open at most ``[delivery] max_connections``: a sender needs one of that many
-slots to open a connection; when none is free, a connection kept open while idle is
-closed to make room, and while others wait, a sender gives its slot back after each
-message. Outcomes are per recipient: one the provider refused for good gets a DSN and is
-not tried again; the others are not sent twice.
+It runs in the server's event loop and only ties the parts together: the scheduler
+(:mod:`~gateway.spool.scheduler`) hands each account's senders their messages; a sender
+takes a connection (:mod:`~gateway.spool.connections`), relays the message over it
+(:mod:`~gateway.spool.transaction`), learns from the answers what each recipient's state
+is and when to try again (:mod:`~gateway.spool.outcomes`), queues a DSN for a failure
+(:mod:`~gateway.spool.dsn`), and has the spool write it all down. Outcomes are per
+recipient: one the provider refused for good gets a DSN and is not tried again; the
+others are not sent twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
 from gateway.config import Settings, Upstream
 from gateway.errors import reply_codes
 from gateway.logs import get_logger
-from gateway.spool.dsn import build_dsn
-from gateway.spool.retry import BUSY_RETRY, expired, is_busy_reply, next_delay
-from gateway.spool.store import Busy, QueuedFile, QueuedMessage, Recipient, Spool, new_queue_id
-from gateway.spool.transaction import TemporaryError, read_blocks, send
+from gateway.spool import outcomes
+from gateway.spool.connections import Connections, Holder
+from gateway.spool.dsn import queue_dsn
+from gateway.spool.outcomes import TemporaryError
+from gateway.spool.retry import next_delay
+from gateway.spool.scheduler import AccountKey, Scheduler, Wait, utc
+from gateway.spool.store import Busy, QueuedFile, QueuedMessage, Recipient, Spool
+from gateway.spool.transaction import relay
 
 log = get_logger("pli.delivery")
 
-FLUSH_MARKER = "flush"
-
-
-
-
-class _Sender:
-    """One sender's connections (at most one: a sender serves one account) and whether
-    it holds one of the practice-wide connection slots."""
-
-    __slots__ = ("connections", "slot")
-
-    def __init__(self) -> None:
-        self.connections: dict[str, aiosmtplib.SMTP] = {}
-        self.slot = False
+HOLD_AFTER = 3
+"""Internal errors in a row after which a message goes to hold/ (``pli queue release``)."""
 
 
 class DeliveryWorker:
@@ -56,365 +44,222 @@ class DeliveryWorker:
         self.spool = spool
         self.settings = settings
         self.clock = clock
-        # One queue per upstream account (by name; None for senders no account covers),
-        # each with its senders, made when the account first has mail.
-        self._queues: dict[str | None, asyncio.Queue[str]] = {}
-        self._claimed: set[str] = set()
-        self._wake = asyncio.Event()
-        self._scheduler: asyncio.Task[None] | None = None
+        self.scheduler = Scheduler(spool, settings, on_account=self._start_senders, clock=clock)
+        self.connections = Connections(settings)
+        self._scan: asyncio.Task[None] | None = None
         self._senders: list[asyncio.Task[None]] = []
-        self._stopping = False
         self._busy = 0
-        # Connections open at once, all accounts together: a slot per connection.
-        self._slots = asyncio.Semaphore(settings.delivery.max_connections)
-        self._slot_waiters = 0
-        self._idle: set[_Sender] = set()  # holding a slot, waiting for mail
-        self._tls_contexts: dict[str, ssl.SSLContext] = {}
-        # Outcomes the disk would not take (full): kept here until it does, so that a
-        # recipient already delivered is not sent again and retries keep their pace.
-        self._unsaved: dict[str, QueuedMessage] = {}
 
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._scheduler = asyncio.create_task(self._schedule(), name="pli-scheduler")
+        self._scan = asyncio.create_task(self.scheduler.run(), name="pli-scheduler")
 
     async def stop(self, grace: float) -> None:
         """Stop taking work; give deliveries under way ``grace`` seconds, then cancel them.
 
         A cancelled delivery leaves its message queued: the provider may have it already,
         in which case it goes out twice rather than never (as with any MTA)."""
-        self._stopping = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
+        self.scheduler.stopping = True
+        if self._scan is not None:
+            self._scan.cancel()
         deadline = asyncio.get_running_loop().time() + grace
         while self._busy and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         for task in self._senders:
             task.cancel()
-        tasks = [t for t in (self._scheduler, *self._senders) if t is not None]
+        tasks = [t for t in (self._scan, *self._senders) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._scheduler = None
+        self._scan = None
         self._senders.clear()
-        self._queues.clear()
+        self.scheduler.clear()
 
     def submit(self, queue_id: str, route_sender: str) -> None:
-        """A message was queued (or is due again): relay it now, through the senders of
-        the account that ``route_sender`` goes out with. Once stopping, it stays in the
-        spool for the next start."""
-        if queue_id in self._claimed or self._stopping:
-            return
-        self._claimed.add(queue_id)
-        self._queue_for(route_sender).put_nowait(queue_id)
-
-    def _queue_for(self, route_sender: str) -> asyncio.Queue[str]:
-        account = self.settings.upstream_for(route_sender)
-        key = account.name if account is not None else None
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = asyncio.Queue()
-            # Mail no account covers is only deferred (see _attempt): one sender will do.
-            count = self.settings.delivery.concurrency if account is not None else 1
-            for n in range(count):
-                self._senders.append(asyncio.create_task(
-                    self._send_loop(queue), name=f"pli-sender-{key}-{n}"))
-        return queue
+        """A message was queued: relay it now (the pipeline's ``on_queued``)."""
+        self.scheduler.submit(queue_id, route_sender)
 
     def wake(self) -> None:
-        self._wake.set()
+        self.scheduler.wake()
 
-    # -- scheduling -------------------------------------------------------------------
+    def _start_senders(self, key: AccountKey, queue: asyncio.Queue[str], count: int) -> None:
+        for n in range(count):
+            self._senders.append(asyncio.create_task(
+                self._send_loop(queue), name=f"pli-sender-{key}-{n}"))
 
-    async def _schedule(self) -> None:
-        while True:
-            # Cleared before the scan, so a wake-up (pli queue flush) during it is not lost.
-            self._wake.clear()
-            try:
-                due, soonest = await asyncio.to_thread(self._scan)
-            except Exception as exc:  # a failed scan must not end every later one
-                log.error("delivery.scan_failed", error=type(exc).__name__)
-                due, soonest = [], None
-            # Back in the loop: the queues and the claimed set are not thread-safe.
-            for queue_id, route_sender in due:
-                self.submit(queue_id, route_sender)
-            wait = self.settings.delivery.scan_interval
-            if soonest is not None:
-                wait = max(0.05, min(wait, soonest - self.clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-
-    def _scan(self) -> tuple[list[tuple[str, str]], float | None]:
-        """Find due messages (in a worker thread: reads the spool, changes nothing else
-        shared); return them and when the next deferred one falls due."""
-        marker = self.spool.root / FLUSH_MARKER
-        flush = marker.exists()
-        if flush:
-            marker.unlink(missing_ok=True)
-            log.info("queue.flushed")
-        now = self.clock()
-        due: list[tuple[str, str]] = []
-        soonest: float | None = None
-        unsaved = dict(self._unsaved)  # one atomic copy: the loop may change it meanwhile
-        for message in self.spool.messages():
-            message = unsaved.get(message.id, message)
-            if flush or message.next_attempt <= now:
-                due.append((message.id, message.route_sender))
-            elif soonest is None or message.next_attempt < soonest:
-                soonest = message.next_attempt
-        return due, soonest
-
-    # -- sending ----------------------------------------------------------------------
+    # -- one sender -------------------------------------------------------------------
 
     async def _send_loop(self, queue: asyncio.Queue[str]) -> None:
-        me = _Sender()
+        holder = Holder()
         try:
             while True:
-                if me.slot:
-                    self._idle.add(me)
-                try:
-                    queue_id: str | None = await asyncio.wait_for(
-                        queue.get(), self.settings.delivery.idle_close
-                    )
-                except TimeoutError:
-                    queue_id = None
-                finally:
-                    self._idle.discard(me)
+                with self.connections.idle(holder):
+                    try:
+                        queue_id = await asyncio.wait_for(
+                            queue.get(), self.settings.delivery.idle_close)
+                    except TimeoutError:
+                        queue_id = None
                 if queue_id is None:
-                    await self._release(me)
+                    await self.connections.release(holder)
                     continue
                 self._busy += 1
                 try:
-                    await self._deliver(queue_id, me)
-                except Exception as exc:  # never let one message stop the sender
+                    await self._deliver(queue_id, holder)
+                except Exception as exc:  # noqa: BLE001 - one message must not stop the sender
                     log.error("delivery.internal_error", queue_id=queue_id,
-                              error=type(exc).__name__)
+                              error=type(exc).__name__)  # outside its lock: nothing kept
                 finally:
                     self._busy -= 1
-                    self._claimed.discard(queue_id)
-                if me.slot and (not me.connections or self._slot_waiters):
-                    await self._release(me)  # nothing kept open, or someone else's turn
+                    self.scheduler.done(queue_id)
+                if self.connections.should_release(holder):
+                    await self.connections.release(holder)  # nothing kept, or another's turn
         finally:
-            await self._release(me)
+            await self.connections.release(holder)
 
-    async def _acquire(self, me: _Sender) -> None:
-        """Take a connection slot, closing a connection another sender keeps idle if
-        none is free."""
-        if me.slot:
-            return
-        self._slot_waiters += 1
-        try:
-            if self._slots.locked() and self._idle:
-                await self._release(self._idle.pop())
-            await self._slots.acquire()
-            me.slot = True
-        finally:
-            self._slot_waiters -= 1
-
-    async def _release(self, sender: _Sender) -> None:
-        """Close the sender's connection (QUIT first), then give its slot back. The sender
-        may wake meanwhile: it then finds neither connection nor slot, and waits its turn."""
-        held, sender.slot = sender.slot, False
-        connections = dict(sender.connections)
-        sender.connections.clear()
-        try:
-            await _close_all(connections)
-        finally:
-            if held:
-                self._slots.release()
-
-    async def _deliver(self, queue_id: str, me: _Sender) -> None:
+    async def _deliver(self, queue_id: str, holder: Holder) -> None:
         try:
             with self.spool.locked(queue_id) as message:
                 if message is None:
-                    self._unsaved.pop(queue_id, None)
+                    self.spool.forget(queue_id)
                     return
-                message = self._unsaved.get(queue_id, message)
-                if message.pending:
-                    await self._attempt(message, me)
-                elif message.unreported or queue_id in self._unsaved:
-                    await self._finish(message)  # a DSN to queue, or an outcome to save
+                try:
+                    if message.pending:
+                        await self._attempt(message, holder)
+                    else:  # a DSN still to queue, or an outcome still to write down
+                        await self._finish(message)
+                except Exception as exc:  # noqa: BLE001 - a fault of Pli's, not the provider's
+                    await self._internal_error(message, exc)
         except Busy:
             log.info("delivery.skipped_busy", queue_id=queue_id)
 
-    async def _attempt(self, message: QueuedMessage, me: _Sender) -> None:
+    async def _internal_error(self, message: QueuedMessage, exc: Exception) -> None:
+        """Something on Pli's side failed (a bug, a spool file edited by hand): try again
+        later, as after a provider's 4xx; the third time in a row, set the message aside
+        in hold/ for a person, instead of trying it again and again."""
+        message.internal_errors += 1
+        error = type(exc).__name__
+        log.error("delivery.internal_error", queue_id=message.id, error=error,
+                  times=message.internal_errors)
+        delivery = self.settings.delivery
+        try:
+            if message.internal_errors >= HOLD_AFTER:
+                reason = (f"internal error ({error}) at {message.internal_errors} attempts "
+                          f"in a row")
+                await self.spool.run(self.spool.hold, message, reason)
+                log.warning("spool.held", queue_id=message.id, error=error)
+                return
+            message.next_attempt = self.clock() + next_delay(
+                message.internal_errors, delivery.retry_min, delivery.retry_max)
+            await self.spool.run(self.spool.finish, message)
+        except OSError as failed:
+            log.error("spool.state_unsaved", queue_id=message.id,
+                      error=failed.strerror or type(failed).__name__)
+
+    async def _attempt(self, message: QueuedMessage, holder: Holder) -> None:
+        message.waiting = ""
         pending = message.pending
         account = self.settings.upstream_for(message.route_sender)
+        wait: Wait | None = None
+        not_before = 0.0
         if account is None:
-            self._defer_all(message, f"451 4.3.5 No upstream account in pli.toml covers "
-                                     f"the sender {message.route_sender}")
+            outcomes.defer_all(message, f"451 4.3.5 No upstream account in pli.toml covers "
+                                        f"the sender {message.route_sender}")
+            tried = pending
         else:
-            queued = await self.spool.run(self.spool.open_message, message.id)
+            queued = self.spool.open_message(message.id)  # an open and a read of its end
             try:
-                await self._relay(message, pending, queued, account, me)
-            except TemporaryError as exc:
-                self._defer_all(message, exc.reply)
+                tried, wait = await self._transactions(message, pending, queued, account,
+                                                       holder)
             finally:
                 queued.close()
-        await self._settle(message, pending)
+                await self.scheduler.save_limits()
+            not_before = self.scheduler.limits.account(account).blocked_until
+        now = self.clock()
+        delivery = self.settings.delivery
+        settled = outcomes.settle(message, tried, now, delivery, not_before=not_before)
+        if settled.deferred and not_before > now and account is not None:
+            message.waiting = self.scheduler.limits.account(account).reason  # the day's quota
+        if wait is not None:
+            settled.expired += outcomes.wait_for_limit(
+                message, wait.recipients, wait.until, wait.reason, now, delivery,
+                deferred=bool(settled.deferred))
+            if message.waiting:
+                log.info("delivery.waiting", queue_id=message.id, account=wait.account,
+                         recipients=len(wait.recipients), until=utc(wait.until))
+        self._log(message, settled)
+        message.internal_errors = 0  # this attempt went through to the end
+        await self._finish(message)
 
-    async def _relay(
-        self,
-        message: QueuedMessage,
-        pending: list[Recipient],
-        queued: QueuedFile,
-        account: Upstream,
-        me: _Sender,
-    ) -> None:
-        connections = me.connections
-        for attempt in (1, 2):
-            smtp, reused = await self._connection(account, me)
+    async def _transactions(self, message: QueuedMessage, pending: list[Recipient],
+                            queued: QueuedFile, account: Upstream,
+                            holder: Holder) -> tuple[list[Recipient], Wait | None]:
+        """As many transactions as the account's limits allow now, each to at most
+        ``max_recipients_per_message``, each at its turn of ``max_messages_per_minute``.
+        Returns the recipients tried, and those left to wait for a limit."""
+        todo = outcomes.batches(pending, account.max_recipients_per_message)
+        tried: list[Recipient] = []
+        while todo:
+            batch = todo.pop(0)
+            rest = [*batch, *itertools.chain.from_iterable(todo)]
+            granted = self.scheduler.admit(account, len(batch))
+            if isinstance(granted, Wait):
+                granted.recipients = rest
+                return tried, granted
+            if granted < len(batch):  # the rest of the day's room: the others wait
+                todo.insert(0, batch[granted:])
+                batch = batch[:granted]
             try:
-                await self._transaction(smtp, message, pending, queued)
+                await self._relay(message, batch, queued, account, holder,
+                                  ready=lambda: self.scheduler.turn(account))
+            except TemporaryError as exc:
+                outcomes.defer_all(message, exc.reply)
+                self.scheduler.learn(account, [exc.reply], sent=False)
+                return [*tried, *rest], None
+            finally:
+                self.scheduler.counted(account, granted, sum(r.state == "sent" for r in batch))
+            tried += batch
+            self.scheduler.learn(account, [r.reply for r in batch if r.state == "pending"],
+                                 sent=any(r.state == "sent" for r in batch))
+        return tried, None
+
+    async def _relay(self, message: QueuedMessage, pending: list[Recipient],
+                     queued: QueuedFile, account: Upstream, holder: Holder,
+                     ready: Callable[[], Awaitable[None]]) -> None:
+        """One transaction, once the connection is ``ready`` (the account's turn)."""
+        delivery = self.settings.delivery
+        for attempt in (1, 2):
+            smtp, reused = await self.connections.get(account, holder)
+            if attempt == 1:
+                await ready()
+                if not smtp.is_connected:  # dropped while it waited
+                    continue
+            try:
+                await relay(smtp, message, pending, queued, self.spool.run,
+                            timeout=delivery.command_timeout,
+                            data_timeout=delivery.data_timeout)
                 return
             except aiosmtplib.SMTPServerDisconnected as exc:
-                connections.pop(account.name, None)
-                smtp.close()
+                self.connections.drop(holder)
                 # A kept connection the provider closed while idle: try a fresh one once.
                 if not (reused and attempt == 1):
                     raise TemporaryError(
-                        f"451 4.4.2 {account.host} closed the connection ({exc})"
-                    ) from None
+                        f"451 4.4.2 {account.host} closed the connection ({exc})") from None
             except TemporaryError:
-                connections.pop(account.name, None)
-                smtp.close()
+                self.connections.drop(holder)
                 raise
 
-    async def _transaction(
-        self,
-        smtp: aiosmtplib.SMTP,
-        message: QueuedMessage,
-        pending: list[Recipient],
-        queued: QueuedFile,
-    ) -> None:
-        options = []
-        head = queued.read(0, min(queued.size, 64 * 1024))
-        if _needs_smtputf8(message, pending, head):
-            if not smtp.supports_extension("smtputf8"):
-                for r in pending:  # no later attempt can do better: tell the sender now
-                    r.state, r.reply = "failed", (
-                        "550 5.6.7 The provider does not accept internationalised addresses "
-                        "(SMTPUTF8), which this message needs")
-                return
-            options.append("SMTPUTF8")
-        if smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        delivery = self.settings.delivery
-        try:
-            await send(smtp, message, pending, read_blocks(queued, self.spool.run),
-                       size=queued.size, options=options, timeout=delivery.command_timeout,
-                       data_timeout=delivery.command_timeout)
-        except aiosmtplib.SMTPServerDisconnected:
-            raise
-        except TemporaryError:
-            raise
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TemporaryError(f"451 4.4.2 Delivery interrupted: {type(exc).__name__}") from None
-
-    def _tls_context(self, account: Upstream) -> ssl.SSLContext:
-        """One context per account, made once: loading the CA store for every connection
-        costs more than the rest of the TLS set-up."""
-        context = self._tls_contexts.get(account.name)
-        if context is None:
-            context = ssl.create_default_context(
-                cafile=str(account.ca_file) if account.ca_file else None)
-            if not account.verify_certificate:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._tls_contexts[account.name] = context
-        return context
-
-    async def _connection(self, account: Upstream, me: _Sender) -> tuple[aiosmtplib.SMTP, bool]:
-        smtp = me.connections.get(account.name)
-        if smtp is not None and smtp.is_connected:
-            return smtp, True
-        await self._acquire(me)
-        delivery = self.settings.delivery
-        smtp = aiosmtplib.SMTP(
-            hostname=account.host,
-            port=account.port,
-            use_tls=account.security == "tls",
-            start_tls=False,  # done below, so that a provider without it can be named
-            tls_context=self._tls_context(account),
-            timeout=delivery.command_timeout,
-            local_hostname=self.settings.hostname,
-        )
-        where = f"{account.host}:{account.port}"
-        try:
-            await smtp.connect(timeout=delivery.connect_timeout)
-            if account.security == "starttls":
-                await smtp.ehlo()
-                if not smtp.supports_extension("starttls"):
-                    smtp.close()
-                    raise TemporaryError(
-                        f"451 4.7.4 The provider {where} does not offer STARTTLS, which account "
-                        f"{account.name!r} requires: Pli does not send mail in clear"
-                    )
-                await smtp.starttls()
-            if account.username:
-                await smtp.login(account.username, account.password() or "")
-            else:
-                await smtp.ehlo()
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            smtp.close()
-            raise TemporaryError(
-                f"451 4.7.0 The provider {where} refused Pli's login for account "
-                f"{account.name!r} ({exc.code} {exc.message}); check the upstream password"
-            ) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            smtp.close()
-            raise TemporaryError(f"451 4.4.1 {where} answered {exc.code} {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            smtp.close()
-            untrusted = _certificate_error(exc)
-            if untrusted is not None:
-                raise TemporaryError(
-                    f"451 4.7.5 The provider {where} presented a certificate Pli does not "
-                    f"trust ({untrusted.verify_message}); check ca_file for account "
-                    f"{account.name!r}"
-                ) from None
-            raise TemporaryError(
-                f"451 4.4.1 Cannot reach the provider {where} ({type(exc).__name__})"
-            ) from None
-        me.connections[account.name] = smtp
-        return smtp, False
-
-    # -- outcomes ---------------------------------------------------------------------
-
-    def _defer_all(self, message: QueuedMessage, reply: str) -> None:
-        message.last_error = reply
-        for r in message.pending:
-            r.reply = reply
-
-    async def _settle(self, message: QueuedMessage, tried: list[Recipient]) -> None:
-        now = self.clock()
-        delivery = self.settings.delivery
-        for r in tried:
-            if r.state == "sent":
-                log.info("delivery.sent", queue_id=message.id, recipient=r.address,
-                         reply=reply_codes(r.reply) or "no code")
-            elif r.state == "failed":
-                log.warning("delivery.bounced", queue_id=message.id, recipient=r.address,
-                            reply=reply_codes(r.reply) or "no code")
-        still = message.pending
-        if still:
-            message.attempts += 1
-            if expired(message.created, now, delivery.lifetime):
-                for r in still:
-                    r.state = "failed"
-                    r.reply = (f"{r.reply or message.last_error} (Pli gave up after "
-                               f"{_span(delivery.lifetime)} of retries)")
-                    log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
-            else:
-                first = delivery.retry_min
-                if all(is_busy_reply(r.reply or "") for r in still):
-                    first = min(first, BUSY_RETRY)  # busy, not down: 30 s, 60 s, 120 s...
-                delay = next_delay(message.attempts, first, delivery.retry_max)
-                message.next_attempt = now + delay
-                for r in still:
-                    log.info("delivery.deferred", queue_id=message.id, recipient=r.address,
-                             reply=reply_codes(r.reply) or "no code", retry_in=round(delay, 1),
-                             attempts=message.attempts)
-        await self._finish(message)
+    def _log(self, message: QueuedMessage, settled: outcomes.Settlement) -> None:
+        for r in settled.sent:
+            log.info("delivery.sent", queue_id=message.id, recipient=r.address,
+                     reply=reply_codes(r.reply) or "no code")
+        for r in settled.bounced:
+            log.warning("delivery.bounced", queue_id=message.id, recipient=r.address,
+                        reply=reply_codes(r.reply) or "no code")
+        for r in settled.expired:
+            log.warning("delivery.expired", queue_id=message.id, recipient=r.address)
+        for r in settled.deferred:
+            log.info("delivery.deferred", queue_id=message.id, recipient=r.address,
+                     reply=reply_codes(r.reply) or "no code", retry_in=round(settled.delay, 1),
+                     attempts=message.attempts)
 
     async def _finish(self, message: QueuedMessage) -> None:
         """Queue the DSN for failures not yet reported, then keep or remove the message.
@@ -427,78 +272,27 @@ class DeliveryWorker:
                 await self._bounce(message, unreported)
                 for r in unreported:
                     r.reported = True
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - told at a later attempt
                 log.error("dsn.failed", queue_id=message.id, error=type(exc).__name__)
                 message.next_attempt = self.clock() + self.settings.delivery.retry_min
         try:
-            if message.pending or message.unreported:
-                await self.spool.run(self.spool.save, message)
-            else:
-                await self.spool.run(self.spool.remove, message.id)
+            # A message served to everyone is removed with two unlinks (no fsync): on the
+            # event loop; a state to write down (fsync'd) goes to the spool's threads.
+            done = not (message.pending or message.unreported)
+            if self.spool.finish(message) if done else await self.spool.run(
+                    self.spool.finish, message):
                 log.info("spool.removed", queue_id=message.id)
         except OSError as exc:
-            # Delivered but not written down (a full disk): the next attempt goes by what
-            # is kept here. Only a restart before the disk takes it could send twice.
-            self._unsaved[message.id] = message
+            # Delivered but not written down (a full disk): the spool keeps it in memory.
             log.error("spool.state_unsaved", queue_id=message.id,
                       error=exc.strerror or type(exc).__name__)
-            return
-        self._unsaved.pop(message.id, None)
 
     async def _bounce(self, message: QueuedMessage, failed: list[Recipient]) -> None:
-        if message.kind == "dsn" or not message.mail_from:
+        if not outcomes.wants_dsn(message):
             log.warning("delivery.dsn_dropped", queue_id=message.id)  # never bounce a bounce
             return
-        header = await self.spool.run(self.spool.header_block, message.id)
-        dsn = build_dsn(message, failed, header, self.settings.hostname)
-        notice = QueuedMessage(
-            id=new_queue_id(),
-            mail_from="",
-            recipients=[Recipient(message.mail_from)],
-            created=self.clock(),
-            size=len(dsn),
-            route_sender=message.route_sender,
-            smtputf8=not message.mail_from.isascii(),
-            kind="dsn",
-            extra={"about": message.id},
-        )
-        await self.spool.run(self.spool.enqueue, notice, dsn)
+        notice = await self.spool.run(queue_dsn, self.spool, message, failed,
+                                      self.settings.hostname, self.clock())
         log.info("dsn.queued", queue_id=notice.id, about=message.id, recipient=message.mail_from,
                  failed=len(failed))
         self.submit(notice.id, notice.route_sender)
-
-
-def _needs_smtputf8(message: QueuedMessage, pending: list[Recipient], head: bytes) -> bool:
-    """As Postfix decides: only an address or a header that is not ASCII needs SMTPUTF8. A
-    client that asked for it out of habit must not make plain mail undeliverable through a
-    provider that does not offer it. ``head`` is the message's first bytes."""
-    if not message.smtputf8:
-        return False
-    addresses = [message.mail_from, *(r.address for r in pending)]
-    headers = head.split(b"\r\n\r\n", 1)[0]
-    return not (all(a.isascii() for a in addresses) and headers.isascii())
-
-
-def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind a connection error (aiosmtplib wraps it for TLS)."""
-    seen: BaseException | None = exc
-    for _ in range(5):  # a short chain; never loop on a cyclic one
-        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} seconds"
-
-
-async def _close_all(connections: dict[str, aiosmtplib.SMTP]) -> None:
-    for smtp in list(connections.values()):
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(smtp.quit(), 5)
-        smtp.close()
-    connections.clear()

@@ -68,30 +68,23 @@ def fold_field(raw: bytes) -> bytes:
     return b"\r\n".join(out)
 
 
-def mended_body(message: Message) -> tuple[Segment, ...] | None:
+def mended_body(message: Message) -> tuple[tuple[Segment, ...], bytes | None] | None:
     """The message's body with every long line mended, and the Content-Transfer-Encoding
-    the top-level header must then say (or None to keep the original's): ``None`` when
-    the body needs nothing."""
+    its own header must then say (for a single-part message encoded anew; None to keep
+    the original's); None when the body needs nothing."""
     root = message.root
     if not has_long_line(message, root.body, root.end):
         return None
-    return tuple(_body(message, root))
-
-
-def top_encoding(message: Message) -> bytes | None:
-    """The Content-Transfer-Encoding a mended single-part message gets in its header."""
-    root = message.root
-    if root.kind == "leaf" and has_long_line(message, root.body, root.end):
-        return _encoding_for(root)
-    return None
+    encoding = _encoding_for(root) if root.kind == "leaf" else None
+    return tuple(_body(message, root, known_long=True)), encoding
 
 
 def _encoding_for(part: Part) -> bytes:
     return b"quoted-printable" if part.content_type.startswith("text/") else b"base64"
 
 
-def _body(message: Message, part: Part) -> Iterator[Segment]:
-    if not has_long_line(message, part.body, part.end):
+def _body(message: Message, part: Part, known_long: bool = False) -> Iterator[Segment]:
+    if not known_long and not has_long_line(message, part.body, part.end):
         if part.end > part.body:
             yield ByteRange(part.body, part.end)
         return

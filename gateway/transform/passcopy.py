@@ -24,8 +24,7 @@ from email.utils import formatdate, make_msgid
 from gateway.message.model import Message
 from gateway.message.params import decode_words
 from gateway.policy import remove_subject_tags
-from gateway.transform.longlines import (MAX_LINE, fold_field, header_bytes, mended_body,
-                                         top_encoding)
+from gateway.transform.longlines import MAX_LINE, fold_field, header_bytes, mended_body
 from gateway.types import ByteRange, Segment
 
 
@@ -56,8 +55,8 @@ def pass_copy(message: Message, tag_names: Iterable[str], hostname: str | None =
         if "message-id" not in header:
             kept.append(f"Message-ID: {make_msgid(domain=hostname)}".encode("ascii"))
             changed = True
-    body = mended_body(message) if long_lines else None
-    encoding = top_encoding(message) if body is not None else None
+    mended = mended_body(message) if long_lines else None
+    body, encoding = mended if mended is not None else (None, None)
     if not changed and body is None:
         return (ByteRange(0, message.size),)
     if encoding is not None:

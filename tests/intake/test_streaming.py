@@ -170,3 +170,14 @@ def test_pipelined_delivery_relays_to_every_recipient(
 
 
 OTHER = "dr.leroy@cabinet-martin.fr"
+
+
+@pytest.mark.parametrize("recipient", [b"<a\x00b@cabinet-martin.fr>", b"<a\x01b@example.org>",
+                                       b"<caf\xe9@example.org>"])
+def test_a_recipient_with_a_control_character_or_unreadable_bytes_is_refused(
+        gw: Gateway, provider: Provider, pli: RunningApp, recipient: bytes) -> None:
+    with raw_session(gw) as tls:
+        tls.sendall(f"MAIL FROM:<{ADDRESS}>\r\n".encode())
+        assert reply(tls).startswith(b"250")
+        tls.sendall(b"RCPT TO:" + recipient + b"\r\n")
+        assert reply(tls).startswith(b"553 5.1.3")

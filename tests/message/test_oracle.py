@@ -116,7 +116,37 @@ def corpus() -> list[bytes]:
     unclosed = (b'From: a@b.fr\r\nContent-Type: multipart/mixed; boundary="u"\r\n\r\n'
                 b"--u\r\n\r\nun\r\n--u\r\n\r\ndeux\r\n")
     return [crlf(m) for m in (plain, alternative, attached, related, forwarded, calendar,
-                              tnef, qp)] + [latin, no_mime, digest, preamble, unclosed]
+                              tnef, qp)] + [latin, no_mime, digest, preamble, unclosed] + \
+        suite_messages()
+
+
+def suite_messages() -> list[bytes]:
+    """The messages other tests of the suite send through Pli, built by their own code."""
+    import binascii
+
+    from bench.relay_throughput import make_message
+    from tests.inspect.test_mime import letter
+    from tests.intake.test_submission import message as submitted
+    from tests.spool.helpers import message as spooled
+    from tests.test_policy_wiring import mail
+    from tests.transform.test_protect import original
+
+    every_kind = original()
+    uu = "begin 644 scan-uu.bin\n" + "".join(
+        binascii.b2a_uu(PDF[i:i + 45]).decode() for i in range(0, len(PDF), 45)) + "`\nend\n"
+    every_kind.add_attachment("Voir ci-joint.\n" + uu, filename="note.txt")
+    inner = _letter("compte rendu")
+    every_kind.add_attachment(inner)
+    every_kind.add_attachment(b"\x78\x9f\x3e\x22" + bytes(40), maintype="application",
+                              subtype="ms-tnef", filename="winmail.dat")
+    every_kind.add_attachment(PNG, maintype="image", subtype="png", disposition="inline")
+    with_pdf = letter()
+    with_pdf.add_attachment(PDF, maintype="text", subtype="plain", filename="notes.txt")
+    built = [original(), original("Résultats [code:4821]"), every_kind, letter(), with_pdf,
+             mail("patient@gmail.com"), mail("dr.durand@cabinet-martin.fr")]
+    return [crlf(m) for m in built] + [normalise_line_endings(m) for m in (
+        spooled(), spooled(body="Résultats\n" + "x" * 2000), submitted(),
+        submitted(complete=False))] + [make_message(1, "dr.martin@cabinet-martin.fr")]
 
 
 def test_the_scanner_reads_every_message_of_the_corpus_as_the_standard_library() -> None:

@@ -30,14 +30,14 @@ def message(sender: str = ADDRESS, to: str = PATIENT, body: str = "Bonjour") -> 
 
 
 def submit(gw: Gateway, recipients: tuple[str, ...] = (PATIENT,), data: bytes | None = None,
-           sender: str = ADDRESS) -> str:
+           sender: str = ADDRESS, login: tuple[str, str] = (USER, PASSWORD)) -> str:
     """Submit one message as Thunderbird would (587, STARTTLS, AUTH); return its queue id."""
     data = data if data is not None else message(sender=sender, to=", ".join(recipients))
     with smtplib.SMTP(HOST, gw.submission_port, local_hostname="[192.0.2.1]",
                       timeout=10) as client:
         client.starttls(context=gw.client_context())
         client.ehlo("[192.0.2.1]")
-        client.login(USER, PASSWORD)
+        client.login(*login)
         assert client.mail(sender)[0] == 250
         for rcpt in recipients:
             assert client.rcpt(rcpt)[0] == 250

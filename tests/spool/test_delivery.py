@@ -321,3 +321,40 @@ def test_a_connection_kept_idle_gives_way_to_another_accounts_mail(
     assert [r.mail_from for r in provider.received] == [ADDRESS, OTHER_ADDRESS]
     assert provider.handler.most_open == 1
     assert provider.handler.sessions == 2
+
+
+@dataclass
+class SlowToAnswerSink(SinkHandler):
+    """A provider that takes the message at the final dot, then takes its time to say so
+    (a scan of a large message): it has the message whether or not Pli waits."""
+
+    delay: float = 2.5
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        await asyncio.sleep(self.delay)
+        return reply
+
+
+def test_a_provider_slow_to_answer_the_final_dot_is_not_sent_the_message_twice(
+        tmp_path: Path, loop: LoopThread, events: Events) -> None:
+    """Every other command gets command_timeout (1 s here); the end of DATA gets its own
+    wait, 10 minutes by default (RFC 5321 §4.5.3.2.6)."""
+    gw = make_gateway(tmp_path / "pli")
+    config = gw.config.read_text()
+    assert "\ncommand_timeout = 10\n" in config
+    gw.config.write_text(config.replace("\ncommand_timeout = 10\n", "\ncommand_timeout = 1\n"))
+    assert gw.settings().delivery.data_timeout == 600
+    provider = Provider(loop, None, gw.provider_port, offer_starttls=False)
+    provider.handler = SlowToAnswerSink()
+    provider.start()
+    app = RunningApp(loop, gw).start()
+    try:
+        queue_id = submit(gw)
+        wait_queue_empty(gw, timeout=15)
+        stays(lambda: len(provider.received) == 1, 1.5)  # retries would come within 1 s
+    finally:
+        app.stop()
+        provider.stop()
+    assert named(events, "delivery.deferred", queue_id=queue_id) == []
+    assert len(named(events, "delivery.sent", queue_id=queue_id)) == 1

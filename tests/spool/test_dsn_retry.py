@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import gateway.spool.worker as worker_module
+import gateway.spool.dsn as dsn_module
 from tests.spool.helpers import PATIENT, queued, submit
 from tests.support import ADDRESS, LoopThread, Provider, RunningApp, make_gateway, wait_until
 
@@ -17,7 +17,7 @@ def test_a_dsn_that_could_not_be_queued_is_queued_later(
     gw = make_gateway(tmp_path / "pli")
     provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
     provider.handler.rcpt_replies[PATIENT] = "550 5.1.1 No such user"
-    real_build = worker_module.build_dsn
+    real_build = dsn_module.build_dsn
     calls = []
 
     def failing_once(*args: object, **kwargs: object) -> bytes:
@@ -25,7 +25,7 @@ def test_a_dsn_that_could_not_be_queued_is_queued_later(
         if len(calls) == 1:
             raise OSError(28, "No space left on device")
         return real_build(*args, **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(worker_module, "build_dsn", failing_once)
+    monkeypatch.setattr(dsn_module, "build_dsn", failing_once)
     app = RunningApp(loop, gw).start()
     try:
         queue_id = submit(gw)

@@ -260,3 +260,22 @@ def test_an_unreadable_envelope_does_not_hide_the_other_queued_messages(spool: S
     spool.enqueue(queued_message("0OLD"), CONTENT)
     (spool.state_dir / "0OLD.json").write_bytes(b'{"id": "0OLD", "unknown": 1}')
     assert [m.id for m in spool.messages()] == [good.id]
+
+
+def test_recover_keeps_a_held_message_held_with_its_reason(spool: Spool) -> None:
+    message = queued_message()
+    spool.enqueue(message, CONTENT)
+    with spool.locked(message.id) as locked:
+        assert locked is not None
+        spool.hold(locked, "internal error (KeyError) at 3 attempts in a row")
+    spool.recover()
+    assert spool.ids() == [] and spool.ids(held=True) == [message.id]
+    held = spool.load(message.id, held=True)
+    assert held is not None and held.held.startswith("internal error (KeyError)")
+    with spool.locked(message.id, held=True) as locked:
+        assert locked is not None
+        spool.release(locked)
+    assert spool.ids() == [message.id] and spool.ids(held=True) == []
+    released = spool.load(message.id)
+    assert released is not None and (released.held, released.internal_errors) == ("", 0)
+    assert spool.content(message.id) == CONTENT

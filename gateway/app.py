@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.intake.server import Intake, start_intake
 from gateway.logs import get_logger
+from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
 from gateway.portal import start_portal
@@ -27,6 +28,7 @@ from gateway.spool.store import DiskRoom, Spool
 from gateway.spool.worker import DeliveryWorker
 from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform import Protector
+from gateway.transform.sender import SenderMail
 from gateway.users import UserStore
 from gateway.vault import Vault
 
@@ -63,6 +65,7 @@ class App:
         self.vault = Vault(settings.vault_dir)
         self.users = UserStore(settings.users_file)
         self.worker: DeliveryWorker | None = None
+        self.outbox: Outbox | None = None
         self.intake: Intake | None = None
         self.policy: Policy | None = None
         self.tls: ssl.SSLContext | None = None
@@ -90,6 +93,9 @@ class App:
         self.worker = DeliveryWorker(self.spool, settings)
         protector = Protector(self.vault, settings, template_dirs(settings),
                               tag_names=lambda: self.current_policy().tag_names)
+        self.outbox = Outbox(self.spool, self.vault,
+                             SenderMail(settings, template_dirs(settings)),
+                             submit=self.worker.submit)
         pipeline = Pipeline(default_steps(self.current_policy, protector, self.spool,
                                           on_queued=self.worker.submit,
                                           hostname=settings.hostname))
@@ -103,7 +109,7 @@ class App:
         if settings.portal.enabled:
             self._portal_runner = await start_portal(
                 settings, self.vault, trusted_proxies=settings.portal.trusted_proxies,
-                incoming_mail_host=settings.portal.imap_host)
+                incoming_mail_host=settings.portal.imap_host, notices=self.outbox)
         await self._start_metrics()
         self._write_pid()
         log.info("pli.ready", ports=self.intake.ports, queued=queued)
@@ -156,7 +162,14 @@ class App:
         log.info("pli.stopped")
 
     async def _purge_vault(self) -> None:
-        """Delete the vault objects of expired and revoked links for good (hourly)."""
+        """Tell the senders who asked of their links that expired unopened, then delete
+        the vault objects of expired and revoked links for good (hourly)."""
+        if self.outbox is not None:
+            try:
+                await self.outbox.expired_unopened()
+            except Exception as exc:  # noqa: BLE001 - tried again at the next run
+                log.error("notice.failed", notice="expired",
+                          error=getattr(exc, "strerror", None) or type(exc).__name__)
         try:
             purged = await asyncio.to_thread(self.vault.purge, time.time())
         except Exception as exc:  # noqa: BLE001 - tried again at the next run

@@ -119,6 +119,7 @@ def _events(v: Any) -> Any:
 
 
 _ACTION = _enum("pass", "protect", "block")
+_NOTICE = _enum("opened", "downloaded", "expired", "reply")
 
 # Which events go to the trail, and the only fields each may carry (names: gateway.events).
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -149,9 +150,19 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
                              "client": _ip},
     events.PORTAL_UNAVAILABLE: {"link": _id, "reason": _name, "client": _ip},
     events.PORTAL_CODE_THROTTLED: {"link": _id, "client": _ip},
+    events.PORTAL_OPENED: {"link": _id, "client": _ip},
+    events.PORTAL_REPLY: {"link": _id, "reply": _id, "files": _int, "bytes": _int,
+                          "size": _int, "client": _ip},
+    events.PORTAL_REPLY_REFUSED: {"link": _id, "reason": _name, "client": _ip},
+    events.PORTAL_MANAGE: {"link": _id, "action": _enum("viewed", "revoked", "extended"),
+                           "outcome": _name, "days": _int, "downloads": _int, "client": _ip},
+    events.NOTICE_QUEUED: {"queue_id": _id, "link": _id, "notice": _NOTICE,
+                           "recipients": _addresses},
+    events.NOTICE_FAILED: {"link": _id, "notice": _NOTICE},
     events.ADMIN_USER_ADDED: {"user": _name, "addresses": _addresses},
     events.ADMIN_USER_REMOVED: {"user": _name},
     events.ADMIN_LINK_REVOKED: {"link": _id},
+    events.ADMIN_LINK_EXTENDED: {"link": _id, "days": _int, "downloads": _int},
     events.ADMIN_LINKS_PURGED: {"links": _int, "objects": _int},
     events.ADMIN_QUEUE_DELETED: {"queue_id": _id},
     events.ADMIN_QUEUE_FLUSHED: {},
@@ -486,5 +497,8 @@ def story(trail: AuditTrail, *, message: str | None = None,
         for r in records:
             if r.get("about") in ids:
                 ids.add(str(r.get("queue_id")))
+    for r in records:  # a link's story goes on along its thread: its replies
+        if r.get("link") in links and r.get("reply"):
+            links.add(str(r["reply"]))
     return [r for r in records
             if r.get("queue_id") in ids or r.get("about") in ids or r.get("link") in links]

@@ -150,10 +150,20 @@ def _parser() -> argparse.ArgumentParser:
     llist = links_sub.add_parser("list", help="every link, with its limits and state")
     config_arg(llist)
     llist.set_defaults(func=cmd_links_list)
-    revoke = links_sub.add_parser("revoke", help="make a link unusable now")
+    revoke = links_sub.add_parser("revoke", help="make a link unusable now (as its sender's "
+                                  "page does)")
     config_arg(revoke)
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_links_revoke)
+    extend = links_sub.add_parser("extend", help="give a link more days or more downloads "
+                                  "(beyond what its rule lets its sender give)")
+    config_arg(extend)
+    extend.add_argument("id")
+    extend.add_argument("--days", type=int, default=0,
+                        help="it expires N days later (N days from now if it has expired)")
+    extend.add_argument("--downloads", type=int, default=0,
+                        help="each document may be downloaded N more times")
+    extend.set_defaults(func=cmd_links_extend)
     purge = links_sub.add_parser("purge", help="delete expired and revoked links for good")
     config_arg(purge)
     purge.set_defaults(func=cmd_links_purge)
@@ -492,12 +502,22 @@ def cmd_links_list(args: argparse.Namespace) -> int:
         files = link.files
         most = max((f.downloads for f in files), default=0)
         used_up = sum(1 for f in files if not link.downloads_left(f))
+        # What the audit trail says too: when it was first opened, what the sender is told.
+        opened = (f"opened {_when(link.opened)}" if link.opened is not None
+                  else "not opened")
+        notices = ("notices: " + ", ".join(link.options.notify) if link.options.notify
+                   else "no notices")
+        if link.replies:
+            notices += f"  {link.replies} repl{'y' if link.replies == 1 else 'ies'}"
+        if link.parent is not None:
+            who = "the patient" if link.origin == "patient" else "the sender"
+            notices += f"  reply from {who} to {link.parent}"
         print(f"{link.id}  {link.status(now):<9}  {link.sender} -> {', '.join(link.recipients)}"
               f"  {most}/{link.download_limit} downloads (most downloaded file,"
               f" {used_up} used up)  {expires}"
               f"  {'code' if link.has_code else 'no code'}"
               f"{f' ({link.failed_attempts} wrong)' if link.failed_attempts else ''}"
-              f"  {len(files)} file(s), {size} B")
+              f"  {len(files)} file(s), {size} B  {opened}  {notices}")
     print(f"{len(rows)} link(s)")
     return 0
 
@@ -508,6 +528,21 @@ def cmd_links_revoke(args: argparse.Namespace) -> int:
         raise PliError(f"no link {args.id} (or it was already revoked)")
     _audit(settings, "admin.link_revoked", link=args.id)
     print(f"revoked {args.id}: the patient now sees that the link is no longer valid")
+    return 0
+
+
+def cmd_links_extend(args: argparse.Namespace) -> int:
+    if args.days < 0 or args.downloads < 0 or not (args.days or args.downloads):
+        raise PliError("give --days N and/or --downloads N, each 1 or more")
+    settings = _settings(args)
+    info = _vault(settings).extend(args.id, days=args.days, downloads=args.downloads,
+                                   bounded=False)
+    if info is None:
+        raise PliError(f"no link {args.id} (or it was revoked: a revoked link stays so)")
+    _audit(settings, "admin.link_extended", link=args.id, days=args.days,
+           downloads=args.downloads)
+    print(f"extended {args.id}: valid until {_when(info.expires)}, "
+          f"{info.download_limit} downloads per document")
     return 0
 
 
@@ -698,6 +733,10 @@ def cmd_queue_release(args: argparse.Namespace) -> int:
     print(f"released {queue_id}: it goes to {len(message.pending)} recipient(s) again"
           + ("" if pid is not None else " when Pli starts"))
     return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
 def _duration(seconds: float) -> str:

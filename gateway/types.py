@@ -82,14 +82,24 @@ class MessageFacts:
 
 ActionName = Literal["pass", "protect", "block"]
 AccessCodeMode = Literal["none", "sender-tag", "generated", "sender-tag-or-generated"]
+NoticeEvent = Literal["opened", "downloaded", "expired"]
+NOTICE_EVENTS: tuple[NoticeEvent, ...] = ("opened", "downloaded", "expired")
+"""What the sender may be told about a link: the patient first opened the message, a
+document was downloaded, the link expired without ever being opened."""
 
 
 @dataclass(frozen=True)
 class ProtectSettings:
     """How a protected copy is made.
 
-    In a decision, ``access_code`` is resolved for the message at hand: "sender-tag" only
-    when the subject carries a usable ``[code:NNNN]`` tag, else "generated" (or "none").
+    In a decision, ``access_code``, ``notify``, ``expiry_days`` and ``download_limit`` are
+    resolved for the message at hand, from the rule and the sender's subject tags:
+    ``access_code`` is "sender-tag" only when the subject carries a usable ``[code:NNNN]``
+    tag, else "generated" (or "none"). ``max_expiry_days`` and ``max_download_limit``
+    bound what a tag or the sender's page may ask for (never less than the rule's own
+    values). ``reply_max_files`` and ``reply_max_bytes`` bound the patient's secure
+    reply (0 files and 0 bytes: no reply); ``manage_link`` sends the sender a receipt
+    with a link to revoke or extend the link, whatever the access code.
     """
 
     attachments: Literal["link", "keep"] = "link"
@@ -101,6 +111,20 @@ class ProtectSettings:
     language: Literal["fr", "en"] = "fr"
     template: str = "default"
     keep_inline_images: bool = False
+    notify: tuple[NoticeEvent, ...] = ()
+    max_expiry_days: int = 0
+    max_download_limit: int = 0
+    reply_max_files: int = 5
+    reply_max_bytes: int = 20 * 1024 * 1024
+    manage_link: bool = True
+
+    def __post_init__(self) -> None:
+        # A maximum below the value itself (or left at 0) is the value: nothing more.
+        object.__setattr__(self, "max_expiry_days", max(self.max_expiry_days, self.expiry_days))
+        object.__setattr__(self, "max_download_limit",
+                           max(self.max_download_limit, self.download_limit))
+        object.__setattr__(self, "notify",
+                           tuple(e for e in NOTICE_EVENTS if e in self.notify))
 
 
 @dataclass(frozen=True)

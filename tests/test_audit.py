@@ -128,6 +128,23 @@ def test_the_story_of_a_message_includes_its_copies_dsn_and_link(tmp_path: Path)
                                                               "portal.code_accepted"]
 
 
+def test_the_story_of_a_link_goes_on_along_its_thread_of_replies(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("policy.decided", queue_id="Q1", action="protect", link="L1")
+    trail.record("portal.opened", link="L1", client="192.0.2.1")
+    trail.record("portal.reply", link="L1", reply="R1", files=2, bytes=10, size=90,
+                 client="192.0.2.1")
+    trail.record("notice.queued", queue_id="N1", link="R1", notice="reply",
+                 recipients=["dr@cab.fr"])
+    trail.record("portal.reply", link="R1", reply="A1", files=0, bytes=0, size=40,
+                 client="192.0.2.9")
+    trail.record("portal.opened", link="A1", client="192.0.2.1")
+    trail.record("portal.opened", link="L2", client="192.0.2.1")
+    told = [(r["event"], r.get("reply") or r["link"]) for r in story(trail, link="L1")]
+    assert told == [("policy.decided", "L1"), ("portal.opened", "L1"), ("portal.reply", "R1"),
+                    ("notice.queued", "R1"), ("portal.reply", "A1"), ("portal.opened", "A1")]
+
+
 def pli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
                           text=True, timeout=60)
@@ -170,17 +187,19 @@ def test_no_health_data_is_written_outside_the_vault_ciphertext(
                 gmail = message("patient@gmail.com")
                 gmail.replace_header("From", "cabinet@gmail.com")
                 client.send_message(gmail)
-        got = wait_until(lambda: len(provider.received) == 4 and provider.received)
-        receipt = next(r for r in got if r.rcpt_tos == [ADDRESS]).content
-        code = re.search(rb"^\s+(\d{6})\s*$", receipt.replace(b"=\r\n", b""), re.M)
-        assert code
+        # The pass copy; for each protected group, the notice and the sender's receipt.
+        got = wait_until(lambda: len(provider.received) == 5 and provider.received)
+        codes = [re.search(rb"^\s+(\d{6})\s*$", r.content.replace(b"=\r\n", b""), re.M)
+                 for r in got if r.rcpt_tos == [ADDRESS]]
+        [code] = [c for c in codes if c]  # the generated one; the tagged one is the sender's
         sentinels.append(code.group(1).decode())
-        # The link secrets too: they live only in the notices' fragments.
+        # The link secrets too: they live only in the notices' and receipts' fragments.
         for r in got:
-            for secret in re.findall(rb"/l/[\w-]+#([\w-]+)", r.content.replace(b"=\r\n", b"")):
+            for secret in re.findall(rb"/[lm]/[\w-]+#([\w-]+)",
+                                     r.content.replace(b"=\r\n", b"")):
                 if secret.decode() not in sentinels:
                     sentinels.append(secret.decode())
-        assert len(sentinels) == 7  # two protected groups: two link secrets
+        assert len(sentinels) == 9  # two protected groups: two links, two senders' pages
         spool = gw.folder / "data" / "spool"
         wait_until(lambda: not list((spool / "queue").iterdir()))
     finally:

@@ -235,6 +235,7 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
     assert link.id in listed.stdout and "ok" in listed.stdout and "p@gmail.com" in listed.stdout
     assert "a.pdf" not in listed.stdout  # file names are health data
     assert "0/5 downloads (most downloaded file, 0 used up)" in listed.stdout
+    assert "not opened  no notices" in listed.stdout
     many = vault.seal(Manifest(sender="x", subject="s", date=""),
                       [SealFile(f"{n}.pdf", "application/pdf", "application/pdf", b"%PDF")
                        for n in range(3)],
@@ -244,14 +245,56 @@ def test_links_list_revoke_and_purge(tmp_path: Path) -> None:
     assert info is not None
     for document in (info.files[0], info.files[0], info.files[1]):
         assert vault.grant_download(many.id, document.id) is not None
+    vault.mark_opened(many.id, time.mktime((2026, 12, 1, 10, 15, 0, 0, 0, -1)))
     [row] = [line for line in pli("links", "list", "-c", str(gw.config)).stdout.splitlines()
              if line.startswith(many.id)]
     assert "2/2 downloads (most downloaded file, 1 used up)" in row and " ok " in row
-    assert "3 file(s)" in row
+    assert "3 file(s)" in row and "opened 2026-12-01 10:15" in row
+    from gateway.vault.index import StoredObject
+    assert vault.index.create_reply(many.id, "RRRRRRRRRRRRRRRRRRRRRQ", created=time.time(),
+                                    objects=[StoredObject("manifest", 1)], max_replies=1) \
+        is False  # this link's rule took no reply
+    with vault.index._write() as db:
+        db.execute("UPDATE links SET reply_max_bytes = 1 WHERE id = ?", (many.id,))
+    assert vault.index.create_reply(many.id, "RRRRRRRRRRRRRRRRRRRRRQ", created=time.time(),
+                                    objects=[StoredObject("manifest", 1)], max_replies=1)
+    rows = pli("links", "list", "-c", str(gw.config)).stdout.splitlines()
+    assert "1 reply" in next(r for r in rows if r.startswith(many.id))
+    assert f"reply from the patient to {many.id}" in next(
+        r for r in rows if r.startswith("RRRRRRRRRRRRRRRRRRRRRQ"))
     assert pli("links", "revoke", many.id, "-c", str(gw.config)).returncode == 0
     assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
     assert "revoked" in pli("links", "list", "-c", str(gw.config)).stdout
     assert pli("links", "revoke", "nope", "-c", str(gw.config)).returncode == 1
     purged = pli("links", "purge", "-c", str(gw.config))
     assert "purged 2 link(s)" in purged.stdout
-    assert "0 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout
+    # The patient's reply is a link of its own, to the sender: it expires in its time.
+    assert "\n1 link(s)" in pli("links", "list", "-c", str(gw.config)).stdout
+
+
+def test_links_extend_gives_more_days_and_downloads_and_is_audited(tmp_path: Path) -> None:
+    import json
+
+    from gateway.vault import Manifest, SealFile, Vault
+    from tests.support import make_gateway
+
+    gw = make_gateway(tmp_path / "pli", policy=None)
+    vault = Vault(gw.settings().vault_dir)
+    link = vault.seal(Manifest(sender="x", subject="s", date=""),
+                      [SealFile("a.pdf", "application/pdf", "application/pdf", b"%PDF")],
+                      sender="dr@cabinet-martin.fr", recipient="p@gmail.com",
+                      expires_at=time.time() - 60, download_limit=5, access_code=None)
+    assert vault.status(link.id) == "expired"
+    done = pli("links", "extend", link.id, "--days", "3", "--downloads", "2",
+               "-c", str(gw.config))
+    assert done.returncode == 0, done.stderr
+    assert "7 downloads per document" in done.stdout
+    info = vault.get(link.id)
+    assert info is not None and info.download_limit == 7 and vault.status(link.id) == "ok"
+    assert abs(info.expires - (time.time() + 3 * 86400)) < 60  # from now: it had expired
+    assert pli("links", "extend", link.id, "-c", str(gw.config)).returncode == 1
+    assert pli("links", "revoke", link.id, "-c", str(gw.config)).returncode == 0
+    refused = pli("links", "extend", link.id, "--days", "1", "-c", str(gw.config))
+    assert refused.returncode == 1 and "revoked" in refused.stderr
+    shown = pli("audit", "show", "--link", link.id, "-c", str(gw.config)).stdout
+    assert "admin.link_extended" in shown and json.dumps({"days": 3}).strip("{}") in shown

@@ -1,6 +1,7 @@
 """`pli run`'s hourly housekeeping: two tasks, one job each. One purges the vault's
 expired links, the other deletes audit files past their retention; they run at start,
-then again at their interval (made short here), and one failing never stops the other."""
+then again at their interval (made short here), and one failing never stops the other.
+The purge first tells the senders who asked of their links that expired unopened."""
 
 from __future__ import annotations
 
@@ -112,3 +113,29 @@ def test_retention_days_in_pli_toml_decides_which_audit_files_go(
     finally:
         running.stop()
     assert recent.exists()
+
+
+def test_the_hourly_run_tells_the_sender_of_a_link_that_expired_unopened_then_purges_it(
+        gw: Gateway, loop: LoopThread, provider: Any) -> None:
+    from gateway.vault import LinkOptions, Manifest, SealFile
+    from tests.support import ADDRESS
+
+    vault = Vault(gw.settings().vault_dir)
+    link = vault.seal(Manifest(sender=ADDRESS, subject="SentinelSubjectH1", date=""),
+                      [SealFile("SentinelFileH2.pdf", "application/pdf", "application/pdf",
+                                b"%PDF")],
+                      sender=ADDRESS, recipient="patient@gmail.com",
+                      expires_at=time.time() - 60, download_limit=5, access_code=None,
+                      options=LinkOptions(notify=("expired",)))
+    running = housekeeping(gw, loop)
+    running.start()
+    try:
+        [notice] = wait_until(lambda: provider.received)
+        wait_until(lambda: running.app.vault.get(link.id) is None)  # purged once told
+        time.sleep(3 * INTERVAL)
+        assert len(provider.received) == 1  # told once
+    finally:
+        running.stop()
+    assert (notice.mail_from, notice.rcpt_tos) == (ADDRESS, [ADDRESS])
+    assert b"SentinelSubjectH1" not in notice.content and b"SentinelFileH2" not in notice.content
+    assert link.id.encode() in notice.content and link.secret.encode() not in notice.content

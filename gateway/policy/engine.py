@@ -12,12 +12,14 @@ from pathlib import Path
 
 from gateway.policy.conditions import MessageContext, Node, Outcome
 from gateway.policy.lists import DomainList
-from gateway.policy.patterns import access_code_tag
+from gateway.policy.patterns import (BadTag, TagNames, access_code_tag, days_asked,
+                                     downloads_asked, notices_asked)
 from gateway.types import (
     AccessCodeMode,
     BlockSettings,
     Decision,
     Decisions,
+    NOTICE_EVENTS,
     Envelope,
     MessageFacts,
     ProtectSettings,
@@ -42,7 +44,8 @@ class Policy:
     path: Path | None
     rules: tuple[Rule, ...]
     lists: Mapping[str, DomainList]
-    tag_names: frozenset[str] = frozenset({"code"})
+    tag_names: frozenset[str] = frozenset({"code", *TagNames().all()})
+    tags: TagNames = TagNames()
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ def _trace_one(policy: Policy, ctx: MessageContext, recipient: str) -> Recipient
             outcome = rule.condition.evaluate(ctx, recipient)
         tried.append(RuleResult(rule, outcome))
         if outcome.held:
-            return RecipientTrace(recipient, tuple(tried), _resolve(rule.decision, ctx))
+            return RecipientTrace(recipient, tuple(tried),
+                                  _resolve(rule.decision, ctx, policy.tags))
     # load_policy guarantees a default rule; this keeps a hand-built policy safe anyway.
     return RecipientTrace(recipient, tuple(tried), FALLBACK_DECISION)
 
@@ -88,20 +92,67 @@ FALLBACK_DECISION = Decision(rule="(no rule held)", action="protect", protect=Pr
 never pass by accident (and never decide a protect the transform has no settings for)."""
 
 
-def _resolve(decision: Decision, ctx: MessageContext) -> Decision:
-    """Settle the access code for this message, once and for all: the protect step
-    does what this says. A rule that needs the sender's ``[code:NNNN]`` tag refuses a
-    message without one, with the sentence saying how to add it."""
+def _resolve(decision: Decision, ctx: MessageContext, tags: TagNames) -> Decision:
+    """Settle what the sender's subject tags ask for this message, once and for all: the
+    access code, the notices, the expiry and the download limit. The protect step does
+    what this says. A rule that needs the sender's ``[code:NNNN]`` tag refuses a message
+    without one, and a tag asking for more than the rule allows, or that cannot be read,
+    refuses the message too, each with the sentence that says what to write."""
     settings = decision.protect
-    if settings is None or settings.access_code in ("none", "generated"):
+    if settings is None:
         return decision
-    if access_code_tag(ctx.facts.subject) is not None:
-        mode: AccessCodeMode = "sender-tag"
-    elif settings.access_code == "sender-tag-or-generated":
-        mode = "generated"
-    else:
-        return Decision(rule=decision.rule, action="block", block=NEEDS_CODE_TAG)
-    return replace(decision, protect=replace(settings, access_code=mode))
+    subject = ctx.facts.subject
+    mode: AccessCodeMode = settings.access_code
+    if mode not in ("none", "generated"):
+        if access_code_tag(subject) is not None:
+            mode = "sender-tag"
+        elif mode == "sender-tag-or-generated":
+            mode = "generated"
+        else:
+            return Decision(rule=decision.rule, action="block", block=NEEDS_CODE_TAG)
+    notify = settings.notify
+    asked = notices_asked(subject, tags)
+    if asked is not None:
+        notify = NOTICE_EVENTS if asked else ()
+    try:
+        days = days_asked(subject, tags)
+        downloads = downloads_asked(subject, tags)
+    except BadTag as bad:
+        return Decision(rule=decision.rule, action="block", block=_unreadable_tag(
+            bad.name, tags, settings))
+    if days is not None and days > settings.max_expiry_days:
+        return Decision(rule=decision.rule, action="block", block=_too_much(
+            tags.expiry, f"{settings.max_expiry_days}j", "jours", "days",
+            settings.max_expiry_days))
+    if downloads is not None and downloads > settings.max_download_limit:
+        return Decision(rule=decision.rule, action="block", block=_too_much(
+            tags.downloads, str(settings.max_download_limit), "téléchargements par document",
+            "downloads per document", settings.max_download_limit))
+    return Decision(rule=decision.rule, action=decision.action, protect=replace(
+        settings, access_code=mode, notify=notify,
+        expiry_days=settings.expiry_days if days is None else days,
+        download_limit=settings.download_limit if downloads is None else downloads))
+
+
+def _unreadable_tag(name: str, tags: TagNames, settings: ProtectSettings) -> BlockSettings:
+    example = f"[{tags.expiry}:3j]" if name == tags.expiry else f"[{tags.downloads}:1]"
+    return BlockSettings(
+        message_fr=f"L'étiquette [{name}:…] de l'objet ne se lit pas : écrivez par exemple "
+                   f"{example} (un nombre entier, au moins 1), puis renvoyez le message",
+        message_en=f"The subject's [{name}:…] tag cannot be read: write for example "
+                   f"{example} (a whole number, at least 1), then send again",
+        code=550, status="5.7.1")
+
+
+def _too_much(name: str, most: str, unit_fr: str, unit_en: str, limit: int) -> BlockSettings:
+    return BlockSettings(
+        message_fr=f"L'étiquette [{name}:…] demande plus que la politique du cabinet ne "
+                   f"permet ({limit} {unit_fr} au plus) : écrivez [{name}:{most}] ou moins, "
+                   "puis renvoyez le message",
+        message_en=f"The subject's [{name}:…] tag asks for more than the practice's policy "
+                   f"allows (at most {limit} {unit_en}): write [{name}:{most}] or less, then "
+                   "send again",
+        code=550, status="5.7.1")
 
 
 NEEDS_CODE_TAG = BlockSettings(

@@ -23,7 +23,7 @@ from gateway.policy import schema
 from gateway.policy.conditions import compile_condition
 from gateway.policy.engine import Policy, Rule
 from gateway.policy.lists import DomainList, read_list
-from gateway.policy.patterns import fold
+from gateway.policy.patterns import TagNames, fold
 from gateway.types import BlockSettings, Decision, ProtectSettings
 
 
@@ -98,8 +98,9 @@ def _build(path: Path) -> tuple[Policy | None, list[Problem]]:
         return None, problems
     where = _LineIndex(text)
 
+    top: schema.PolicyFile | None = None
     try:
-        schema.PolicyFile.model_validate(raw)
+        top = schema.PolicyFile.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
@@ -149,7 +150,8 @@ def _build(path: Path) -> tuple[Policy | None, list[Problem]]:
         problems.sort(key=lambda p: (p.file != path, str(p.file), p.line or 0))
         return None, problems
     lines = [where.rule_field(i, ()) for i in range(len(models))]
-    return _compile(path, models, lists, lines), problems
+    assert top is not None  # no problems: the top level validated
+    return _compile(path, models, lists, lines, top.tags), problems
 
 
 def _load_lists(
@@ -309,26 +311,41 @@ def _compile(
     models: list[schema.Rule | None],
     lists: dict[str, DomainList],
     lines: list[int | None],
+    tag_options: schema.TagOptions,
 ) -> Policy:
     rules: list[Rule] = []
-    tags = {"code"}
+    names = TagNames(**tag_options.model_dump())
+    tags = {"code", *(fold(n) for n in names.all())}
     for model, line in zip(models, lines):
         assert model is not None  # only called when every rule validated
         condition = compile_condition(model.when, lists) if model.when is not None else None
         if model.when is not None:
             tags.update(fold(c.subject_tag) for _, c in _walk(model.when, "when") if c.subject_tag)
         rules.append(Rule(model.name, condition, _decision(model), line))
-    return Policy(path, tuple(rules), MappingProxyType(dict(lists)), frozenset(tags))
+    return Policy(path, tuple(rules), MappingProxyType(dict(lists)), frozenset(tags), names)
 
 
 def _decision(model: schema.Rule) -> Decision:
     if model.action == "protect":
         options = model.protect or schema.ProtectOptions()
-        return Decision(model.name, "protect", protect=ProtectSettings(**options.model_dump()))
+        return Decision(model.name, "protect", protect=_protect_settings(options))
     if model.action == "block":
         assert model.block is not None
         return Decision(model.name, "block", block=BlockSettings(**model.block.model_dump()))
     return Decision(model.name, "pass")
+
+
+def _protect_settings(options: schema.ProtectOptions) -> ProtectSettings:
+    values = options.model_dump(exclude={"reply", "reply_max_size", "reply_max_files", "notify",
+                                         "max_expiry_days", "max_download_limit"})
+    return ProtectSettings(
+        **values,
+        notify=tuple(options.notify),
+        max_expiry_days=options.max_expiry_days or options.expiry_days,
+        max_download_limit=options.max_download_limit or options.download_limit,
+        reply_max_files=options.reply_max_files if options.reply else 0,
+        reply_max_bytes=options.reply_max_size if options.reply else 0,
+    )
 
 
 # --- Messages ----------------------------------------------------------------------------

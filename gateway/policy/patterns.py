@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 
 # --- Text folding ------------------------------------------------------------------------
@@ -123,8 +124,70 @@ def _real_date(match: re.Match[str]) -> bool:
 
 # --- Subject tags ------------------------------------------------------------------------
 
-_TAG = re.compile(r"\[\s*([A-Za-z][A-Za-z0-9_-]*)\s*(?::\s*([^\]\[]*?))?\s*\]")
+# A tag's name is a word (letters, accented ones too, then letters, digits, "_" or "-").
+TAG_NAME = re.compile(r"^[^\W\d_][\w-]*$")
+_TAG = re.compile(r"\[\s*([^\W\d_][\w-]*)\s*(?::\s*([^\]\[]*?))?\s*\]")
 _ACCESS_CODE = re.compile(r"^[A-Za-z0-9]{4,12}$")
+_DAYS = re.compile(r"^(\d{1,4})\s*(?:j|jours?|d|days?)?$", re.IGNORECASE)
+_COUNT = re.compile(r"^(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class TagNames:
+    """The names of the tags a sender writes in the subject for one message (the
+    policy's ``[tags]``): the sender's notices on or off, the link's expiry in days and
+    each document's download limit. Compared folded (case and accents do not count)."""
+
+    notify: str = "avis"
+    no_notify: str = "sans-avis"
+    expiry: str = "expire"
+    downloads: str = "telechargements"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.notify, self.no_notify, self.expiry, self.downloads)
+
+
+class BadTag(ValueError):
+    """A tag whose value cannot be read (``[expire:bientôt]``); ``name`` is the tag's."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def notices_asked(subject: str, names: TagNames = TagNames()) -> bool | None:
+    """True for ``[avis]``, False for ``[sans-avis]`` (which wins if both are there),
+    None when the subject says neither."""
+    tags = subject_tags(subject)
+    if fold(names.no_notify) in tags:
+        return False
+    if fold(names.notify) in tags:
+        return True
+    return None
+
+
+def days_asked(subject: str, names: TagNames = TagNames()) -> int | None:
+    """The days of ``[expire:3j]`` (``3``, ``3j``, ``3 jours``, ``3d``), None without the
+    tag; raises BadTag for a value that is not a number of days of at least 1."""
+    value = subject_tags(subject).get(fold(names.expiry))
+    if value is None:
+        return None
+    found = _DAYS.match(value.strip())
+    if found is None or int(found.group(1)) < 1:
+        raise BadTag(names.expiry)
+    return int(found.group(1))
+
+
+def downloads_asked(subject: str, names: TagNames = TagNames()) -> int | None:
+    """The number of ``[telechargements:1]``, None without the tag; raises BadTag for a
+    value that is not a whole number of at least 1."""
+    value = subject_tags(subject).get(fold(names.downloads))
+    if value is None:
+        return None
+    found = _COUNT.match(value.strip())
+    if found is None or int(found.group(1)) < 1:
+        raise BadTag(names.downloads)
+    return int(found.group(1))
 
 
 def subject_tags(subject: str) -> dict[str, str]:
@@ -143,8 +206,9 @@ def access_code_tag(subject: str) -> str | None:
 
 
 def remove_subject_tags(subject: str, names: Iterable[str] = ("code",)) -> str:
-    """The subject without the tags named (``Policy.tag_names``), so that ``[code:…]`` or
-    ``[clair]`` never reach a recipient; other bracketed words stay."""
+    """The subject without the tags named (``Policy.tag_names``), so that ``[code:…]``,
+    ``[clair]``, ``[avis]`` or ``[expire:3j]`` never reach a recipient; other bracketed
+    words stay."""
     wanted = {fold(n) for n in names}
 
     def drop(match: re.Match[str]) -> str:

@@ -5,6 +5,9 @@ A policy file looks like this (see ``gateway/defaults/default.toml`` for a comme
     [lists]
     internal = "lists/internal.txt"          # relative to the policy file
 
+    [tags]                                   # optional: the subject tags' names
+    notify = "avis"
+
     [[rule]]
     name = "colleagues-pass"
     when = { recipient_in = ["internal"] }
@@ -29,6 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.policy.domains import DomainPattern
+from gateway.policy.patterns import TAG_NAME, fold
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MIME_GLOB = re.compile(r"^[a-z0-9*][a-z0-9.+*_-]*/[a-z0-9*][a-z0-9.+*_-]*$|^\*$")
@@ -120,7 +124,7 @@ class Condition(_Strict):
         if value is None:
             return None
         tag = value.strip().strip("[]").strip()
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", tag):
+        if not TAG_NAME.match(tag):
             raise ValueError(
                 f"{value!r} is not a tag name; write the word inside the brackets, e.g. \"clair\""
             )
@@ -158,18 +162,76 @@ class Condition(_Strict):
         ]
 
 
+Days = Annotated[int, Field(ge=1, le=365)]
+Downloads = Annotated[int, Field(ge=1, le=1000)]
+
+
 class ProtectOptions(_Strict):
     attachments: Literal["link", "keep"] = "link"
     body: Literal["minimal", "keep"] = "minimal"
     subject: Literal["neutral", "keep"] = "neutral"
-    expiry_days: Annotated[int, Field(ge=1, le=365)] = 14
-    download_limit: Annotated[int, Field(ge=1, le=1000)] = 5
+    expiry_days: Days = 14
+    download_limit: Downloads = 5
+    # What the sender's [expire:…] and [telechargements:…] tags, and the sender's page,
+    # may raise them to (by default, no more than expiry_days and download_limit).
+    max_expiry_days: Days | None = None
+    max_download_limit: Downloads | None = None
     access_code: Literal["none", "sender-tag", "generated", "sender-tag-or-generated"] = (
         "sender-tag-or-generated"
     )
     language: Literal["fr", "en"] = "fr"
     template: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "default"
     keep_inline_images: bool = False
+    # Notices to the sender ([avis] asks for all three, [sans-avis] for none).
+    notify: list[Literal["opened", "downloaded", "expired"]] = Field(default_factory=list)
+    # The patient's secure reply: at most this many documents and this size in all.
+    reply: bool = True
+    reply_max_files: Annotated[int, Field(ge=0, le=20)] = 5
+    reply_max_size: Annotated[int, Field(ge=0, le=100 * 1024 * 1024)] = 20 * 1024 * 1024
+    # A receipt to the sender with the link to revoke, extend or give more downloads.
+    manage_link: bool = True
+
+    @field_validator("reply_max_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value)
+
+    @model_validator(mode="after")
+    def _maxima(self) -> ProtectOptions:
+        if self.max_expiry_days is not None and self.max_expiry_days < self.expiry_days:
+            raise ValueError(f"max_expiry_days ({self.max_expiry_days}) is below expiry_days "
+                             f"({self.expiry_days}): the most a sender may ask for")
+        if (self.max_download_limit is not None
+                and self.max_download_limit < self.download_limit):
+            raise ValueError(f"max_download_limit ({self.max_download_limit}) is below "
+                             f"download_limit ({self.download_limit}): the most a sender may "
+                             "ask for")
+        return self
+
+
+class TagOptions(_Strict):
+    """The names of the subject tags a sender may write for one message, in ``[tags]``."""
+
+    notify: str = "avis"
+    no_notify: str = "sans-avis"
+    expiry: str = "expire"
+    downloads: str = "telechargements"
+
+    @field_validator("notify", "no_notify", "expiry", "downloads")
+    @classmethod
+    def _word(cls, value: str) -> str:
+        tag = value.strip().strip("[]").strip()
+        if not TAG_NAME.match(tag) or fold(tag) == "code":
+            raise ValueError(f"{value!r} is not a tag name; write the word inside the "
+                             "brackets, e.g. \"avis\" (and not \"code\", the access code's)")
+        return tag
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TagOptions:
+        names = [fold(n) for n in (self.notify, self.no_notify, self.expiry, self.downloads)]
+        if len(set(names)) != len(names):
+            raise ValueError("two tags share a name: give each its own")
+        return self
 
 
 class BlockOptions(_Strict):
@@ -201,6 +263,7 @@ class PolicyFile(_Strict):
 
     description: str | None = None
     lists: dict[str, str] = Field(default_factory=dict)
+    tags: TagOptions = TagOptions()
     rule: list[dict[str, Any]] = Field(min_length=1)
 
     @field_validator("lists")

@@ -16,9 +16,14 @@ Routes:
     GET      /api/l/<id>                     state: needs_code, tries_left, expires, ...
     POST     /api/l/<id>/code                {"code": "..."} -> token cookie, or tries left
     POST     /api/l/<id>/o/<object id>/grant one download of a document, counted -> grant
+    POST     /api/l/<id>/reply               a secure reply, sealed in the browser (reply.py)
     GET|HEAD /api/l/<id>/o/<object id>       ciphertext, Range ok: the manifest, or a
                                              document under its grant (Authorization)
-    GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css
+    GET|HEAD /m/<id>                         the sender's page for the link (revoke, extend)
+    POST     /api/m/<id>[/revoke|/extend]    {"key": the sender's secret, ...}: see manage.py
+    GET      /static/<name>                  portal.js, vault.js, texts.js, portal.css, ...;
+                                             save.js, the service worker whose scope,
+                                             /static/save/, streams downloads to files
     GET      /.well-known/autoconfig/mail/config-v1.1.xml, /mail/config-v1.1.xml
 """
 

@@ -13,18 +13,22 @@ from gateway.logs import get_logger
 from gateway.portal.autoconfig import autoconfig_xml, email_domain
 from gateway.portal.clients import DEFAULT_TRUSTED_PROXIES, ClientAddresses, CodeThrottle
 from gateway.portal.handlers import Handlers
+from gateway.portal.manage import ManageHandlers
+from gateway.portal.notify import Notices
 from gateway.portal.tokens import AccessTokens
 from gateway.vault import Vault
 
 log = get_logger("pli.portal")
 
 # Scripts and styles from the portal itself only, no inline script, no frames, no forms
-# sent anywhere; Trusted Types with no policy make any HTML-from-a-string sink
-# (innerHTML, insertAdjacentHTML, document.write) throw, so data can only ever be text.
+# sent anywhere. Trusted Types: the one policy, "pli-worker", vouches only for the
+# service worker's own address (saver.js); with no policy for HTML, any
+# HTML-from-a-string sink (innerHTML, insertAdjacentHTML, document.write) throws, so data
+# can only ever be text.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
-    "require-trusted-types-for 'script'; trusted-types 'none'"
+    "connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types pli-worker"
 )
 
 SECURITY_HEADERS = {
@@ -56,19 +60,25 @@ def build_portal(
     code_throttle: CodeThrottle | None = None,
     tokens: AccessTokens | None = None,
     incoming_mail_host: str | None = None,
+    notices: Notices | None = None,
 ) -> web.Application:
     """The portal as an aiohttp application.
 
     ``trusted_proxies``: addresses or networks whose X-Forwarded-For is believed (the
     reverse proxy). ``incoming_mail_host``: the practice's IMAP host for Thunderbird's
-    autoconfig (default: the first upstream's host)."""
+    autoconfig (default: the first upstream's host). ``notices``: where the senders'
+    notices and the secure replies go (none: no notice, no reply)."""
+    clients = ClientAddresses(trusted_proxies)
+    throttle = code_throttle or CodeThrottle()
     handlers = Handlers(
         vault, settings,
-        clients=ClientAddresses(trusted_proxies),
-        throttle=code_throttle or CodeThrottle(),
+        clients=clients,
+        throttle=throttle,
         tokens=tokens or AccessTokens(clock=clock),
         clock=clock,
+        notices=notices,
     )
+    manage = ManageHandlers(vault, settings, clients=clients, throttle=throttle, clock=clock)
     static = _load_static()
 
     async def serve_static(request: web.Request) -> web.Response:
@@ -91,8 +101,13 @@ def build_portal(
     app.router.add_get("/api/l/{link_id}", handlers.state, allow_head=False)
     app.router.add_post("/api/l/{link_id}/code", handlers.code)
     app.router.add_post("/api/l/{link_id}/o/{object_id}/grant", handlers.grant)
+    app.router.add_post("/api/l/{link_id}/reply", handlers.reply)
     app.router.add_get("/api/l/{link_id}/o/{object_id}", handlers.object, allow_head=False)
     app.router.add_route("HEAD", "/api/l/{link_id}/o/{object_id}", handlers.object)
+    app.router.add_get("/m/{link_id}", manage.page)
+    app.router.add_post("/api/m/{link_id}", manage.state)
+    app.router.add_post("/api/m/{link_id}/revoke", manage.revoke)
+    app.router.add_post("/api/m/{link_id}/extend", manage.extend)
     app.router.add_get("/static/{name}", serve_static)
     app.router.add_get("/.well-known/autoconfig/mail/config-v1.1.xml", autoconfig)
     app.router.add_get("/mail/config-v1.1.xml", autoconfig)
@@ -106,11 +121,12 @@ async def start_portal(
     trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
     incoming_mail_host: str | None = None,
     shutdown_timeout: float = 10.0,
+    notices: Notices | None = None,
 ) -> web.AppRunner:
     """Serve the portal on ``settings.portal.host:port``; stop it with ``runner.cleanup()``
     (downloads under way get ``shutdown_timeout`` seconds to finish)."""
     app = build_portal(vault, settings, trusted_proxies=trusted_proxies,
-                       incoming_mail_host=incoming_mail_host)
+                       incoming_mail_host=incoming_mail_host, notices=notices)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.portal.host, settings.portal.port,

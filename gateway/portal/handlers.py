@@ -13,7 +13,12 @@ What each request may use up:
   document; whole or by ranges, so a dropped connection resumes without counting
   twice. Without a grant, not one byte of it (403), ranges included.
 - GET or HEAD of the manifest (the message and the list of documents): nothing; it is
-  not a document, and is served while any document can still be downloaded.
+  not a document, and is served while any document can still be downloaded. The first
+  GET of it marks the message opened.
+
+The link's sender is told, when the link asks for it (through :class:`Notices`), of the
+message's first opening and of each download counted; a notice that cannot be queued
+never fails the patient's request.
 
 Unknown, expired, revoked, exhausted (every document used up) and locked links all get
 the same answer, page or JSON, with the same status (404), so ids cannot be probed for
@@ -34,8 +39,10 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.logs import get_logger
 from gateway.portal.clients import ClientAddresses, CodeThrottle
+from gateway.portal.notify import Notices
 from gateway.portal.pages import Language, link_page, negotiate, practice_sentence, unavailable_page
 from gateway.portal.ranges import RangeNotSatisfiable, parse_range
+from gateway.portal.reply import ReplyHandler, reply_state
 from gateway.portal.tokens import AccessTokens
 from gateway.vault import CiphertextReader, LinkInfo, LinkUnavailable, UnknownLink, Vault
 from gateway.vault.format import MANIFEST_OBJECT_ID, is_link_id, is_object_id
@@ -55,6 +62,7 @@ class Handlers:
         throttle: CodeThrottle,
         tokens: AccessTokens,
         clock: Callable[[], float] = time.time,
+        notices: Notices | None = None,
     ) -> None:
         self.vault = vault
         self.settings = settings
@@ -62,6 +70,8 @@ class Handlers:
         self.throttle = throttle
         self.tokens = tokens
         self.clock = clock
+        self.notices = notices
+        self.replies = ReplyHandler(vault, settings, notices, clock=clock)
         self.secure_cookie = settings.portal.url.startswith("https://")
 
     # -- helpers ----------------------------------------------------------------------
@@ -132,6 +142,9 @@ class Handlers:
                                   for f in info.files]
             # When Pli took the message: the page's date when the original had none.
             state["received"] = info.created
+            state["origin"] = info.origin  # "patient": a reply, read by its sender
+            if self.replies.offered(info):
+                state["reply"] = reply_state(info)
         return web.json_response(state)
 
     async def code(self, request: web.Request) -> web.Response:
@@ -179,6 +192,21 @@ class Handlers:
         )
         return response
 
+    async def reply(self, request: web.Request) -> web.Response:
+        """POST /api/l/<id>/reply: a secure reply, sealed in the browser (see reply.py)."""
+        link_id = request.match_info["link_id"]
+        client = self.client(request)
+        info, status = await self.link(link_id)
+        if info is None or status != "ok":
+            log.info("portal.reply_refused", link=_loggable(link_id), reason=status,
+                     client=client)
+            return self.unavailable_json(request)
+        if not self.has_access(request, info):
+            log.warning("portal.reply_refused", link=link_id, reason="code_required",
+                        client=client)
+            return web.json_response({"error": "code_required"}, status=401)
+        return await self.replies.receive(request, info, client)
+
     async def grant(self, request: web.Request) -> web.Response:
         """POST /api/l/<id>/o/<object id>/grant: count one download of a document now,
         and answer the grant under which its ciphertext is then served; 410 when the
@@ -212,6 +240,9 @@ class Handlers:
         token, expires = self.tokens.issue_grant(link_id, object_id)
         log.info("portal.download", link=link_id, object="file", outcome="counted",
                  method="POST", client=client)
+        if self.notices is not None:
+            document = [f.id for f in info.files].index(object_id) + 1
+            await self.notices.downloaded(info, document, max(0, info.download_limit - left))
         return web.json_response({"grant": token, "expires": expires, "downloads_left": left})
 
     async def object(self, request: web.Request) -> web.StreamResponse:
@@ -249,10 +280,21 @@ class Handlers:
             log.info("portal.unavailable", link=link_id, reason=reason, at=kind,
                      method=request.method, client=client)
             return self.unavailable_json(request)
+        if kind == "manifest" and request.method == "GET":
+            await self._opened(link_id, client)
         try:
             return await self._serve(request, reader, link_id, kind, client)
         finally:
             reader.close()
+
+    async def _opened(self, link_id: str, client: str) -> None:
+        """The first time the message is read: noted, audited, and the sender told."""
+        if not await asyncio.to_thread(self.vault.mark_opened, link_id, self.clock()):
+            return
+        log.info("portal.opened", link=link_id, outcome="first", client=client)
+        info = await asyncio.to_thread(self.vault.get, link_id)
+        if info is not None and self.notices is not None:
+            await self.notices.opened(info)
 
     async def _serve(self, request: web.Request, reader: CiphertextReader, link_id: str,
                      kind: str, client: str) -> web.StreamResponse:

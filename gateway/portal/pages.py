@@ -51,6 +51,35 @@ TEXTS: dict[Language, dict[str, str]] = {
                         "{contact}.",
         "help": "En cas de difficulté, contactez {practice}.",
         "help_with": "En cas de difficulté, contactez {practice} au {contact}.",
+        "reply_heading": "Répondre de façon sécurisée",
+        "reply_open": "Répondre de façon sécurisée",
+        "reply_text": "Votre message",
+        "reply_files": "Documents (facultatif)",
+        "reply_send": "Envoyer la réponse",
+        "manage_title": "Votre lien sécurisé",
+        "manage_heading": "Votre lien sécurisé",
+        "manage_noscript": "Cette page a besoin de JavaScript.",
+        "manage_loading": "Ouverture…",
+        "manage_to": "Destinataires",
+        "manage_sent": "Envoyé le",
+        "manage_state": "État",
+        "manage_opened": "Ouvert",
+        "manage_expires": "Valable jusqu'au",
+        "manage_downloads": "Téléchargements",
+        "manage_revoke_heading": "Révoquer le lien",
+        "manage_revoke_help": "Le destinataire ne pourra plus ouvrir le message ni "
+                              "télécharger ses documents, dès maintenant. Cela ne peut pas "
+                              "être annulé.",
+        "manage_revoke": "Révoquer le lien…",
+        "manage_confirm_text": "Révoquer ce lien maintenant ? Le destinataire verra que le "
+                               "lien n'est plus valable.",
+        "manage_confirm": "Oui, révoquer",
+        "manage_cancel": "Annuler",
+        "manage_extend_heading": "Prolonger",
+        "manage_extend_days": "Jours de plus",
+        "manage_extend_downloads": "Téléchargements de plus, par document",
+        "manage_extend": "Prolonger",
+        "manage_privacy": "Cette page est pour vous seul : ne transmettez pas son lien.",
     },
     "en": {
         "title": "Secure message",
@@ -81,6 +110,34 @@ TEXTS: dict[Language, dict[str, str]] = {
                         "{contact}.",
         "help": "If anything goes wrong, please contact {practice}.",
         "help_with": "If anything goes wrong, please contact {practice} on {contact}.",
+        "reply_heading": "Reply securely",
+        "reply_open": "Reply securely",
+        "reply_text": "Your message",
+        "reply_files": "Documents (optional)",
+        "reply_send": "Send the reply",
+        "manage_title": "Your secure link",
+        "manage_heading": "Your secure link",
+        "manage_noscript": "This page needs JavaScript.",
+        "manage_loading": "Opening…",
+        "manage_to": "Recipients",
+        "manage_sent": "Sent on",
+        "manage_state": "State",
+        "manage_opened": "Opened",
+        "manage_expires": "Valid until",
+        "manage_downloads": "Downloads",
+        "manage_revoke_heading": "Revoke the link",
+        "manage_revoke_help": "The recipient will no longer be able to open the message or "
+                              "download its documents, from now on. This cannot be undone.",
+        "manage_revoke": "Revoke the link…",
+        "manage_confirm_text": "Revoke this link now? The recipient will see that the link "
+                               "is no longer valid.",
+        "manage_confirm": "Yes, revoke",
+        "manage_cancel": "Cancel",
+        "manage_extend_heading": "Extend",
+        "manage_extend_days": "More days",
+        "manage_extend_downloads": "More downloads, per document",
+        "manage_extend": "Extend",
+        "manage_privacy": "This page is for you only: do not pass its link on.",
     },
 }
 
@@ -116,10 +173,11 @@ def practice_sentence(practice: Practice, language: Language, kind: str) -> str:
 
 
 def _document(language: Language, title: str, practice: Practice, main: str,
-              footer: str, *, script: bool) -> str:
+              footer: str, *, script: bool | str) -> str:
     texts = TEXTS[language]
     e = escape
-    head_script = ('\n<script type="module" src="/static/portal.js"></script>' if script
+    name = script if isinstance(script, str) else "portal.js"
+    head_script = (f'\n<script type="module" src="/static/{name}"></script>' if script
                    else "")
     footer = f'\n<footer class="bottom">\n{footer}\n</footer>' if footer else ""
     return f"""<!doctype html>
@@ -178,6 +236,22 @@ def link_page(language: Language, practice: Practice) -> str:
 <p id="limits" class="limits"></p>
 </section>
 
+<section id="reply" class="card" aria-labelledby="reply-heading" hidden>
+<h2 id="reply-heading">{t["reply_heading"]}</h2>
+<p id="reply-to"></p>
+<button id="reply-open" type="button">{t["reply_open"]}</button>
+<form id="reply-form" novalidate hidden>
+<label for="reply-text">{t["reply_text"]}</label>
+<textarea id="reply-text" name="text" rows="6"></textarea>
+<label for="reply-files">{t["reply_files"]}</label>
+<input id="reply-files" name="files" type="file" multiple>
+<p id="reply-limits" class="limits"></p>
+<p id="reply-error" class="error" role="alert"></p>
+<button id="reply-send" type="submit">{t["reply_send"]}</button>
+</form>
+<p id="reply-status" class="status" role="status" aria-live="polite"></p>
+</section>
+
 <section id="problem" class="card problem" aria-labelledby="problem-heading" hidden>
 <h2 id="problem-heading" tabindex="-1">{t["problem_heading"]}</h2>
 <p id="problem-text"></p>
@@ -197,3 +271,57 @@ def unavailable_page(language: Language, practice: Practice) -> str:
 </section>"""
     return _document(language, TEXTS[language]["unavailable_title"], practice, main, "",
                      script=False)
+
+
+def manage_page(language: Language, practice: Practice) -> str:
+    """The sender's page for one link; manage.js reads the sender's secret from the
+    address, asks the server for the link's state and fills the page in."""
+    t = {key: escape(value) for key, value in TEXTS[language].items()}
+    main = f"""<h1 id="heading" tabindex="-1">{t["manage_heading"]}</h1>
+<noscript><p class="problem">{t["manage_noscript"]}</p></noscript>
+<p id="status" class="status" role="status" aria-live="polite">{t["manage_loading"]}</p>
+
+<section id="link" class="card" aria-labelledby="heading" hidden>
+<dl class="meta">
+<dt>{t["manage_to"]}</dt><dd id="recipients"></dd>
+<dt>{t["manage_sent"]}</dt><dd id="created"></dd>
+<dt>{t["manage_state"]}</dt><dd id="state"></dd>
+<dt>{t["manage_opened"]}</dt><dd id="opened"></dd>
+<dt>{t["manage_expires"]}</dt><dd id="expires"></dd>
+<dt>{t["manage_downloads"]}</dt><dd id="downloads"></dd>
+</dl>
+<p id="notices" class="limits"></p>
+</section>
+
+<section id="extend-step" class="card" aria-labelledby="extend-heading" hidden>
+<h2 id="extend-heading">{t["manage_extend_heading"]}</h2>
+<form id="extend-form" novalidate>
+<label for="days">{t["manage_extend_days"]}</label>
+<input id="days" name="days" type="number" inputmode="numeric" min="0" value="0">
+<label for="more-downloads">{t["manage_extend_downloads"]}</label>
+<input id="more-downloads" name="downloads" type="number" inputmode="numeric" min="0"
+ value="0">
+<p id="extend-help" class="limits"></p>
+<p id="extend-error" class="error" role="alert"></p>
+<button id="extend-submit" type="submit">{t["manage_extend"]}</button>
+</form>
+</section>
+
+<section id="revoke-step" class="card" aria-labelledby="revoke-heading" hidden>
+<h2 id="revoke-heading">{t["manage_revoke_heading"]}</h2>
+<p>{t["manage_revoke_help"]}</p>
+<button id="revoke" type="button" class="danger">{t["manage_revoke"]}</button>
+<div id="confirm" hidden>
+<p id="confirm-text" role="alert">{t["manage_confirm_text"]}</p>
+<button id="confirm-revoke" type="button" class="danger">{t["manage_confirm"]}</button>
+<button id="cancel-revoke" type="button" class="secondary">{t["manage_cancel"]}</button>
+</div>
+</section>
+
+<section id="problem" class="card problem" aria-labelledby="problem-heading" hidden>
+<h2 id="problem-heading" tabindex="-1">{t["unavailable_heading"]}</h2>
+<p id="problem-text"></p>
+</section>"""
+    footer = f'<p>{t["manage_privacy"]}</p>'
+    return _document(language, TEXTS[language]["manage_title"], practice, main, footer,
+                     script="manage.js")

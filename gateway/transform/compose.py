@@ -51,8 +51,14 @@ class KeptContent:
 
 
 def notice(original: HeaderBlock | None, *, subject: str, text: str, html: str,
-           hostname: str, kept: KeptContent | None = None) -> tuple[Segment, ...]:
+           hostname: str, kept: KeptContent | None = None,
+           addresses: tuple[str, tuple[str, ...]] | None = None) -> tuple[Segment, ...]:
+    """``addresses``: From and To for a notice that answers no message (one the sender
+    wrote on the portal's page), in place of the original's headers."""
     message = EmailMessage(policy=POLICY)
+    if addresses is not None:
+        message["From"] = safe(addresses[0])
+        message["To"] = ", ".join(safe(a) for a in addresses[1])
     if original is not None:
         for name in KEPT_HEADERS:
             for value in original.get_all(name):

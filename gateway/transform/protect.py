@@ -5,6 +5,13 @@ each file streamed from the message file into the vault. The access code comes f
 sender's ``[code:NNNN]`` tag, or is made here and sent to the sender alone in a receipt,
 or there is none, as the policy decided: the policy's decision is final (a rule that
 needs a tag has already refused a message without one), nothing is decided again here.
+The same goes for the notices the sender asked for, the expiry and the downloads.
+
+The receipt goes to the sender alone whenever there is something to tell only them:
+the generated code, and the link to the sender's own page for this link (revoke,
+extend, more downloads), whose secret is never in the recipients' notice. It says
+which notices will come. A practice's receipt template from before that page (no
+``$manage_link``) keeps the old way: a receipt for a generated code only.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from gateway.message.model import Message
 from gateway.policy import access_code_tag, remove_subject_tags
 from gateway.transform import compose
 from gateway.transform.extract import Extracted, File
-from gateway.transform.templates import (CODE_SENTENCE, CONTACT_SENTENCE, format_date,
-                                         load_templates)
+from gateway.transform.templates import (CODE_PARAGRAPH, CODE_SENTENCE, CONTACT_SENTENCE,
+                                         MANAGE_PARAGRAPH, format_date, load_templates,
+                                         notices_sentence)
 from gateway.types import Outgoing, ProtectSettings
-from gateway.vault import Manifest, SealFile, Vault
+from gateway.vault import LinkOptions, Manifest, SealFile, Vault
 
 GENERATED_CODE_DIGITS = 6
 
@@ -59,12 +67,15 @@ class Protector:
         templates = load_templates(self.template_dirs, how.language, how.template)
         subject = remove_subject_tags(parts.subject,
                                       self.tag_names() if tag_names is None else tag_names)
-        expires = self.clock() + how.expiry_days * 86400
+        now = self.clock()
+        expires = now + how.expiry_days * 86400
+        manage = how.manage_link and templates.mentions("receipt.txt", "manage_link")
         sealed = self.vault.seal(
             _manifest(parts, subject),
             [SealFile(f.name, f.declared_type, f.true_type, f.chunks()) for f in parts.files],
             sender=mail_from, recipient=", ".join(recipients), expires_at=expires,
             download_limit=how.download_limit, access_code=code,
+            options=link_options(how, now), manage=manage,
         )
         try:
             practice = self.settings.practice
@@ -87,9 +98,17 @@ class Protector:
                 hostname=self.settings.hostname, kept=_kept(parts, how),
             )
             outgoing = [Outgoing(mail_from, recipients, notice)]
-            if mode == "generated" and code:
-                receipt_values = {**values, "code": code, "link_id": sealed.id,
-                                  "recipients": ", ".join(recipients)}
+            if (mode == "generated" and code) or manage:
+                language = how.language
+                receipt_values = {
+                    **values, "code": code or "", "link_id": sealed.id,
+                    "recipients": ", ".join(recipients),
+                    "code_paragraph": CODE_PARAGRAPH[mode if code or mode == "none"
+                                                     else "none"][language].format(code=code),
+                    "notices_sentence": notices_sentence(how.notify, language),
+                    "manage_link": MANAGE_PARAGRAPH[language].format(
+                        url=sealed.manage_url(self.settings.portal.url)) if manage else "",
+                }
                 outgoing.append(Outgoing(mail_from, (mail_from,), (compose.receipt(
                     sender=mail_from,
                     subject=templates.line("receipt-subject.txt", receipt_values),
@@ -113,6 +132,15 @@ class Protector:
         if how.access_code == "none":
             return None, "none"
         raise ValueError(f"an access code mode the policy did not settle: {how.access_code}")
+
+
+def link_options(how: ProtectSettings, now: float) -> LinkOptions:
+    """What the vault keeps of the decision for the link's life after sending."""
+    return LinkOptions(
+        language=how.language, template=how.template, notify=how.notify,
+        max_expires=now + how.max_expiry_days * 86400,
+        max_download_limit=how.max_download_limit,
+        reply_max_files=how.reply_max_files, reply_max_bytes=how.reply_max_bytes)
 
 
 def _manifest(parts: Extracted, subject: str) -> Manifest:

@@ -9,14 +9,21 @@ Public API (everything is blocking: call it from a worker thread, never on the e
     vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
 
     link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
-                      download_limit=5, access_code="4821" or None)   # 5 per document
+                      download_limit=5, access_code="4821" or None,   # 5 per document
+                      options=LinkOptions(...), manage=True)
     link.id, link.secret                    # base64url; the secret is never stored
     link.fragment_url(portal_url)           # "<portal_url>/l/<id>#<secret>"
+    link.manage_url(portal_url)             # "<portal_url>/m/<id>#<the sender's secret>"
     vault.discard(link.id)                  # the message could not be queued after all
 
     vault.links() / vault.get(id)           # LinkInfo rows, for `pli links list`
     vault.revoke(id)                        # refused from now on, deleted at the next purge
+    vault.extend(id, days=7, downloads=2, bounded=True)   # later expiry, more downloads
     vault.purge(now)                        # expired and revoked links deleted for good
+
+    vault.check_manage(id, secret)          # the sender's own secret (the revoke link)?
+    vault.mark_opened(id, now)              # True the first time the message is read
+    vault.expired_unopened(now) / mark_expiry_noticed(id, now)   # for the sender's notice
 
     vault.status(id, now) / is_usable(id, now)     # for the portal
     vault.check_code(id, code)              # CodeCheck(ok, remaining, locked)
@@ -70,11 +77,13 @@ from gateway.vault.index import (
     IndexVersionError,
     LinkIndex,
     LinkInfo,
+    LinkOptions,
     LinkStatus,
     Purged,
     StoredObject,
     UnknownLink,
     hash_code,
+    hash_manage_secret,
     normalise_code,
 )
 from gateway.vault.store import CiphertextReader, ObjectStore
@@ -84,6 +93,7 @@ __all__ = [
     "CodeCheck",
     "IndexVersionError",
     "LinkInfo",
+    "LinkOptions",
     "LinkStatus",
     "LinkUnavailable",
     "Manifest",
@@ -127,9 +137,17 @@ class SealedLink:
     id: str
     secret: str = field(repr=False)
     expires_at: float
+    manage_secret: str | None = field(default=None, repr=False)
 
     def fragment_url(self, portal_url: str) -> str:
         return f"{portal_url.rstrip('/')}/l/{self.id}#{self.secret}"
+
+    def manage_url(self, portal_url: str) -> str:
+        """The sender's page for this link (revoke, extend): a secret of its own in the
+        fragment, which is never in the recipients' link."""
+        if self.manage_secret is None:
+            raise ValueError("this link was sealed without a sender's page")
+        return f"{portal_url.rstrip('/')}/m/{self.id}#{self.manage_secret}"
 
 
 class Vault:
@@ -162,8 +180,11 @@ class Vault:
         expires_at: float,
         download_limit: int,
         access_code: str | None,
+        options: LinkOptions = LinkOptions(),
+        manage: bool = False,
     ) -> SealedLink:
-        """Encrypt the message's text and files under a new link and make it durable."""
+        """Encrypt the message's text and files under a new link and make it durable.
+        ``manage``: draw the sender's own secret too (only its hash is kept)."""
         recipients = _addresses(recipient)
         if not recipients or not all(recipients):
             raise ValueError("a link needs at least one recipient address")
@@ -179,6 +200,7 @@ class Vault:
         link_bytes = b64url_decode(link_id, LINK_ID_SIZE)
         secret = self._random(SECRET_SIZE)
         keys = derive_keys(secret, link_bytes)
+        manage_secret = secrets.token_bytes(SECRET_SIZE) if manage else None
         self.store.new_link(link_id)
         try:
             bases: set[bytes] = set()
@@ -205,11 +227,14 @@ class Vault:
                 link_id, created=created, expires=expires_at, download_limit=download_limit,
                 code_hash=code_hash, sender=sender, recipients=recipients,
                 objects=[StoredObject(MANIFEST_OBJECT_ID, size), *objects],
+                options=options, manage_hash=None if manage_secret is None
+                else hash_manage_secret(manage_secret),
             )
         except BaseException:
             self.store.remove_link(link_id)
             raise
-        return SealedLink(link_id, b64url_encode(secret), expires_at)
+        return SealedLink(link_id, b64url_encode(secret), expires_at,
+                          None if manage_secret is None else b64url_encode(manage_secret))
 
     def _new_id(self, size: int, taken: set[str]) -> str:
         """A random id, drawn again if it would begin with "-" (so that it can be typed as a
@@ -247,6 +272,44 @@ class Vault:
         if not is_link_id(link_id):
             return False
         return self.index.revoke(link_id, _now(now))
+
+    def extend(self, link_id: str, *, days: float = 0, downloads: int = 0,
+               now: float | None = None, bounded: bool = True) -> LinkInfo | None:
+        """The link expires ``days`` later (counted from now if it has expired) and each
+        document may be downloaded ``downloads`` more times; ``bounded``: no further than
+        its maxima (what its rule let the sender give). The link as it now stands, or None
+        when it is unknown or revoked."""
+        if not is_link_id(link_id):
+            return None
+        if not self.index.extend(link_id, seconds=days * 86400, downloads=downloads,
+                                 now=_now(now), bounded=bounded):
+            return None
+        return self.get(link_id)
+
+    def check_manage(self, link_id: str, secret: str) -> bool:
+        """Is ``secret`` (base64url, from the sender's link) this link's sender's?"""
+        if not is_link_id(link_id):
+            return False
+        try:
+            raw = b64url_decode(secret, SECRET_SIZE)
+        except ValueError:
+            return False
+        return self.index.manage_matches(link_id, raw)
+
+    def mark_opened(self, link_id: str, now: float | None = None) -> bool:
+        """True only the first time the link's message is read."""
+        return is_link_id(link_id) and self.index.mark_opened(link_id, _now(now))
+
+    def expired_unopened(self, now: float | None = None) -> list[LinkInfo]:
+        """Links expired without being opened, whose sender is to be told and is not yet."""
+        found = (self.get(i) for i in self.index.expired_unopened(_now(now)))
+        return [info for info in found if info is not None]
+
+    def mark_expiry_noticed(self, link_id: str, now: float | None = None) -> bool:
+        return self.index.mark_expiry_noticed(link_id, _now(now))
+
+    def unmark_expiry_noticed(self, link_id: str) -> None:
+        self.index.unmark_expiry_noticed(link_id)
 
     def purge(self, now: float | None = None) -> Purged:
         """Delete expired and revoked links for good: files first, then the row, so a

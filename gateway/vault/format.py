@@ -170,6 +170,25 @@ def ciphertext_size(plaintext_size: int) -> int:
     return HEADER_SIZE + plaintext_size + records * TAG_SIZE
 
 
+def plaintext_size(sealed_size: int) -> int | None:
+    """The plaintext length a sealed object of ``sealed_size`` bytes holds, or None when
+    no well-formed object has that length (no record, a last record shorter than its
+    tag, an empty last record after others). Exact: ``ciphertext_size`` reversed."""
+    body = sealed_size - HEADER_SIZE
+    if body < TAG_SIZE:
+        return None
+    full, rest = divmod(body, RECORD_SIZE + TAG_SIZE)
+    if rest == 0:
+        records = full
+    elif rest < TAG_SIZE or (rest == TAG_SIZE and full > 0):
+        return None
+    else:
+        records = full + 1
+    if records > MAX_RECORDS:
+        return None
+    return body - records * TAG_SIZE
+
+
 def encrypt_object(
     key: bytes, object_id: str, source: Source, nonce_base: bytes
 ) -> Iterator[bytes]:

@@ -12,6 +12,15 @@ counted downloads per link; version 1 counts them per document. An index of vers
 is brought up to 1 when it is opened, in one transaction: each document starts with the
 count its link had, so no document of an existing link allows more downloads than
 before, and a link that was used up stays used up.
+
+Version 2 adds what happens after sending (columns of ``links``, see
+:class:`LinkOptions`): the notices the sender asked for and whether the message was
+opened (and the link's expiry noticed), the SHA-256 of the sender's own secret (the
+link to revoke or extend; the secret itself is never stored), how far the sender may
+extend the expiry and the downloads, the bounds of a secure reply and the replies made,
+and, for a reply, who wrote it (``origin``: "practice" or "patient") and the link it
+answers (``parent``). A link of version 1 is brought up with none of these: no notice,
+no sender's link, no reply.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ SCRYPT_P = 1
 
 LinkStatus = Literal["ok", "unknown", "expired", "revoked", "exhausted", "locked"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # links.download_limit: downloads allowed for each document; links.downloads: downloads
 # granted, all documents together; objects.downloads: those of one document (the
@@ -79,6 +88,34 @@ _MIGRATE_FROM_0 = (
 )
 
 
+# From version 1: what a link keeps of what happens after sending. A reply (origin
+# "patient") answers its parent; notify lists the events the sender is told about.
+_MIGRATE_FROM_1 = (
+    "ALTER TABLE links ADD COLUMN origin TEXT NOT NULL DEFAULT 'practice'",
+    "ALTER TABLE links ADD COLUMN parent TEXT",
+    "ALTER TABLE links ADD COLUMN language TEXT NOT NULL DEFAULT 'fr'",
+    "ALTER TABLE links ADD COLUMN template TEXT NOT NULL DEFAULT 'default'",
+    "ALTER TABLE links ADD COLUMN notify TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE links ADD COLUMN opened REAL",
+    "ALTER TABLE links ADD COLUMN expiry_noticed REAL",
+    "ALTER TABLE links ADD COLUMN manage_hash TEXT",
+    "ALTER TABLE links ADD COLUMN max_expires REAL",
+    "ALTER TABLE links ADD COLUMN max_download_limit INTEGER",
+    "ALTER TABLE links ADD COLUMN reply_max_files INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE links ADD COLUMN reply_max_bytes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE links ADD COLUMN replies INTEGER NOT NULL DEFAULT 0",
+)
+
+EXPIRY_NOTICE_GRACE = 7 * 86400.0
+"""A link whose expiry notice is still to be sent is kept past its expiry (so the notice
+can name it) for at most this long; then it is purged whether or not it went."""
+
+_PENDING_EXPIRY_NOTICE = (
+    "(notify LIKE '%expired%' AND opened IS NULL AND revoked IS NULL"
+    " AND expiry_noticed IS NULL AND origin = 'practice')"
+)
+
+
 class UnknownLink(LookupError):
     """No link with this id (never created, discarded or purged)."""
 
@@ -94,6 +131,22 @@ class StoredObject:
     id: str
     size: int
     downloads: int = 0
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """What a link keeps besides its limits: the language and template of the notices
+    about it, the events its sender is told about, how far the sender may extend its
+    expiry (a time) and each document's downloads, and the bounds of a secure reply from
+    its page (0 files and 0 bytes: none)."""
+
+    language: str = "fr"
+    template: str = "default"
+    notify: tuple[str, ...] = ()
+    max_expires: float | None = None
+    max_download_limit: int | None = None
+    reply_max_files: int = 0
+    reply_max_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +167,12 @@ class LinkInfo:
     sender: str
     recipients: tuple[str, ...]
     objects: tuple[StoredObject, ...]
+    origin: str = "practice"
+    parent: str | None = None
+    options: LinkOptions = LinkOptions()
+    opened: float | None = None
+    has_manage: bool = False
+    replies: int = 0
 
     @property
     def files(self) -> tuple[StoredObject, ...]:
@@ -122,6 +181,19 @@ class LinkInfo:
 
     def downloads_left(self, document: StoredObject) -> int:
         return max(0, self.download_limit - document.downloads)
+
+    @property
+    def replies_allowed(self) -> bool:
+        """Whether its page offers a secure reply (the link must also be usable)."""
+        return self.options.reply_max_bytes > 0
+
+    @property
+    def max_expires(self) -> float:
+        return max(self.expires, self.options.max_expires or self.expires)
+
+    @property
+    def max_download_limit(self) -> int:
+        return max(self.download_limit, self.options.max_download_limit or 0)
 
     def status(self, now: float) -> LinkStatus:
         """"exhausted" once every document is used up; a link without documents (a
@@ -153,6 +225,12 @@ class Purged:
     links: int = 0
     objects: int = 0
     bytes: int = 0
+
+
+def hash_manage_secret(secret: bytes) -> str:
+    """The sender's secret is 32 random bytes: a plain SHA-256 keeps it unguessable from
+    the index (a slow hash is for short codes a person types)."""
+    return hashlib.sha256(b"pli manage v1\0" + secret).hexdigest()
 
 
 def normalise_code(code: str) -> str:
@@ -204,7 +282,13 @@ class LinkIndex:
                     f" ({SCHEMA_VERSION}): run the Pli that wrote it")
             tables = {name for (name,) in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            for statement in _MIGRATE_FROM_0 if "objects" in tables else _SCHEMA:
+            if "objects" not in tables:
+                steps = _SCHEMA + _MIGRATE_FROM_1
+            elif version == 0:
+                steps = _MIGRATE_FROM_0 + _MIGRATE_FROM_1
+            else:
+                steps = _MIGRATE_FROM_1
+            for statement in steps:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -247,6 +331,8 @@ class LinkIndex:
         sender: str,
         recipients: Sequence[str],
         objects: Sequence[StoredObject],
+        options: LinkOptions = LinkOptions(),
+        manage_hash: str | None = None,
     ) -> None:
         if download_limit < 1:
             raise ValueError("a link allows at least one download")
@@ -257,10 +343,114 @@ class LinkIndex:
                 (link_id, created, expires, download_limit, code_hash, sender,
                  json.dumps(list(recipients), ensure_ascii=False)),
             )
+            _set_options(db, link_id, options, manage_hash)
             db.executemany(
                 "INSERT INTO objects (link_id, object_id, size, position) VALUES (?, ?, ?, ?)",
                 [(link_id, o.id, o.size, i) for i, o in enumerate(objects)],
             )
+
+    def create_reply(
+        self, parent_id: str, reply_id: str, *, created: float,
+        objects: Sequence[StoredObject], max_replies: int,
+    ) -> bool:
+        """A reply written from ``parent_id``'s page, in one transaction with the count of
+        its parent's replies: False (and nothing made) when the parent is no longer
+        usable (expired, revoked, locked, gone) or has had ``max_replies`` already. The
+        reply goes the other way along the thread (its ``origin`` is the other side's),
+        keeps its parent's addresses, access code, download limit, notices' language and
+        template and reply bounds, and lasts as long as its parent was made to last."""
+        with self._write() as db:
+            counted = db.execute(
+                "UPDATE links SET replies = replies + 1 WHERE id = ? AND replies < ?"
+                " AND revoked IS NULL AND locked = 0 AND expires > ? AND reply_max_bytes > 0",
+                (parent_id, max_replies, created),
+            ).rowcount
+            if not counted:
+                return False
+            db.execute(
+                "INSERT INTO links (id, created, expires, download_limit, code_hash, sender,"
+                " recipients, origin, parent, language, template, notify, max_expires,"
+                " max_download_limit, reply_max_files, reply_max_bytes)"
+                " SELECT ?, ?, ? + (expires - created), download_limit, code_hash, sender,"
+                " recipients, CASE origin WHEN 'practice' THEN 'patient' ELSE 'practice' END,"
+                " id, language, template, notify, ? + (COALESCE(max_expires, expires) - created),"
+                " max_download_limit, reply_max_files, reply_max_bytes FROM links WHERE id = ?",
+                (reply_id, created, created, created, parent_id),
+            )
+            db.executemany(
+                "INSERT INTO objects (link_id, object_id, size, position) VALUES (?, ?, ?, ?)",
+                [(reply_id, o.id, o.size, i) for i, o in enumerate(objects)],
+            )
+        return True
+
+    def uncount_reply(self, link_id: str) -> None:
+        """A reply counted by :meth:`create_reply` was discarded after all."""
+        with self._write() as db:
+            db.execute("UPDATE links SET replies = max(replies - 1, 0) WHERE id = ?",
+                       (link_id,))
+
+    def mark_opened(self, link_id: str, now: float) -> bool:
+        """Note the first time the message was read: True only that first time, whoever
+        else marks it at once (so the sender is told once)."""
+        with self._write() as db:
+            return db.execute(
+                "UPDATE links SET opened = ? WHERE id = ? AND opened IS NULL", (now, link_id)
+            ).rowcount > 0
+
+    def manage_matches(self, link_id: str, secret: bytes) -> bool:
+        """Whether ``secret`` is the sender's secret of this link (compared in constant
+        time, on hashes); False for a link without one."""
+        with self._connect() as db:
+            row = db.execute("SELECT manage_hash FROM links WHERE id = ?",
+                             (link_id,)).fetchone()
+        if row is None or row[0] is None:
+            return False
+        return hmac.compare_digest(hash_manage_secret(secret).encode(), row[0].encode())
+
+    def extend(self, link_id: str, *, seconds: float, downloads: int, now: float,
+               bounded: bool) -> bool:
+        """Push the expiry ``seconds`` later (from now, for a link that had expired) and
+        allow each document ``downloads`` more; ``bounded``: no further than the sender
+        may go (the link's maxima). False for an unknown or revoked link."""
+        if seconds < 0 or downloads < 0:
+            raise ValueError("a link is extended, never shortened")
+        with self._write() as db:
+            row = db.execute(
+                "SELECT expires, download_limit, COALESCE(max_expires, expires),"
+                " COALESCE(max_download_limit, download_limit) FROM links"
+                " WHERE id = ? AND revoked IS NULL", (link_id,)).fetchone()
+            if row is None:
+                return False
+            expires, limit, most_expires, most_limit = row
+            new_expires = (max(expires, now) + seconds) if seconds else expires
+            new_limit = limit + downloads
+            if bounded:
+                new_expires = max(expires, min(new_expires, most_expires))
+                new_limit = max(limit, min(new_limit, most_limit))
+            db.execute(
+                "UPDATE links SET expires = ?, download_limit = ?,"
+                " expiry_noticed = CASE WHEN ? > ? THEN NULL ELSE expiry_noticed END"
+                " WHERE id = ?", (new_expires, new_limit, new_expires, now, link_id))
+        return True
+
+    def expired_unopened(self, now: float) -> list[str]:
+        """Links whose sender asked to be told when they expire unopened, and is not yet."""
+        with self._connect() as db:
+            return [row[0] for row in db.execute(
+                f"SELECT id FROM links WHERE expires <= ? AND {_PENDING_EXPIRY_NOTICE}"
+                " ORDER BY expires, id", (now,))]
+
+    def mark_expiry_noticed(self, link_id: str, now: float) -> bool:
+        """True for whoever notes it first (the notice is queued once)."""
+        with self._write() as db:
+            return db.execute(
+                "UPDATE links SET expiry_noticed = ? WHERE id = ? AND expiry_noticed IS NULL",
+                (now, link_id)).rowcount > 0
+
+    def unmark_expiry_noticed(self, link_id: str) -> None:
+        """The notice could not be queued after all: the next run tries again."""
+        with self._write() as db:
+            db.execute("UPDATE links SET expiry_noticed = NULL WHERE id = ?", (link_id,))
 
     def delete(self, link_id: str) -> bool:
         with self._write() as db:
@@ -350,24 +540,40 @@ class LinkIndex:
             return {row[0] for row in db.execute("SELECT id FROM links")}
 
     def purgeable(self, now: float) -> list[str]:
-        """Links whose objects must go: expired or revoked."""
+        """Links whose objects must go: expired or revoked (an expired one whose expiry
+        notice is still to be sent waits for it, a week at most)."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT id FROM links WHERE expires <= ? OR revoked IS NOT NULL ORDER BY id",
-                (now,),
+                "SELECT id FROM links WHERE revoked IS NOT NULL OR (expires <= ? AND NOT"
+                f" ({_PENDING_EXPIRY_NOTICE} AND expires > ?)) ORDER BY id",
+                (now, now - EXPIRY_NOTICE_GRACE),
             )
             return [row[0] for row in rows]
 
 
 _SELECT = (
     "SELECT id, created, expires, download_limit, downloads, code_hash IS NOT NULL,"
-    " failed_attempts, locked, revoked, sender, recipients FROM links"
+    " failed_attempts, locked, revoked, sender, recipients, origin, parent, language,"
+    " template, notify, opened, manage_hash IS NOT NULL, max_expires, max_download_limit,"
+    " reply_max_files, reply_max_bytes, replies FROM links"
 )
+
+
+def _set_options(db: sqlite3.Connection, link_id: str, options: LinkOptions,
+                 manage_hash: str | None) -> None:
+    db.execute(
+        "UPDATE links SET language = ?, template = ?, notify = ?, manage_hash = ?,"
+        " max_expires = ?, max_download_limit = ?, reply_max_files = ?, reply_max_bytes = ?"
+        " WHERE id = ?",
+        (options.language, options.template, ",".join(options.notify), manage_hash,
+         options.max_expires, options.max_download_limit, options.reply_max_files,
+         options.reply_max_bytes, link_id))
 
 
 def _info(db: sqlite3.Connection, row: tuple[Any, ...]) -> LinkInfo:
     (link_id, created, expires, limit, downloads, has_code, failed, locked, revoked, sender,
-     recipients) = row
+     recipients, origin, parent, language, template, notify, opened, has_manage, max_expires,
+     max_limit, reply_files, reply_bytes, replies) = row
     objects = tuple(
         StoredObject(object_id, size, downloads)
         for object_id, size, downloads in db.execute(
@@ -388,4 +594,14 @@ def _info(db: sqlite3.Connection, row: tuple[Any, ...]) -> LinkInfo:
         sender=sender,
         recipients=tuple(json.loads(recipients)),
         objects=objects,
+        origin=origin,
+        parent=parent,
+        options=LinkOptions(
+            language=language, template=template,
+            notify=tuple(e for e in notify.split(",") if e),
+            max_expires=max_expires, max_download_limit=max_limit,
+            reply_max_files=reply_files, reply_max_bytes=reply_bytes),
+        opened=opened,
+        has_manage=bool(has_manage),
+        replies=replies,
     )

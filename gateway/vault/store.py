@@ -127,6 +127,12 @@ class ObjectStore:
             raise
         return size
 
+    def writer(self, link_id: str, object_id: str) -> ObjectWriter:
+        """An object written piece by piece as it arrives (an upload), into ``tmp``;
+        :meth:`ObjectWriter.commit` moves it into the link's folder, ``abort`` drops it."""
+        return ObjectWriter(self.tmp_dir / f"{link_id}.{object_id}.{secrets.token_hex(4)}",
+                            self.object_path(link_id, object_id))
+
     def commit_link(self, link_id: str) -> None:
         """Make every rename into the link's folder durable."""
         _fsync_dir(self.link_dir(link_id))
@@ -178,6 +184,44 @@ class ObjectStore:
             except FileNotFoundError:
                 continue
         return removed
+
+
+class ObjectWriter:
+    """One object being received: appended to a file in ``tmp``, then flushed and renamed
+    into its link's folder whole (the folder is fsync'd by ``commit_link``), or removed.
+    Blocking: callers on the event loop use a worker thread."""
+
+    def __init__(self, tmp: Path, final: Path) -> None:
+        self.tmp = tmp
+        self.final = final
+        self.size = 0
+        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.size += _write_vector(self._fd, [data])
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> int:
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            if self.final.exists():
+                raise FileExistsError(f"object {self.final.name} already exists")
+            os.rename(self.tmp, self.final)
+        except BaseException:
+            self.abort()
+            raise
+        return self.size
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.tmp.unlink(missing_ok=True)
 
 
 def _write_vector(fd: int, blocks: list[bytes]) -> int:

@@ -285,4 +285,5 @@ def test_the_default_policy_passes_colleagues_and_secure_health(default_policy, 
 def test_the_default_policy_protects_everyone_else(default_policy, recipient: str) -> None:  # type: ignore[no-untyped-def]
     (group,) = decide(default_policy, envelope(recipient), facts()).groups
     assert group.decision.action == "protect"
-    assert group.decision.protect == ProtectSettings(access_code="generated")
+    assert group.decision.protect == ProtectSettings(
+        access_code="generated", max_expiry_days=30, max_download_limit=10)

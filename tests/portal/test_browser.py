@@ -403,8 +403,21 @@ def test_an_expired_link_shows_the_page_that_says_so(stack: Stack, tab: Watched)
     tab.check_quiet()
 
 
+def without_service_worker(page: Any) -> None:
+    """As a browser without service workers: the page keeps the document in memory,
+    then saves it, instead of streaming it to the file."""
+    page.add_init_script(
+        "Object.defineProperty(navigator, 'serviceWorker', { get: () => undefined });")
+
+
+@pytest.mark.parametrize("path", ["streamed", "in memory"])
 def test_a_damaged_document_shows_an_error_and_nothing_is_saved(
-        stack: Stack, tab: Watched) -> None:
+        stack: Stack, tab: Watched, path: str) -> None:
+    """Streamed, the file is written as records open: the damaged one breaks the download
+    off, which the browser marks as failed (no file under the document's name); in
+    memory, nothing is saved at all."""
+    if path == "in memory":
+        without_service_worker(tab.page)
     link = seal_direct(stack.vault, code=None, files=(("lettre.pdf", PDF),))
     info = stack.vault.get(link.id)
     assert info is not None
@@ -419,7 +432,11 @@ def test_a_damaged_document_shows_an_error_and_nothing_is_saved(
     error.wait_for()
     assert "endommagé" in error.inner_text()
     page.wait_for_timeout(300)
-    assert tab.downloads == []
+    if path == "streamed":
+        [download] = tab.downloads
+        assert download.failure() is not None
+    else:
+        assert tab.downloads == []
     tab.check_quiet()
 
 

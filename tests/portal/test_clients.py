@@ -119,14 +119,14 @@ def test_every_access_is_logged_with_link_outcome_and_client_and_nothing_secret(
     names = [e["event"] for e in events]
     assert names == [
         "portal.page", "portal.page", "portal.state", "portal.code_rejected",
-        "portal.code_accepted", "portal.download", "portal.download", "portal.download",
-        "portal.unavailable", "portal.unavailable",
+        "portal.code_accepted", "portal.opened", "portal.download", "portal.download",
+        "portal.download", "portal.unavailable", "portal.unavailable",
     ]
     for event in events:
         assert event["link"] in (link.id, "AAAAAAAAAAAAAAAAAAAAAA")
         assert "client" in event and ("outcome" in event or "reason" in event)
     assert [e["client"] for e in events if e["event"] != "portal.code_accepted"] == (
-        ["203.0.113.5"] * 9)
+        ["203.0.113.5"] * 10)
     downloads = [e for e in events if e["event"] == "portal.download"]
     assert [(e["object"], e["outcome"]) for e in downloads] == [
         ("manifest", "complete"), ("file", "counted"), ("file", "complete")]

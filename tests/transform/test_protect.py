@@ -172,9 +172,12 @@ def test_a_generated_code_goes_to_the_sender_alone_in_a_receipt(setup) -> None:
 def test_with_no_code_the_notice_does_not_mention_one(setup) -> None:
     _, vault, protector = setup
     result = protect(protector, original(), access_code="none")
-    assert len(result.outgoing) == 1
-    assert "code d'accès" not in _all_text(result.outgoing[0].content)
+    notice, receipt = result.outgoing  # the receipt carries the sender's link
+    assert "code d'accès" not in _all_text(notice.content)
+    assert "pas de code d'accès" in _all_text(receipt.content)
     assert vault.check_code(result.link_id, "").ok
+    alone = protect(protector, original(), access_code="none", manage_link=False)
+    assert len(alone.outgoing) == 1
 
 
 def test_every_kind_of_attachment_goes_to_the_vault(setup) -> None:

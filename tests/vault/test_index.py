@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gateway.vault import IndexVersionError, LinkUnavailable, SealFile, UnknownLink, Vault
-from gateway.vault.index import normalise_code
+from gateway.vault.index import SCHEMA_VERSION, normalise_code
 from tests.vault.helpers import DAY, RECIPIENT, SENDER, manifest, seal
 
 
@@ -324,7 +324,7 @@ def test_an_index_from_before_per_document_counts_keeps_working(vault: Vault) ->
 
     reopened = Vault(vault.root)
     with reopened.index._connect() as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     info = reopened.get(begun.id)
     assert info is not None and info.downloads == 3
     assert [info.downloads_left(f) for f in info.files] == [2, 2, 2]
@@ -348,7 +348,7 @@ def test_an_index_from_before_per_document_counts_keeps_working(vault: Vault) ->
 
 def test_an_index_from_a_newer_pli_is_refused_rather_than_misread(vault: Vault) -> None:
     with vault.index._connect() as db:
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(IndexVersionError, match="newer"):
         Vault(vault.root)
 

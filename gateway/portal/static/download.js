@@ -29,8 +29,11 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Resolves to the plaintext records once the whole object opened; onProgress(received,
 // size) is called as bytes come in. Throws VaultError, DownloadInterrupted, GrantRefused.
-export async function fetchGranted(url, grant, key, objectId, onProgress = () => {}) {
-  const opener = new ObjectOpener(key, objectId);
+// onRecord: hand each authenticated record to it as it comes (a file being written)
+// instead of keeping them; what it got is complete only once this resolves.
+export async function fetchGranted(url, grant, key, objectId, onProgress = () => {},
+  { onRecord = null } = {}) {
+  const opener = new ObjectOpener(key, objectId, { onRecord });
   let received = 0;
   let size = null;
   let fruitless = 0;

@@ -8,6 +8,8 @@
 
 import { concat, deriveKeys, isLinkId, isSecret, openStream, VaultError } from "./vault.js";
 import { DownloadInterrupted, fetchGranted, GrantRefused } from "./download.js";
+import { offerReply } from "./reply.js";
+import { DownloadCancelled, prepareSaving, startSaving } from "./saver.js";
 import { texts } from "./texts.js";
 
 const T = document.documentElement.lang === "en" ? texts.en : texts.fr;
@@ -23,6 +25,7 @@ const api = `/api/l/${encodeURIComponent(linkId)}`;
 let keys = null;
 let state = null;
 let manifest = null;
+let replyOffered = false;
 
 class Unavailable extends Error {}
 class CodeRequired extends Error {}
@@ -34,6 +37,7 @@ async function main() {
     return showProblem(T.oldBrowser);
   }
   if (!isLinkId(linkId) || !isSecret(secret)) return showProblem(T.incomplete);
+  prepareSaving(); // the service worker that streams documents to files, if any
   keys = await deriveKeys(linkId, secret);
   state = await getState();
   if (state.needs_code) return showCodeStep();
@@ -91,6 +95,7 @@ async function requestGrant(objectId) {
 function showCodeStep(message = "") {
   setStatus("");
   $("message").hidden = true;
+  $("reply").hidden = true;
   $("code-step").hidden = false;
   $("code-error").textContent = message;
   const input = $("code");
@@ -184,6 +189,17 @@ function showMessage() {
   $("code-step").hidden = true;
   $("problem").hidden = true;
   $("message").hidden = false;
+  if (state?.reply && replyOffered) {
+    $("reply").hidden = false;
+  } else if (state?.reply) {
+    replyOffered = true;
+    offerReply({
+      url: `${api}/reply`, offer: state.reply, texts: T,
+      subject: T.replySubject(text(manifest.subject) || T.noSubject),
+      onUnavailable: () => showProblem(T.unavailable),
+      onCodeRequired: () => showCodeStep(T.codeExpired),
+    });
+  }
   setStatus("");
   $("subject").focus(); // announces the subject; the message follows in reading order
 }
@@ -236,13 +252,28 @@ async function download(file, button, status, leftText) {
     setDownloadsLeft(file, Number(grant.downloads_left) || 0, button, leftText);
     button.disabled = true;
     const url = `${api}/o/${encodeURIComponent(file.object)}`;
-    const parts = await fetchGranted(url, grant.grant, keys.content, file.object,
-      (received, total) => {
-        status.textContent = T.downloading(Math.floor((100 * received) / total));
-      });
-    const blob = new Blob(parts, { type: blobType(file) });
-    if (blob.size !== Number(file.size)) throw new VaultError("size");
-    save(blob, text(file.name) || "document");
+    const progress = (received, total) => {
+      status.textContent = T.downloading(Math.floor((100 * received) / total));
+    };
+    const name = text(file.name) || "document";
+    const saving = await startSaving({ name, type: blobType(file), size: Number(file.size) });
+    if (saving) {
+      // Straight to the file, a record at a time, as it is decrypted.
+      try {
+        await fetchGranted(url, grant.grant, keys.content, file.object, progress,
+          { onRecord: (record) => saving.write(record) });
+        if (saving.written !== Number(file.size)) throw new VaultError("size");
+      } catch (error) {
+        saving.abort(); // the browser marks the download failed: no file under its name
+        throw error;
+      }
+      saving.close();
+    } else {
+      const parts = await fetchGranted(url, grant.grant, keys.content, file.object, progress);
+      const blob = new Blob(parts, { type: blobType(file) });
+      if (blob.size !== Number(file.size)) throw new VaultError("size");
+      save(blob, name);
+    }
     status.textContent = T.downloaded;
   } catch (error) {
     status.classList.add("error");
@@ -253,7 +284,8 @@ async function download(file, button, status, leftText) {
     } else if (error instanceof Unavailable ||
       (error instanceof GrantRefused && error.status === 404)) {
       return showProblem(T.unavailable); // the link stopped working meanwhile
-    } else if (error instanceof DownloadInterrupted || error instanceof GrantRefused) {
+    } else if (error instanceof DownloadInterrupted || error instanceof GrantRefused ||
+      error instanceof DownloadCancelled) {
       status.textContent = T.interrupted;
     } else if (error instanceof CodeRequired) return showCodeStep(T.codeExpired);
     else if (error instanceof NetworkError) status.textContent = T.network;
@@ -286,7 +318,7 @@ function showLimits() {
 
 function showProblem(message) {
   setStatus("");
-  for (const id of ["code-step", "message"]) $(id).hidden = true;
+  for (const id of ["code-step", "message", "reply"]) $(id).hidden = true;
   $("problem-text").textContent = `${message} ${$("contact").textContent}`;
   $("problem").hidden = false;
   $("problem-heading").focus();

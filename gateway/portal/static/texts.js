@@ -46,6 +46,22 @@ const fr = {
   units: ["ko", "Mo", "Go"],
   types: { pdf: "Document PDF", image: "Image", text: "Texte", other: "Fichier" },
   locale: "fr-FR",
+  replyTo: (to) => `Votre réponse sera envoyée à ${to} seulement, chiffrée dans votre ` +
+    "navigateur : elle ne voyage pas par e-mail.",
+  replyLimits: (files, bytes) => `Jusqu'à ${files} document${files > 1 ? "s" : ""}, ` +
+    `${Math.floor(bytes / 1048576)} Mo en tout.`,
+  replySubject: (subject) => `Réponse : ${subject}`,
+  replyEmpty: "Écrivez un message ou joignez un document.",
+  replyTooMany: (n) => `Pas plus de ${n} document${n > 1 ? "s" : ""}, s'il vous plaît.`,
+  replyTooBig: (bytes) => `Les documents dépassent ${Math.floor(bytes / 1048576)} Mo en ` +
+    "tout : retirez-en un, ou envoyez-les en plusieurs fois.",
+  replyTooLong: (n) => `Le message dépasse ${n} caractères.`,
+  replySending: "Chiffrement et envoi de votre réponse…",
+  replySent: (to) => `Votre réponse a été envoyée à ${to}.`,
+  replyThrottled: "Trop de réponses en peu de temps. Réessayez dans une heure.",
+  replyFailed: "La réponse n'a pas pu être envoyée. Réessayez plus tard, ou contactez " +
+    "le cabinet.",
+  fromPatient: "Réponse",
 };
 
 const en = {
@@ -91,6 +107,79 @@ const en = {
   units: ["KB", "MB", "GB"],
   types: { pdf: "PDF document", image: "Image", text: "Text", other: "File" },
   locale: "en-GB",
+  replyTo: (to) => `Your reply will be sent to ${to} only, encrypted in your browser: it ` +
+    "does not travel by email.",
+  replyLimits: (files, bytes) => `Up to ${files} document${files > 1 ? "s" : ""}, ` +
+    `${Math.floor(bytes / 1048576)} MB in all.`,
+  replySubject: (subject) => `Re: ${subject}`,
+  replyEmpty: "Please write a message or attach a document.",
+  replyTooMany: (n) => `No more than ${n} document${n > 1 ? "s" : ""}, please.`,
+  replyTooBig: (bytes) => `The documents are over ${Math.floor(bytes / 1048576)} MB in ` +
+    "all: take one out, or send them in several replies.",
+  replyTooLong: (n) => `The message is over ${n} characters.`,
+  replySending: "Encrypting and sending your reply…",
+  replySent: (to) => `Your reply was sent to ${to}.`,
+  replyThrottled: "Too many replies in a short time. Please try again in an hour.",
+  replyFailed: "The reply could not be sent. Please try again later, or contact the " +
+    "practice.",
+  fromPatient: "Reply",
+};
+
+// The sender's page for a link (manage.js).
+fr.manage = {
+  incomplete: "Ce lien est incomplet : ouvrez-le à nouveau depuis votre reçu, en entier.",
+  unavailable: "Ce lien n'est plus valable : le message a peut-être été supprimé après " +
+    "son expiration.",
+  status: { ok: "Valable", expired: "Expiré", revoked: "Révoqué", exhausted:
+    "Téléchargements épuisés", locked: "Bloqué (trop de codes faux)" },
+  notOpened: "Pas encore ouvert",
+  downloads: (counts, limit) => counts.length
+    ? counts.map((n, i) => `document ${i + 1} : ${n} sur ${limit}`).join(" ; ")
+    : "aucun document",
+  notices: (events) => events.length
+    ? `Vous recevez un avis : ${events.map((e) => fr.manage.events[e]).join(", ")}.`
+    : "Vous ne recevez pas d'avis pour ce lien.",
+  events: { opened: "à l'ouverture", downloaded: "à chaque téléchargement",
+    expired: "à l'expiration sans ouverture" },
+  extendHelp: (days, downloads) => `Au plus ${days} jour${days > 1 ? "s" : ""} de plus et ` +
+    `${downloads} téléchargement${downloads > 1 ? "s" : ""} de plus par document, comme le ` +
+    "permet la politique du cabinet.",
+  nothingToExtend: "La politique du cabinet ne permet pas de prolonger davantage ce lien.",
+  extended: "C'est fait : le lien a été prolongé.",
+  revoked: "C'est fait : le lien est révoqué. Le destinataire voit maintenant que le lien " +
+    "n'est plus valable.",
+  badNumber: "Saisissez des nombres entiers, 0 ou plus.",
+  network: fr.network,
+  unexpected: fr.unexpected,
+  throttled: "Trop d'essais depuis votre connexion. Réessayez plus tard.",
+};
+
+en.manage = {
+  incomplete: "This link is incomplete: open it again from your receipt, in full.",
+  unavailable: "This link is no longer valid: the message may have been deleted after it " +
+    "expired.",
+  status: { ok: "Valid", expired: "Expired", revoked: "Revoked", exhausted:
+    "Downloads used up", locked: "Locked (too many wrong codes)" },
+  notOpened: "Not opened yet",
+  downloads: (counts, limit) => counts.length
+    ? counts.map((n, i) => `document ${i + 1}: ${n} of ${limit}`).join("; ")
+    : "no documents",
+  notices: (events) => events.length
+    ? `You get a notice ${events.map((e) => en.manage.events[e]).join(", ")}.`
+    : "You get no notices for this link.",
+  events: { opened: "when it is opened", downloaded: "at each download",
+    expired: "if it expires unopened" },
+  extendHelp: (days, downloads) => `At most ${days} more day${days > 1 ? "s" : ""} and ` +
+    `${downloads} more download${downloads > 1 ? "s" : ""} per document, as the practice's ` +
+    "policy allows.",
+  nothingToExtend: "The practice's policy allows this link no further extension.",
+  extended: "Done: the link was extended.",
+  revoked: "Done: the link is revoked. The recipient now sees that the link is no longer " +
+    "valid.",
+  badNumber: "Please enter whole numbers, 0 or more.",
+  network: en.network,
+  unexpected: en.unexpected,
+  throttled: "Too many tries from your connection. Please try again later.",
 };
 
 export const texts = { fr, en };

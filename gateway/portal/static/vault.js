@@ -62,14 +62,113 @@ export function isSecret(text) {
 }
 
 // The two keys of a link: one opens the manifest only, the other every file.
-export async function deriveKeys(linkId, secret, { extractable = false } = {}) {
+// usages: ["encrypt"] to seal a new link (a reply) in the browser.
+export async function deriveKeys(linkId, secret, { extractable = false,
+  usages = ["decrypt"] } = {}) {
   const salt = b64urlDecode(linkId, LINK_ID_SIZE);
   const ikm = await crypto.subtle.importKey(
     "raw", b64urlDecode(secret, SECRET_SIZE), "HKDF", false, ["deriveKey"]);
   const derive = (info) => crypto.subtle.deriveKey(
     { name: "HKDF", hash: "SHA-256", salt, info: new TextEncoder().encode(info) },
-    ikm, { name: "AES-GCM", length: 256 }, extractable, ["decrypt"]);
+    ikm, { name: "AES-GCM", length: 256 }, extractable, usages);
   return { manifest: await derive("pli v1 manifest"), content: await derive("pli v1 content") };
+}
+
+// -- sealing a new link in the browser (a secure reply) ---------------------------------
+
+export const NONCE_BASE_SIZE = 7;
+const MANIFEST_PADDING = 512;
+
+const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
+
+// A new link or object id: 16 random bytes, drawn again when its spelling would begin
+// with "-" (so that it can be typed as a command-line argument), as Pli's sealer does.
+export function newId() {
+  for (;;) {
+    const id = b64urlEncode(randomBytes(LINK_ID_SIZE));
+    if (id[0] !== "-") return id;
+  }
+}
+
+export function newSecret() {
+  return b64urlEncode(randomBytes(SECRET_SIZE));
+}
+
+// Nonce bases for an object each: never two alike within a link.
+export function newNonceBases(count) {
+  const seen = new Set();
+  const bases = [];
+  while (bases.length < count) {
+    const base = randomBytes(NONCE_BASE_SIZE);
+    const key = b64urlEncode(base);
+    if (!seen.has(key)) {
+      seen.add(key);
+      bases.push(base);
+    }
+  }
+  return bases;
+}
+
+function recordIv(header, index, last) {
+  const iv = new Uint8Array(12);
+  iv.set(header.subarray(9, 16));
+  new DataView(iv.buffer).setUint32(7, index);
+  iv[11] = last ? 1 : 0;
+  return iv;
+}
+
+export function objectHeader(nonceBase) {
+  if (nonceBase.length !== NONCE_BASE_SIZE) throw new VaultError("nonce base");
+  const header = new Uint8Array(HEADER_SIZE);
+  header.set(MAGIC);
+  header[4] = VERSION;
+  new DataView(header.buffer).setUint32(5, RECORD_SIZE);
+  header.set(nonceBase, 9);
+  return header;
+}
+
+// Seal plaintext (a Blob or File, read 64 KiB at a time, or bytes) as one object: the
+// header, then each record, as Uint8Arrays (docs/vault-format.md).
+export async function sealObject(key, objectId, source, nonceBase) {
+  const header = objectHeader(nonceBase);
+  const id = new TextEncoder().encode(objectId);
+  const aad = new Uint8Array(HEADER_SIZE + id.length);
+  aad.set(header);
+  aad.set(id, HEADER_SIZE);
+  const size = source instanceof Blob ? source.size : source.byteLength;
+  const count = Math.max(1, Math.ceil(size / RECORD_SIZE));
+  const parts = [header];
+  for (let i = 0; i < count; i++) {
+    const start = i * RECORD_SIZE;
+    const end = Math.min(size, start + RECORD_SIZE);
+    const piece = source instanceof Blob ? await source.slice(start, end).arrayBuffer()
+      : source.subarray(start, end);
+    parts.push(new Uint8Array(await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: recordIv(header, i, i === count - 1), additionalData: aad,
+        tagLength: 128 }, key, piece)));
+  }
+  return parts;
+}
+
+// The manifest's plaintext, byte for byte what Pli's sealer writes: compact UTF-8 JSON,
+// its keys in this order, padded with spaces to a multiple of 512 bytes.
+export function encodeManifest(manifest) {
+  const document = {
+    version: VERSION,
+    sender: manifest.sender,
+    subject: manifest.subject,
+    date: manifest.date,
+    text: manifest.text ?? null,
+    html: manifest.html ?? null,
+    files: manifest.files.map((f) => ({ name: f.name, declared_type: f.declared_type,
+      true_type: f.true_type, size: f.size, object: f.object })),
+  };
+  const data = new TextEncoder().encode(JSON.stringify(document));
+  const padded = new Uint8Array(Math.ceil(data.length / MANIFEST_PADDING) * MANIFEST_PADDING ||
+    MANIFEST_PADDING);
+  padded.fill(0x20);
+  padded.set(data);
+  return padded;
 }
 
 // Bytes arriving in chunks of any size, taken out in pieces of a chosen size.
@@ -94,8 +193,12 @@ class ByteQueue {
 
 // Feed it the sealed bytes with push(), in any chunks; finish() returns the plaintext
 // records (ArrayBuffers) once the whole object opened, or throws VaultError.
+// With onRecord, each record is handed to it as soon as it is authenticated (awaited,
+// so a slow consumer holds the opener back) and none is kept: the caller must then
+// treat what it got as incomplete until finish() returns.
 export class ObjectOpener {
-  constructor(key, objectId) {
+  constructor(key, objectId, { onRecord = null } = {}) {
+    this.onRecord = onRecord;
     this.key = key;
     this.objectId = new TextEncoder().encode(objectId);
     this.queue = new ByteQueue();
@@ -150,9 +253,10 @@ export class ObjectOpener {
     } catch {
       throw new VaultError("damaged");
     }
-    this.parts.push(plain);
     this.size += plain.byteLength;
     this.index += 1;
+    if (this.onRecord) await this.onRecord(plain);
+    else this.parts.push(plain);
   }
 }
 

@@ -12,8 +12,16 @@ import pytest
 
 from gateway.vault import Vault
 from tests.spool.helpers import PATIENT, message, queued, spool_of
-from tests.support import (ADDRESS, HOST, PASSWORD, RELAY_POLICY, USER, Gateway, PliProcess,
-                           make_gateway)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    RELAY_POLICY,
+    USER,
+    Gateway,
+    PliProcess,
+    make_gateway,
+)
 
 SENDER_TAG_POLICY = RELAY_POLICY.replace(
     'name = "relay-everything"\ndefault = true\naction = "pass"\n',

@@ -167,8 +167,9 @@ def oversize(gw: Gateway, pid: int, limit: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attachment-mb", type=float, default=100.0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attachment-mb", type=float, default=100.0,
+                        help="size of each attachment, in MiB (100)")
     parser.add_argument("--clients", type=int, default=1, help="submissions at once (1)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements, each the submissions then the plain cost (3)")

@@ -36,8 +36,10 @@ class SubmissionHandler:
         self.has_room = has_room
 
     def __dir__(self) -> list[str]:
-        """aiosmtpd finds the hooks with ``dir()`` for every connection: list just them."""
-        return [n for n in dir(type(self)) if n.startswith("handle_")]
+        """aiosmtpd finds the hooks with ``dir()`` for every connection: list just them,
+        but for ``handle_EHLO``, whose arguments it would inspect each time
+        (``SubmissionSMTP`` sets that hook itself)."""
+        return [n for n in dir(type(self)) if n.startswith("handle_") and n != "handle_EHLO"]
 
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: SmtpEnvelope, hostname: str,

@@ -204,6 +204,10 @@ class SubmissionSMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        ehlo = getattr(handler, "handle_EHLO", None)
+        if ehlo is not None:  # the five-argument form aiosmtpd would check it has
+            self._handle_hooks["EHLO"] = ehlo
+            self._ehlo_hook_ver = "new"
         self.spool = spool
         self.sessions = sessions
         self.limits = limits

@@ -130,6 +130,9 @@ class Spool:
         # Envelopes this process queued, so that delivering a message just queued does
         # not read back what was just written (a state file, once written, wins).
         self._envelopes: dict[str, bytes] = {}
+        # Messages removed while locked: closing the last descriptor of a removed file is
+        # when the kernel frees it, which the spool's threads do instead of the caller.
+        self._removed: set[str] = set()
 
     def create(self) -> None:
         for folder in (self.root, self.incoming_dir, self.queue_dir, self.state_dir,
@@ -219,6 +222,7 @@ class Spool:
         Not fsync'd, as Postfix does not: a power cut right after a delivery may bring
         the message back, and it is delivered again (at least once, never lost)."""
         self._envelopes.pop(queue_id, None)
+        self._removed.add(queue_id)
         with contextlib.suppress(FileNotFoundError):
             (self.queue_dir / queue_id).unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -403,7 +407,12 @@ class Spool:
             # The message may have been removed (or moved) while we opened it.
             yield self.load(queue_id, held=held) if _same_file(fd, path) else None
         finally:
-            os.close(fd)
+            if queue_id in self._removed and self._io is not None:
+                self._removed.discard(queue_id)
+                self._io.submit(os.close, fd)  # not waited for: nobody else can lock it
+            else:
+                self._removed.discard(queue_id)
+                os.close(fd)
 
 
 class QueuedFile:

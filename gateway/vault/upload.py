@@ -28,7 +28,7 @@ from gateway.vault.format import (HEADER_SIZE, MANIFEST_OBJECT_ID, MANIFEST_PADD
                                   VaultFormatError, ciphertext_size, is_link_id,
                                   parse_header, plaintext_size)
 from gateway.vault.index import LinkInfo, StoredObject
-from gateway.vault.store import ObjectWriter
+from gateway.vault.objects import ObjectWriter
 
 if TYPE_CHECKING:
     from gateway.vault import Vault

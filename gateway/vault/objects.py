@@ -79,7 +79,11 @@ class ObjectWriter(Protocol):
 
 class ObjectStore(Protocol):
     def create(self) -> None:
-        """Make the store ready (folders, the container) if it is not yet."""
+        """Make the store ready where that needs no network (folders)."""
+
+    def connect(self) -> None:
+        """Reach the store now (a login, the container made if missing); StoreUnavailable
+        (or ConfigError for an unreadable key) says why not."""
 
     def new_link(self, link_id: str) -> None:
         """Begin a link; FileExistsError if its id is taken (ids are never reused)."""

@@ -163,6 +163,9 @@ class FileStore:
         now = time.time() if now is None else now
         return now - self.link_dir(link_id).stat().st_mtime
 
+    def connect(self) -> None:
+        """Nothing to reach: the folders were made by :meth:`create`."""
+
     def close(self) -> None:
         """Files hold nothing open between calls."""
 

@@ -22,7 +22,7 @@ before the 250). Printed, side by side from the same run:
   Pli's resident memory is afterwards.
 
 With ``--objects swift`` the vault's objects go to a Swift All In One started for the run
-(deploy/scale/swift-aio, on loopback, its servers' memory not counted in Pli's); the plain
+(deploy/scale/swift-aio, plain HTTP on loopback, its servers' memory not counted in Pli's); the plain
 cost is still measured on the local disk.
 
 The client streams its message (generated as it is sent), so the client's own memory
@@ -190,10 +190,8 @@ def main() -> int:
         if reason:
             print(reason, file=sys.stderr)
             return 2
-        swift = swiftaio.start(folder / "swift")
-        extra = (f'\n[vault]\nobjects = "swift"\n\n[vault.swift]\nauth_url = '
-                 f'"{swift.auth_url}"\nuser = "{swift.user}"\nkey_file = "{swift.key_file}"\n'
-                 'container = "pli-bench"\n')
+        swift = swiftaio.start(folder / "swift", tls=False)
+        extra = swift.vault_table("pli-bench")
     loop = LoopThread()
     gw = make_gateway(folder / "pli", policy=None, extra=extra)
     limit = 157286400

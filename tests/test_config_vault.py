@@ -83,8 +83,8 @@ def test_http_is_allowed_on_loopback_only(tmp_path: Path) -> None:
 
 
 def test_pli_check_says_whether_swift_takes_the_key(tmp_path: Path, swift: SwiftAio) -> None:
-    config = write(tmp_path, SWIFT.replace("https://auth.swift.example/auth/v1.0", swift.auth_url)
-                   .replace('user = "cabinet:pli"', f'user = "{swift.user}"'))
+    config = write(tmp_path, swift.vault_table("pli-check").replace(
+        f'key_file = "{swift.key_file}"', 'key_file = "swift.key"'))
     (tmp_path / "swift.key").write_text(swift.key + "\n")
     checked = pli("check", "-c", str(config))
     assert "vault" not in checked.stderr, checked.stderr

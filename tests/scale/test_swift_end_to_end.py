@@ -38,10 +38,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, swift: SwiftAio) -> Iterator
     folder = tmp_path_factory.mktemp("swift-e2e")
     container = f"pli-e2e-{uuid.uuid4().hex[:8]}"
     loop = LoopThread()
-    gw = make_gateway(folder / "pli", policy=None, extra=(
-        f'\n[vault]\nobjects = "swift"\n\n[vault.swift]\nauth_url = "{swift.auth_url}"\n'
-        f'user = "{swift.user}"\nkey_file = "{swift.key_file}"\ncontainer = "{container}"\n'
-        "timeout = 2\n"))
+    gw = make_gateway(folder / "pli", policy=None,
+                      extra=swift.vault_table(container, timeout=2))
     port = free_port()
     _point_portal_at(gw, port)
     provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()

@@ -186,9 +186,19 @@ def test_swift_down_fails_the_seal_and_keeps_no_link(
     assert len(vault.links()) == 1
 
 
-def test_a_wrong_key_is_said_plainly(swift: SwiftAio) -> None:
-    store = SwiftStore(SwiftAccount(swift.auth_url, swift.user, lambda: "wrong", timeout=5),
+def test_swifts_certificate_is_checked(swift: SwiftAio) -> None:
+    """The session's Swift speaks HTTPS under a CA of its own: without it, no login."""
+    assert swift.auth_url.startswith("https://")
+    store = SwiftStore(SwiftAccount(swift.auth_url, swift.user, lambda: swift.key, timeout=5),
                        "pli-never")
+    with pytest.raises(StoreUnavailable) as caught:
+        store.connect()
+    assert "certificate verify failed" in str(caught.value)
+
+
+def test_a_wrong_key_is_said_plainly(swift: SwiftAio) -> None:
+    store = SwiftStore(SwiftAccount(swift.auth_url, swift.user, lambda: "wrong", timeout=5,
+                                    ca_file=str(swift.ca_file)), "pli-never")
     with pytest.raises(StoreUnavailable) as caught:
         store.connect()
     assert "refused the user 'test:tester'" in str(caught.value)

@@ -68,6 +68,10 @@ def failing_after(chunks: int) -> Iterator[bytes]:
     raise Boom()
 
 
+def test_both_stores_answer_the_whole_interface(vault: Vault) -> None:
+    assert isinstance(vault.store, ObjectStore)
+
+
 def test_a_sealed_document_reads_back_whole_and_by_ranges(vault: Vault) -> None:
     document = os.urandom(3 * RECORD_SIZE + 123)
     link = seal(vault, [SealFile("scan.pdf", "application/pdf", "application/pdf", document)])

@@ -48,8 +48,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.vault.format import encrypt_object  # noqa: E402
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread,  # noqa: E402
-                           PliProcess, Provider, make_gateway, wait_until)
+from tests.support import (  # noqa: E402
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 CHUNK = 57 * 16384  # random bytes per base64 block: whole lines of 76 characters
 PATIENT = "patient@gmail.com"
@@ -162,8 +172,9 @@ def oversize(gw: Gateway, pid: int, limit: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attachment-mb", type=float, default=100.0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attachment-mb", type=float, default=100.0,
+                        help="size of each attachment, in MiB (100)")
     parser.add_argument("--clients", type=int, default=1, help="submissions at once (1)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements, each the submissions then the plain cost (3)")
@@ -228,7 +239,7 @@ def main() -> int:
                 thread.join()
             per = 1 if args.colleague else 2  # the copy, or the notice and the receipt
             expected = base + per * args.clients * (rnd + 1)
-            wait_until(lambda: len(provider.received) >= expected, timeout=300)
+            wait_until(lambda n=expected: len(provider.received) >= n, timeout=300)
             peak = status(pid, "VmHWM")  # the delivery included
             plain = plain_cost(size, gw.settings().data_dir)
             rounds.append((results, peak, plain))

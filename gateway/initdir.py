@@ -141,7 +141,8 @@ host = {_q(opts.listen_host)}
 port = {opts.submissions_port}
 
 [practice]
-name = {_q(opts.practice_name or PLACEHOLDER_PRACTICE_NAME)}     # shown to patients in notices and on the portal
+# shown to patients in notices and on the portal
+name = {_q(opts.practice_name or PLACEHOLDER_PRACTICE_NAME)}
 contact = ""                    # e.g. "01 23 45 67 89": whom to call when a link no longer works
 
 [portal]                        # the page patients open; only it faces the internet

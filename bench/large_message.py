@@ -22,8 +22,8 @@ before the 250). Printed, side by side from the same run:
   Pli's resident memory is afterwards.
 
 With ``--objects swift`` the vault's objects go to a Swift All In One started for the run
-(deploy/scale/swift-aio, plain HTTP on loopback, its servers' memory not counted in Pli's); the plain
-cost is still measured on the local disk.
+(deploy/scale/swift-aio, plain HTTP on loopback, its servers' memory not counted in
+Pli's); the plain cost is still measured on the local disk.
 
 The client streams its message (generated as it is sent), so the client's own memory
 does not limit the sizes measured. Loopback only: a provider on 127.0.0.1 receives the

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests import swiftaio
-from tests.swiftaio import SwiftAio
 from tests.support import Gateway, LoopThread, Provider, RunningApp, make_gateway
+from tests.swiftaio import SwiftAio
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ Public API (everything is blocking: call it from a worker thread, never on the e
 stored on a quorum of replicas) and the index row is committed, so the caller may say 250
 right after it; if it raises, nothing of the link is left that could be served (objects an
 unreachable store could not delete have no index row and go at the next purge after an
-hour). :class:`StoreUnavailable` says the object store could not be reached. ``recipient`` is the envelope address of one recipient group: one
-address, several separated by commas (``"a@x.fr, b@y.fr"``), or a sequence of addresses;
+hour). :class:`StoreUnavailable` says the object store could not be reached.
+``recipient`` is the envelope address of one recipient group: one address, several
+separated by commas (``"a@x.fr, b@y.fr"``), or a sequence of addresses;
 the index stores them as a JSON list. ``manifest.files`` is filled in by ``seal`` from
 ``files`` (with sizes and object ids); whatever it holds on the way in is replaced.
 """

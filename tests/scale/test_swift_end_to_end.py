@@ -24,12 +24,27 @@ from email.utils import formatdate
 import pytest
 
 from gateway.app import build_vault
-from gateway.vault.format import (MANIFEST_OBJECT_ID, b64url_decode, decode_manifest,
-                                  decrypt_object, derive_keys)
-from tests.portal.test_after_sending import BODY, DOCUMENTS, SUBJECT, Stack, Sent, send
+from gateway.vault.format import (
+    MANIFEST_OBJECT_ID,
+    b64url_decode,
+    decode_manifest,
+    decrypt_object,
+    derive_keys,
+)
+from tests.portal.test_after_sending import BODY, DOCUMENTS, SUBJECT, Sent, Stack, send
 from tests.portal.test_browser import _point_portal_at
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, PliProcess, Provider,
-                           free_port, make_gateway, wait_for_port)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    LoopThread,
+    PliProcess,
+    Provider,
+    free_port,
+    make_gateway,
+    wait_for_port,
+)
 from tests.swiftaio import SwiftAio
 
 
@@ -113,7 +128,7 @@ def test_a_protected_message_goes_to_swift_and_opens_byte_for_byte(
                                                        sealed)))
     assert manifest.subject == SUBJECT and BODY.split("\n")[1] in (manifest.text or "")
     assert [f.name for f in manifest.files] == [name for name, _ in DOCUMENTS]
-    for entry, (_, original) in zip(manifest.files, DOCUMENTS):
+    for entry, (_, original) in zip(manifest.files, DOCUMENTS, strict=True):
         url = f"/api/l/{sent.link_id}/o/{entry.object_id}"
         granted = portal.grant(entry.object_id)
         status, headers, first = portal.ask("GET", url, {**granted, "Range": "bytes=0-69999"})

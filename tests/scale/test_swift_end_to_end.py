@@ -6,7 +6,7 @@ to Swift, sealed, and none to the vault's folder; the patient's side of the port
 (code, manifest, grant, ranged GETs) gives back ciphertext that opens, with the link's
 key, to the very bytes sent. With Swift not answering, the client gets 451 and a
 sentence, and nothing is kept: no link, no queue file, no object; once Swift is back the
-same message goes through.
+same message goes through. `pli links revoke` and `purge` take a link out of Swift.
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ from tests.support import (
     free_port,
     make_gateway,
     wait_for_port,
+    wait_until,
 )
 from tests.swiftaio import SwiftAio
+from tests.test_cli import pli
 
 
 @pytest.fixture(scope="module")
@@ -188,5 +190,25 @@ def test_with_swift_not_answering_the_client_gets_451_and_nothing_is_kept(
             client.login(USER, PASSWORD)
             client.send_message(message("Swift back"))
         assert len({i.id for i in vault.links()} - links_before) == 1
+        wait_until(lambda: len(stack.provider.received) >= received_before + 2)  # notice, receipt
+    finally:
+        vault.close()
+
+
+def test_pli_links_revokes_and_purges_a_link_out_of_swift(stack: Stack) -> None:
+    sent = send(stack)
+    config = str(stack.gw.config)
+    vault = build_vault(stack.gw.settings())
+    try:
+        info = vault.get(sent.link_id)
+        assert info is not None
+        size = sum(o.size for o in info.objects)
+        assert len(vault.store._listing(prefix=sent.link_id + "/")) == len(info.objects)  # type: ignore[attr-defined]
+        assert pli("links", "revoke", "-c", config, sent.link_id).returncode == 0
+        purged = pli("links", "purge", "-c", config)
+        assert purged.returncode == 0, purged.stderr
+        assert f"{len(info.objects)} object(s), {size} B" in purged.stdout
+        assert vault.store._listing(prefix=sent.link_id + "/") == []  # type: ignore[attr-defined]
+        assert vault.get(sent.link_id) is None
     finally:
         vault.close()

@@ -105,7 +105,8 @@ class App:
         queued = len(self.spool.ids())
         log.info("spool.recovered", queued=queued, removed_partial=removed)
         self.users.users()  # a broken users file stops start-up with its error
-        await self._connect_objects()
+        # Beside the start, not before it: a Swift that does not answer delays no mail.
+        self._tasks.append(asyncio.create_task(self._connect_objects()))
         self.policy = load_checked_policy(settings)
         tls = self.tls = server_context(settings.tls.cert, settings.tls.key)
         self.certificate_expiry = certificate_expiry(settings.tls.cert)

@@ -30,7 +30,11 @@ from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform import Protector
 from gateway.transform.sender import SenderMail
 from gateway.users import UserStore
-from gateway.vault import Vault
+from gateway.vault import StoreUnavailable, Vault
+from gateway.vault.objects import ObjectStore
+from gateway.vault.store import FileStore
+from gateway.vault.swift import SwiftStore
+from gateway.vault.swift_client import SwiftAccount
 
 log = get_logger("pli.app")
 
@@ -54,6 +58,20 @@ async def every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(interval)
 
 
+def build_object_store(settings: Settings) -> ObjectStore:
+    """The store ``[vault] objects`` names: files under the vault's folder, or Swift."""
+    swift = settings.vault.swift
+    if settings.vault.objects == "swift" and swift is not None:
+        account = SwiftAccount(swift.auth_url, swift.user, swift.key, timeout=swift.timeout,
+                               ca_file=None if swift.ca_file is None else str(swift.ca_file))
+        return SwiftStore(account, swift.container)
+    return FileStore(settings.vault_dir)
+
+
+def build_vault(settings: Settings) -> Vault:
+    return Vault(settings.vault_dir, store=build_object_store(settings))
+
+
 class App:
     vault_purge_interval = PURGE_INTERVAL
     audit_expiry_interval = AUDIT_EXPIRY_INTERVAL
@@ -62,7 +80,7 @@ class App:
         self.settings = settings
         self.audit = open_audit(settings)
         self.spool = Spool(settings.spool_dir)
-        self.vault = Vault(settings.vault_dir)
+        self.vault = build_vault(settings)
         self.users = UserStore(settings.users_file)
         self.worker: DeliveryWorker | None = None
         self.outbox: Outbox | None = None
@@ -87,6 +105,8 @@ class App:
         queued = len(self.spool.ids())
         log.info("spool.recovered", queued=queued, removed_partial=removed)
         self.users.users()  # a broken users file stops start-up with its error
+        # Beside the start, not before it: a Swift that does not answer delays no mail.
+        self._tasks.append(asyncio.create_task(self._connect_objects()))
         self.policy = load_checked_policy(settings)
         tls = self.tls = server_context(settings.tls.cert, settings.tls.key)
         self.certificate_expiry = certificate_expiry(settings.tls.cert)
@@ -116,6 +136,19 @@ class App:
         sdnotify.ready(f"accepting on ports {', '.join(map(str, self.intake.ports))}; "
                        f"{queued} queued")
         self._tasks.append(asyncio.create_task(sdnotify.watchdog_loop(self._listening)))
+
+    async def _connect_objects(self) -> None:
+        """Reach the object store now, to say at start whether protected mail can be
+        sealed; one that is away does not stop Pli (passed mail and the queue go on, a
+        message to protect gets 451 until the store is back)."""
+        vault = self.settings.vault
+        try:
+            await asyncio.to_thread(self.vault.store.connect)
+        except (StoreUnavailable, ConfigError) as exc:
+            log.error("vault.objects_unavailable", objects=vault.objects, problem=str(exc))
+            return
+        if vault.swift is not None:
+            log.info("vault.objects", objects=vault.objects, container=vault.swift.container)
 
     def _servers(self) -> list[asyncio.Server]:
         return list(self.intake.servers) if self.intake is not None else []
@@ -156,6 +189,7 @@ class App:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
         await asyncio.to_thread(self.spool.close)
+        await asyncio.to_thread(self.vault.close)
         await asyncio.to_thread(self.audit.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()

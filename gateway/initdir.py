@@ -161,6 +161,16 @@ url = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
 list = "mssante-whitelist"      # the policy's list it replaces
 # ca_file = "igc-sante-ca.pem"  # CA certificates for the download, if the system's lack them
 
+# Where the vault keeps its sealed objects: files in data_dir (the default), or, for a
+# group of practices, an OpenStack Swift container (deploy/scale/README.md):
+# [vault]
+# objects = "swift"
+# [vault.swift]
+# auth_url = "https://swift.example-host.fr/auth/v1.0"
+# user = "account:user"
+# key_file = "swift-key"        # or key_credential (systemd); never the key itself
+# container = "pli-cabinet-martin"
+
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).
 # `pli init --provider microsoft365|google|ovh|gandi|ionos|orange-pro` writes one ready

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import swiftaio
 from tests.support import Gateway, LoopThread, Provider, RunningApp, make_gateway
+from tests.swiftaio import SwiftAio
 
 
 @pytest.fixture
@@ -41,3 +43,14 @@ def pli(loop: LoopThread, gw: Gateway) -> Iterator[RunningApp]:
     app = RunningApp(loop, gw).start()
     yield app
     app.stop()
+
+
+@pytest.fixture(scope="session")
+def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftAio]:
+    """One Swift All In One for the whole session (deploy/scale/swift-aio)."""
+    reason = swiftaio.missing()
+    if reason:
+        pytest.skip(reason)
+    running = swiftaio.start(tmp_path_factory.mktemp("swift"))
+    yield running
+    running.stop()

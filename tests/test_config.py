@@ -170,6 +170,30 @@ def test_an_xoauth2_account_that_cannot_get_a_token_is_refused_in_words(
     assert error in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("where, line", [
+    ("account", 'password = "provider side secret"\n'),
+    ("oauth", 'client_secret = "entra side secret"\n'),
+    ("oauth", 'private_key = "-----BEGIN PRIVATE KEY-----"\n'),
+])
+def test_a_secret_written_in_pli_toml_itself_is_refused(
+        tmp_path: Path, where: str, line: str) -> None:
+    """The README's threat model: the provider password, a client secret or a key never
+    go in pli.toml; each is a file of its own or a systemd credential."""
+    text = (XOAUTH2.replace("\n\n[upstream.oauth]", "\n" + line + "\n[upstream.oauth]")
+            if where == "account" else XOAUTH2 + line)
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, with_upstream(text)))
+    assert f"{line.split(' =')[0]}: unknown setting" in str(err.value), str(err.value)
+
+
+def test_an_access_token_goes_to_the_provider_only_inside_tls(tmp_path: Path) -> None:
+    text = with_upstream(XOAUTH2).replace('security = "starttls"', 'security = "none"')
+    with pytest.raises(ConfigError, match="access token in clear"):
+        load_settings(write(tmp_path, text))
+    on_loopback = text.replace('host = "smtp.office365.com"', 'host = "127.0.0.1"')
+    assert load_settings(write(tmp_path, on_loopback)).upstream[0].security == "none"
+
+
 def test_a_token_url_on_loopback_may_be_plain_http(tmp_path: Path) -> None:
     text = XOAUTH2 + 'token_url = "http://127.0.0.1:8400/token"\n'
     account = load_settings(write(tmp_path, with_upstream(text))).upstream[0]

@@ -546,6 +546,8 @@ def _absolutise(raw: dict[str, object], base: Path) -> None:
             if isinstance(value, str):
                 table[key] = str(base / value)
 
+    for key in ("data_dir", "users_file"):  # left out, their defaults are relative too
+        raw.setdefault(key, str(Settings.model_fields[key].default))
     fix(raw, _PATH_FIELDS)
     fix(raw.get("tls"), ("cert", "key"))
     upstreams = raw.get("upstream")

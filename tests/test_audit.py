@@ -337,3 +337,28 @@ def test_a_story_reads_past_a_line_that_is_not_a_record(tmp_path: Path) -> None:
     trail.record("dsn.queued", queue_id="D1", about="Q1", recipient="dr@cab.fr", failed=1)
     assert [r["event"] for r in story(trail, message="Q1")] == [
         "spool.queued", "delivery.bounced", "dsn.queued"]
+
+
+def test_max_file_mb_in_pli_toml_decides_the_size_at_which_files_rotate(
+        tmp_path: Path) -> None:
+    """``[audit] max_file_mb`` reaches the trail `pli run` opens (and the commands that
+    write to it): about 1 KB here, so 30 records of some 300 bytes make several files."""
+    from gateway.app import open_audit
+
+    gw = make_gateway(tmp_path / "pli", extra="\n[audit]\nmax_file_mb = 0.001\n")
+    trail = open_audit(gw.settings())
+    for i in range(30):
+        trail.record("spool.queued", queue_id=f"Q{i}", size=i)
+    trail.close()
+    files = trail.files()
+    assert len(files) >= 5
+    assert all(path.stat().st_size < 1048 + 400 for path in files)
+    assert verify(trail) == (30, [])
+
+
+def test_pli_check_prints_how_long_the_trail_is_kept_and_in_what_files(
+        tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli", extra="\n[audit]\nretention_days = 30\nmax_file_mb = 2\n")
+    checked = pli("check", "-c", str(gw.config))
+    assert checked.returncode == 0, checked.stderr
+    assert "audit kept 30 days in files of at most 2 MB" in checked.stdout

@@ -5,6 +5,7 @@ something actually logs (a misspelt name on either side would lose records silen
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -92,3 +93,38 @@ def test_the_names_are_declared_in_a_leaf_module() -> None:
     names = [v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)]
     assert len(names) == len(set(names)) == len(events.ALL), "a name declared twice"
     assert all(n.count(".") == 1 and n == n.lower() for n in names)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_event_names(text: str) -> set[str]:
+    """Every `part.what` the text names (`delivery.sent|deferred` as two) whose part is an
+    event's part, file names aside."""
+    parts = {name.split(".")[0] for name in events.ALL}
+    named = set()
+    for found in re.finditer(r"`([a-z_]+)\.([a-z_|]+)`", text):
+        named |= {f"{found[1]}.{what}" for what in found[2].split("|")
+                  if found[1] in parts and what not in FILE_SUFFIXES}
+    return named
+
+
+FILE_SUFFIXES = {"toml", "txt", "json", "pem", "xml", "js", "eml", "md", "conf"}
+
+
+def test_every_event_the_readme_names_is_one_pli_logs() -> None:
+    """What the README tells an administrator to look for in the log ("the log says
+    `spool.held`") is logged under that very name somewhere in the package."""
+    found, _ = logged_events()
+    named = readme_event_names(README.read_text(encoding="utf-8"))
+    assert len(named) > 25
+    assert named - set(found) - WRITTEN_BY_THE_TRAIL == set()
+
+
+def test_the_records_the_readme_lists_for_the_audit_trail_are_ones_it_keeps() -> None:
+    """The Audit trail section's first paragraph, "Every decision and step leaves a
+    record": each event it names is one the trail writes."""
+    section = README.read_text(encoding="utf-8").split("### Audit trail\n\n", 1)[1]
+    listed = readme_event_names(section.split("\n\n", 1)[0])
+    assert {"policy.decided", "delivery.bounced", "portal.reply"} <= listed
+    assert listed - set(SCHEMA) == set()

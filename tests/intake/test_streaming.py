@@ -120,6 +120,7 @@ def test_past_size_the_rest_is_thrown_away_and_552_comes_after_the_final_dot(
     b"From: <" + ADDRESS.encode() + b">\r\nFrom: <someone@example.org>\r\n",
     b"From : <someone@example.org>\r\nFrom: <" + ADDRESS.encode() + b">\r\n",
     b"From: <" + ADDRESS.encode() + b">\r\nnot a field\r\nFrom: <someone@example.org>\r\n",
+    b"From: <" + ADDRESS.encode() + b">\r\n \r\nTo: <someone@example.org>\r\n",
 ])
 def test_a_header_receivers_could_read_two_ways_is_refused(
         gw: Gateway, provider: Provider, pli: RunningApp, header: bytes) -> None:
@@ -128,6 +129,22 @@ def test_a_header_receivers_could_read_two_ways_is_refused(
         smtp.rcpt(COLLEAGUE)
         code, text = smtp.data(header + b"Subject: x\r\n\r\nBonjour\r\n")
     assert code == 550 and text.startswith(b"5.6.0") and b"two ways" in text
+    stays(lambda: provider.received == [], 0.3)
+
+
+@pytest.mark.parametrize("sender", [
+    f"{ADDRESS} <{ADDRESS}>",  # an address where a display name belongs
+    f"=?utf-8?q?<{ADDRESS}>?= <{ADDRESS}>",  # an address hidden in an encoded word
+])
+def test_a_from_that_is_not_an_address_list_cannot_be_read_and_is_refused(
+        gw: Gateway, provider: Provider, pli: RunningApp, sender: str) -> None:
+    """A reader that guesses would find the user's own address in each: read by RFC
+    5322's grammar, none is an address list, so the From: check refuses the message."""
+    with client(gw) as smtp:
+        smtp.mail(ADDRESS)
+        smtp.rcpt(COLLEAGUE)
+        code, text = smtp.data(f"From: {sender}\r\nSubject: x\r\n\r\nBonjour\r\n".encode())
+    assert code == 550 and b"From: header cannot be read" in text, (code, text)
     stays(lambda: provider.received == [], 0.3)
 
 

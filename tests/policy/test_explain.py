@@ -123,3 +123,17 @@ def test_a_not_condition_explains_what_did_not_hold(tmp_path: Path) -> None:
     p = policy_with(tmp_path, '[[rule]]\nname = "outside"\nwhen = { not = { recipient_in = ["internal"] } }\naction = "pass"\n')
     (r,) = explain(p, envelope("p@gmail.com"), facts()).recipients
     assert r.held == ("as wanted, this did not hold: recipient p@gmail.com is not in list internal",)
+
+
+def test_explain_shows_a_sender_tag_rule_refusing_a_message_without_its_tag(
+        tmp_path: Path) -> None:
+    """The README's "the policy decides it, `pli explain` shows it": the contractor sees
+    the refusal and the words the sender will read, not a protect that would not happen."""
+    default = ('[[rule]]\nname = "fallback"\ndefault = true\naction = "protect"\n'
+               'protect = { access_code = "sender-tag" }\n')
+    p = policy_with(tmp_path, "", default=default)
+    (untagged,) = explain(p, envelope(), facts(subject="Résultats")).recipients
+    assert (untagged.rule, untagged.action) == ("fallback", "block")
+    assert "[code:1234]" in explain(p, envelope(), facts(subject="Résultats")).to_text()
+    (tagged,) = explain(p, envelope(), facts(subject="Résultats [code:4821]")).recipients
+    assert (tagged.rule, tagged.action) == ("fallback", "protect")

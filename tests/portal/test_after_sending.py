@@ -424,6 +424,32 @@ def seal_large(vault: Vault, size: int, name: str = "scanner 2026 é.bin") -> tu
     return link, data
 
 
+WORKERS = """async () => {
+  const deadline = Date.now() + 5000;
+  let found = await navigator.serviceWorker.getRegistrations();
+  while (!found.some((r) => r.active) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    found = await navigator.serviceWorker.getRegistrations();
+  }
+  return {scopes: found.map((r) => r.scope), controlled: navigator.serviceWorker.controller !== null};
+}"""
+
+
+def test_the_service_worker_sees_only_its_own_scope_never_the_pages_or_the_api(
+        stack: Stack, tab: Watched) -> None:
+    """The README's "whose scope is /static/save/ alone": once the page has started it,
+    the one worker registered covers that folder, and the page (which fetches the API) is
+    not among what it controls, even when opened again."""
+    link, _ = seal_large(stack.vault, 1000)
+    page = tab.page
+    page.goto(link.fragment_url(stack.base))
+    assert page.evaluate(WORKERS) == {"scopes": [f"{stack.base}/static/save/"],
+                                      "controlled": False}
+    page.goto(link.fragment_url(stack.base))
+    assert page.evaluate(WORKERS)["controlled"] is False
+    tab.check_quiet()
+
+
 def test_a_document_streamed_to_the_file_is_saved_byte_for_byte(stack: Stack, tab: Watched,
                                                                 browser: Any) -> None:
     """Chromium has service workers: the page streams the document to the file as it

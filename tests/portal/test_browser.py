@@ -527,3 +527,29 @@ def test_the_spec_test_vector_opens_in_the_browser(stack: Stack, tab: Watched) -
     assert set(result["refusals"].values()) == {"VaultError"}, result["refusals"]
     assert result["canonical"] == [True, True, False, False]
     tab.check_quiet()
+
+
+TRY_MARKUP = """() => {
+  const tried = {};
+  try { document.body.insertAdjacentHTML("beforeend", "<b id=injected>x</b>");
+        tried.html = "accepted"; } catch (e) { tried.html = e.name; }
+  try { window.trustedTypes.createPolicy("another", {createHTML: (s) => s});
+        tried.policy = "accepted"; } catch (e) { tried.policy = e.name; }
+  tried.injected = document.getElementById("injected") !== null;
+  return tried;
+}"""
+
+
+def test_trusted_types_let_no_text_become_markup_and_vouch_only_for_the_worker(
+        stack: Stack, tab: Watched) -> None:
+    """The README's Content-Security-Policy with Trusted Types, as Chromium enforces it on
+    an opened message's page: HTML from a string is refused, and no policy other than the
+    service worker's can be made to vouch for one."""
+    link = seal_direct(stack.vault, code=None)
+    page = tab.page
+    page.goto(link.fragment_url(stack.base))
+    page.locator("#message").wait_for(state="visible")  # the page's own script works
+    assert page.evaluate(TRY_MARKUP) == {"html": "TypeError", "policy": "TypeError",
+                                         "injected": False}
+    tab.errors.clear()  # Chromium reports the two refusals it was asked for
+    tab.check_quiet()

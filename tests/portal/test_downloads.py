@@ -343,3 +343,31 @@ def test_of_twenty_downloads_racing_for_the_last_one_one_completes_the_rest_get_
         assert len(tried) < 200 and ciphertext[:64] not in tried
     assert downloads(vault, link) == [1] + [0] * others
 
+
+
+def test_a_restart_forgets_the_grants_and_the_code_cookies(
+        vault: Vault, settings: Settings) -> None:
+    """The README's "A restart of Pli forgets the grants (and the code cookies)": each
+    portal signs them with a key of its own, made when it starts; a download under way
+    asks again, and is counted again."""
+    link = seal(vault)  # with an access code
+    object_id = file_id(vault, link)
+    url = f"/api/l/{link.id}/o/{object_id}"
+
+    async def before() -> tuple[str, dict[str, str]]:
+        async with serve(vault, settings) as client:
+            cookie = await enter_code(client, link)
+            granted = await grant(client, link, object_id, cookie)
+            assert (await client.get(url, headers={**granted, "Range": "bytes=0-9"})).status == 206
+            return cookie, granted
+
+    cookie, granted = run(before)
+
+    async def after() -> list[int]:
+        async with serve(vault, settings) as client:  # the portal of the next `pli run`
+            return [(await client.get(url, headers={**granted, "Range": "bytes=10-"})).status,
+                    (await client.get(f"/api/l/{link.id}/o/manifest",
+                                      headers={"Cookie": cookie})).status]
+
+    assert run(after) == [403, 401]
+    assert downloads(vault, link) == [1]

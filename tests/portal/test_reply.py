@@ -23,7 +23,7 @@ from gateway.outbox import Outbox
 from gateway.preflight import template_dirs
 from gateway.spool.store import Spool
 from gateway.transform.sender import SenderMail
-from gateway.vault import LinkOptions, Manifest, SealedLink, SealFile, Vault
+from gateway.vault import LinkOptions, Manifest, SealedLink, SealFile, StoredObject, Vault
 from gateway.vault.format import Manifest as Sealed
 from gateway.vault.format import (
     ManifestFile,
@@ -334,3 +334,26 @@ def test_a_reply_the_disk_has_no_room_for_is_refused_and_nothing_half_kept(
         assert list((disk / "vault" / "tmp").iterdir()) == []
         assert not (disk / "vault" / "objects" / reply[0]).exists()
         assert setup.queued() == [] and setup.vault.get(reply[0]) is None
+
+
+def test_a_link_takes_twenty_replies_in_its_life_and_no_more(setup: Setup) -> None:
+    """The README's "20 in its life": nineteen replies already in the index, the page's
+    twentieth is taken and the twenty-first refused, with nothing of it kept."""
+    link = setup.seal()
+    for n in range(19):
+        assert setup.vault.index.create_reply(
+            link.id, f"{n:A>21}Q", created=time.time(),
+            objects=[StoredObject("manifest", 1040)], max_replies=100)
+    twentieth, twenty_first = sealed_reply((b"a",), ("a",)), sealed_reply((b"a",), ("a",))
+
+    async def scenario() -> list[int]:
+        async with serve(setup.vault, setup.settings, notices=setup.outbox) as client:
+            return [(await post(client, link, form(*reply)))[0]
+                    for reply in (twentieth, twenty_first)]
+
+    statuses = run(scenario)
+    assert statuses[0] == 200 and statuses[1] >= 400, statuses
+    assert setup.vault.get(twentieth[0]) is not None
+    assert setup.vault.get(twenty_first[0]) is None
+    info = setup.vault.get(link.id)
+    assert info is not None and info.replies == 20

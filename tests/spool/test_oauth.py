@@ -144,6 +144,29 @@ def test_a_token_from_the_client_secret_is_delivered_with_and_reused(
     no_secret_in(events, endpoint)
 
 
+def test_a_token_lives_in_memory_only_never_in_a_file_or_the_log(
+        tmp_path: Path, loop: LoopThread, ca: trustme.CA, started: list[Any],
+        events: Events) -> None:
+    """After a delivery with a token, no file of the practice's folder (configuration,
+    spool, vault, audit trail, sending limits) holds it, nor any log event."""
+    gw = make_gateway(tmp_path / "pli", upstream_security="starttls")
+    endpoint = TokenEndpoint(loop).start()
+    started.append(endpoint)
+    upstreams(gw, ca, oauth_account(gw.provider_port, endpoint, client_secret(gw)))
+    provider = oauth_provider(loop, ca, gw.provider_port, endpoint)
+    started.append(provider)
+    started.append(RunningApp(loop, gw).start())
+    submit(gw)
+    wait_until(lambda: provider.received, timeout=10)
+    wait_queue_empty(gw)
+    assert sink(provider).logins == [MAILBOX] and len(endpoint.tokens) == 1
+    (token,) = (issued.encode() for issued in endpoint.tokens)
+    files = [path for path in gw.folder.rglob("*") if path.is_file()]
+    assert len(files) > 10
+    assert [path for path in files if token in path.read_bytes()] == []
+    no_secret_in(events, endpoint)
+
+
 def test_a_token_that_ends_mid_queue_is_refreshed_before_the_provider_refuses_it(
         tmp_path: Path, loop: LoopThread, ca: trustme.CA, started: list[Any]) -> None:
     gw = make_gateway(tmp_path / "pli", upstream_security="starttls")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings, load_settings
+from gateway.config import Settings, SwiftObjects, load_settings
 from gateway.errors import ConfigError
 from gateway.initdir import InitOptions, init_dir, render_config
 
@@ -263,6 +263,9 @@ SETTINGS_TABLE: dict[str, list[Check]] = {
          == "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml")],
     "`[audit]`": [("`retention_days` (365)", lambda s, d: s.audit.retention_days == 365),
                   ("`max_file_mb` (16)", lambda s, d: s.audit.max_file_mb == 16)],
+    "`[vault]`": [('`objects = "files"`', lambda s, d: s.vault.objects == "files"),
+                  ("`timeout` (30 s)",
+                   lambda s, d: SwiftObjects.model_fields["timeout"].default == 30)],
     "`[auth]`": [("`delay_after` (2 failures)", lambda s, d: s.auth.delay_after == 2),
                  ("`max_failures` (5 in `window` = 600 s)",
                   lambda s, d: (s.auth.max_failures, s.auth.window) == (5, 600)),

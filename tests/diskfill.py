@@ -48,7 +48,8 @@ def leave_free(folder: Path, free: int) -> None:
     assert free % PAGE == 0, "tmpfs gives room by the page"
     filler = folder / FILLER
     filler.touch()
-    with filler.open("r+b") as f:
+    with filler.open("r+b", buffering=0) as f:  # unbuffered: a full disk is said by
+        # the write itself, never later by the close that would flush what was left
         size = os.fstat(f.fileno()).st_size
         target = max(0, size + free_bytes(folder) - free)
         if target < size:

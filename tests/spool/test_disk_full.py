@@ -92,7 +92,8 @@ def leave_free(pli: PliProcess, data: Path, free: int) -> None:
     filler.touch()
     st = os.statvfs(folder)
     target = max(0, filler.stat().st_size + st.f_bavail * st.f_frsize - free)
-    with filler.open("r+b") as f:
+    with filler.open("r+b", buffering=0) as f:  # unbuffered: a full disk is said by
+        # the write itself, never later by the close that would flush what was left
         f.truncate(min(target, filler.stat().st_size))
         f.seek(0, os.SEEK_END)
         try:

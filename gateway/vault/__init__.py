@@ -7,6 +7,7 @@ is specified in ``docs/vault-format.md`` (and :mod:`gateway.vault.format`).
 Public API (everything is blocking: call it from a worker thread, never on the event loop)::
 
     vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
+    vault = Vault(root, index=PostgresIndex(...))   # the index several instances share
 
     link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
                       download_limit=5, access_code="4821" or None,   # 5 per document
@@ -76,6 +77,7 @@ from gateway.vault.index import (
     CodeCheck,
     IndexVersionError,
     LinkIndex,
+    SqliteIndex,
     LinkInfo,
     LinkOptions,
     LinkStatus,
@@ -151,19 +153,22 @@ class SealedLink:
 
 
 class Vault:
-    """``randbytes`` is where link ids, secrets, object ids and nonce bases come from;
+    """``index``: where the link index is (by default SQLite, ``root/index.sqlite3``);
+    ``randbytes`` is where link ids, secrets, object ids and nonce bases come from;
     only the test vector replaces it."""
 
     def __init__(
         self,
         root: Path,
         *,
+        index: LinkIndex | None = None,
         max_code_attempts: int = MAX_CODE_ATTEMPTS,
         randbytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.root = root
         self.store = ObjectStore(root)
-        self.index = LinkIndex(root / "index.sqlite3", max_code_attempts=max_code_attempts)
+        self.index = index if index is not None else SqliteIndex(
+            root / "index.sqlite3", max_code_attempts=max_code_attempts)
         self._random = randbytes
         self.store.create()
         self.index.create_schema()

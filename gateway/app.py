@@ -31,6 +31,7 @@ from gateway.transform import Protector
 from gateway.transform.sender import SenderMail
 from gateway.users import UserStore
 from gateway.vault import Vault
+from gateway.vault.index import LinkIndex
 
 log = get_logger("pli.app")
 
@@ -54,6 +55,71 @@ async def every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(interval)
 
 
+def open_index(settings: Settings) -> LinkIndex | None:
+    """The link index pli.toml names: None for SQLite (the vault's own file), or the
+    PostgreSQL database several instances share."""
+    chosen = settings.vault
+    if chosen.index == "sqlite" or chosen.postgresql is None:
+        return None
+    try:
+        from gateway.vault.pgindex import PostgresIndex
+    except ImportError:
+        raise ConfigError('[vault] index = "postgresql" needs psycopg 3, which is not '
+                          "installed: pip install 'pli[postgresql]'") from None
+    where = chosen.postgresql
+    return PostgresIndex(where.conninfo(), password=where.password(), schema=where.db_schema,
+                         pool_size=where.pool_size, connect_timeout=where.connect_timeout)
+
+
+def open_vault(settings: Settings) -> Vault:
+    """The vault with the link index pli.toml chose, its schema made or checked; a
+    database that cannot be reached or used is a ConfigError saying so."""
+    index = open_index(settings)
+    if index is None:
+        return Vault(settings.vault_dir)
+    try:
+        return Vault(settings.vault_dir, index=index)
+    except Exception as exc:
+        index.close()
+        from gateway.vault.pgindex import index_error
+
+        problem = index_error(exc)
+        if problem is None:
+            raise
+        raise ConfigError(f"the link index: {problem}") from None
+
+
+def scale_problems(settings: Settings) -> list[str]:
+    """What `pli check` says of what instances share: the portal's signing key, and the
+    PostgreSQL index (reached, and its tables Pli's own; an empty database is made at
+    start). Nothing is written."""
+    problems: list[str] = []
+    try:
+        settings.portal.signing_key()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        index = open_index(settings)
+    except ConfigError as exc:
+        return [*problems, str(exc)]
+    if index is None:
+        return problems
+    from gateway.vault.pgindex import PostgresIndex, index_error
+
+    assert isinstance(index, PostgresIndex)
+    try:
+        index.probe()
+        problems += [f"the link index: {p}" for p in index.problems()]
+    except Exception as exc:
+        problem = index_error(exc)
+        if problem is None:
+            raise
+        problems.append(f"the link index: {problem}")
+    finally:
+        index.close()
+    return problems
+
+
 class App:
     vault_purge_interval = PURGE_INTERVAL
     audit_expiry_interval = AUDIT_EXPIRY_INTERVAL
@@ -62,7 +128,7 @@ class App:
         self.settings = settings
         self.audit = open_audit(settings)
         self.spool = Spool(settings.spool_dir)
-        self.vault = Vault(settings.vault_dir)
+        self.vault = open_vault(settings)
         self.users = UserStore(settings.users_file)
         self.worker: DeliveryWorker | None = None
         self.outbox: Outbox | None = None
@@ -75,7 +141,8 @@ class App:
         self.room = DiskRoom((settings.spool_dir, settings.vault_dir), settings.max_message_size)
         self.metrics = metrics.Metrics(queue=metrics.spool_queue_stats(settings.spool_dir),
                                        free_bytes=self.room.free,
-                                       certificate_expiry=self._served_certificate_expiry)
+                                       certificate_expiry=self._served_certificate_expiry,
+                                       instance=settings.instance)
         self._metrics_runner: Any = None
         self._portal_runner: Any = None
 
@@ -112,7 +179,8 @@ class App:
                 incoming_mail_host=settings.portal.imap_host, notices=self.outbox)
         await self._start_metrics()
         self._write_pid()
-        log.info("pli.ready", ports=self.intake.ports, queued=queued)
+        log.info("pli.ready", ports=self.intake.ports, queued=queued,
+                 instance=settings.instance, index=self.vault.index.describe())
         sdnotify.ready(f"accepting on ports {', '.join(map(str, self.intake.ports))}; "
                        f"{queued} queued")
         self._tasks.append(asyncio.create_task(sdnotify.watchdog_loop(self._listening)))
@@ -156,6 +224,7 @@ class App:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
         await asyncio.to_thread(self.spool.close)
+        await asyncio.to_thread(self.vault.index.close)
         await asyncio.to_thread(self.audit.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()
@@ -163,7 +232,24 @@ class App:
 
     async def _purge_vault(self) -> None:
         """Tell the senders who asked of their links that expired unopened, then delete
-        the vault objects of expired and revoked links for good (hourly)."""
+        the vault objects of expired and revoked links for good (hourly). Instances that
+        share an index take turns: the one that holds its purge lock does it, the others
+        skip this hour's run."""
+        try:
+            held = await asyncio.to_thread(self.vault.index.try_lock, "purge")
+        except Exception as exc:  # noqa: BLE001 - tried again at the next run
+            log.error("vault.purge_failed", error=type(exc).__name__)
+            return
+        if held is None:
+            log.info("vault.purge_skipped", reason="another instance is purging")
+            return
+        try:
+            await self._purge_vault_held()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(held.release)
+
+    async def _purge_vault_held(self) -> None:
         if self.outbox is not None:
             try:
                 await self.outbox.expired_unopened()

@@ -312,8 +312,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gateway.preflight import all_problems, tls_notes, warnings
     from gateway.tls import utc_day
 
+    from gateway.app import scale_problems
+
     settings = _settings(args)
     problems, counts = all_problems(settings)
+    problems += scale_problems(settings)
     for warning in warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
     for note in tls_notes(settings):
@@ -341,7 +344,8 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{settings.delivery.max_connections} in all), {counts['users']} user(s), "
           f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
           f"days in files of at most {settings.audit.max_file_mb:g} MB, TLS certificate valid "
-          f"until {utc_day(counts['certificate_expiry'])}")
+          f"until {utc_day(counts['certificate_expiry'])}, link index "
+          f"{settings.vault.index}")
     return 0
 
 
@@ -485,9 +489,9 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 # -- links ---------------------------------------------------------------------------
 
 def _vault(settings: Settings):  # type: ignore[no-untyped-def]
-    from gateway.vault import Vault
+    from gateway.app import open_vault
 
-    return Vault(settings.vault_dir)
+    return open_vault(settings)
 
 
 def cmd_links_list(args: argparse.Namespace) -> int:

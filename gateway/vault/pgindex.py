@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.vault.index import (
     MAX_CODE_ATTEMPTS,
@@ -82,7 +82,7 @@ VERSION_TABLE = "pli_schema"
 
 # Every column a query reads or writes, by table: what `pli check` looks for.
 COLUMNS: dict[str, frozenset[str]] = {
-    table: frozenset(re.findall(r"^    (\w+) ", ddl, re.MULTILINE))
+    table: frozenset(re.findall(r"^    ([a-z_]+) ", ddl, re.MULTILINE))
     for table, ddl in _TABLES.items()
 }
 
@@ -165,6 +165,7 @@ class PostgresIndex(LinkIndex):
         }
         if password is not None:
             kwargs["password"] = password
+        self._kwargs = kwargs
         self.pool = ConnectionPool(
             conninfo, kwargs=kwargs, min_size=1, max_size=max(1, pool_size),
             timeout=connect_timeout, name="pli-index", open=False,
@@ -225,8 +226,15 @@ class PostgresIndex(LinkIndex):
 
     # -- the schema -----------------------------------------------------------------------
 
+    def probe(self) -> None:
+        """Connect once, outside the pool: a server that cannot be reached, a role or a
+        password refused, raise psycopg's own OperationalError, which says which."""
+        with psycopg.connect(self.conninfo, **self._kwargs) as conn:
+            conn.execute("SELECT 1")
+
     def create_schema(self) -> None:
         """Make the tables on an empty database, check them on one Pli made."""
+        self.probe()
         with self._write() as db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(SCHEMA_LOCK, self.schema),))
             if self.schema != "public":
@@ -305,3 +313,18 @@ class PostgresIndex(LinkIndex):
                     found.append(f"{self.describe()}: table {table!r} lacks the column(s)"
                                  f" {', '.join(missing)}: it is not the table Pli made")
         return found
+
+
+def index_error(exc: BaseException) -> str | None:
+    """A sentence for what stops Pli from using its PostgreSQL index, or None when
+    ``exc`` is something else (a bug, to be raised as it is)."""
+    if isinstance(exc, (IndexUnavailable, IndexVersionError)):
+        return str(exc)
+    if isinstance(exc, psycopg.OperationalError):
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot use PostgreSQL: {reason}"
+    if isinstance(exc, PoolTimeout):
+        return "PostgreSQL gave no connection in time (is the server up, the pool too small?)"
+    if isinstance(exc, psycopg.Error):
+        return f"PostgreSQL refused: {' '.join(str(exc).split())}"
+    return None

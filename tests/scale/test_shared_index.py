@@ -1,0 +1,222 @@
+"""The PostgreSQL link index as two instances see it: two processes' pools on one
+database, each with its own connections. Limits hold across them, one purges at a time,
+the schema is made once, and a database Pli cannot use is said in a sentence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_settings
+from gateway.errors import ConfigError
+from gateway.metrics import Metrics
+from gateway.vault import IndexVersionError, Vault
+from gateway.vault.index import SCHEMA_VERSION
+from gateway.vault.pgindex import IndexUnavailable, PostgresIndex
+from tests.engines import Postgres
+from tests.support import make_gateway
+from tests.vault.helpers import seal
+
+Pair = tuple[Vault, Vault]
+
+
+@pytest.fixture
+def schema(postgres: Postgres) -> Iterator[str]:
+    name = postgres.new_schema()
+    yield name
+    postgres.drop_schema(name)
+
+
+@pytest.fixture
+def indexes(postgres: Postgres, schema: str) -> Iterator[Callable[[], PostgresIndex]]:
+    made: list[PostgresIndex] = []
+
+    def new() -> PostgresIndex:
+        made.append(PostgresIndex(postgres.conninfo, schema=schema, pool_size=4))
+        return made[-1]
+    yield new
+    for index in made:
+        index.close()
+
+
+@pytest.fixture
+def pair(indexes: Callable[[], PostgresIndex], tmp_path: Path) -> Pair:
+    """Two instances' vaults: one object folder, one database, two pools."""
+    return (Vault(tmp_path / "vault", index=indexes()),
+            Vault(tmp_path / "vault", index=indexes()))
+
+
+def race(calls: list[Callable[[], object]]) -> list[object]:
+    answers: list[object] = []
+    start = threading.Barrier(len(calls))
+
+    def one(call: Callable[[], object]) -> None:
+        start.wait()
+        answers.append(call())
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers
+
+
+def test_a_limit_of_one_is_one_download_across_two_instances(pair: Pair) -> None:
+    a, b = pair
+    link = seal(a, download_limit=1)
+    info = b.get(link.id)
+    assert info is not None
+    document = info.files[0].id
+    answers = race([lambda v=v: v.grant_download(link.id, document)  # type: ignore[misc]
+                    for v in (a, b) * 10])
+    assert sorted(answers, key=lambda x: x is None) == [0] + [None] * 19
+    for vault in pair:
+        after = vault.get(link.id)
+        assert after is not None and after.files[0].downloads == 1
+        assert vault.status(link.id) == "exhausted"
+
+
+def test_wrong_codes_are_counted_across_instances(pair: Pair) -> None:
+    a, b = pair
+    link = seal(a, code="4821")
+    answers = race([lambda v=v, n=n: v.check_code(link.id, f"{n:04d}")  # type: ignore[misc]
+                    for n, v in enumerate((a, b) * 6)])
+    assert sum(1 for r in answers if r.remaining == 0 and r.locked) >= 1  # type: ignore[attr-defined]
+    for vault in pair:
+        info = vault.get(link.id)
+        assert info is not None and info.locked and info.failed_attempts == 5
+        assert not vault.check_code(link.id, "4821").ok
+
+
+def test_one_instance_at_a_time_holds_the_purge(pair: Pair) -> None:
+    a, b = pair
+    held = a.index.try_lock("purge")
+    assert held is not None
+    assert b.index.try_lock("purge") is None
+    other = a.index.try_lock("another")  # each lock on its own
+    assert other is not None
+    other.release()
+    held.release()
+    again = b.index.try_lock("purge")
+    assert again is not None
+    again.release()
+
+
+def test_two_instances_starting_at_once_make_the_schema_once(
+        indexes: Callable[[], PostgresIndex]) -> None:
+    first, second, third = indexes(), indexes(), indexes()
+    errors = race([first.create_schema, second.create_schema, third.create_schema])
+    assert errors == [None, None, None]
+    with first._connect() as db:
+        assert db.execute("SELECT version FROM pli_schema").fetchall() == [(SCHEMA_VERSION,)]
+    assert first.problems() == []
+
+
+def test_a_table_pli_did_not_make_is_refused_with_a_sentence(
+        indexes: Callable[[], PostgresIndex]) -> None:
+    index = indexes()
+    with index._write() as db:
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {index.schema}")
+        db.execute("CREATE TABLE links (id text PRIMARY KEY, owner text)")
+    with pytest.raises(IndexUnavailable, match="already has a table 'links' that Pli did not"
+                       " make"):
+        index.create_schema()
+    [problem] = index.problems()
+    assert "table 'links' was not made by Pli" in problem
+
+
+def test_a_table_that_lost_a_column_and_a_newer_schema_are_said(
+        indexes: Callable[[], PostgresIndex]) -> None:
+    index = indexes()
+    index.create_schema()
+    with index._write() as db:
+        db.execute("ALTER TABLE objects DROP COLUMN downloads")
+    assert index.problems() == [f"{index.describe()}: table 'objects' lacks the column(s)"
+                                " downloads: it is not the table Pli made"]
+    with pytest.raises(IndexUnavailable, match="lacks the column"):
+        index.create_schema()
+    with index._write() as db:
+        db.execute("UPDATE pli_schema SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(IndexVersionError, match="newer than this Pli's"):
+        index.create_schema()
+
+
+def _pli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_pli_check_reports_the_index_it_cannot_use(postgres: Postgres, schema: str,
+                                                   tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    base = gw.config.read_text()
+    gw.config.write_text(base + postgres.toml(schema))
+    checked = _pli("check", "-c", str(gw.config))
+    assert checked.returncode == 0, checked.stderr
+    assert "link index postgresql" in checked.stdout  # an empty database is made at start
+
+    index = PostgresIndex(postgres.conninfo, schema=schema)
+    try:
+        index.create_schema()
+        with index._write() as db:
+            db.execute("ALTER TABLE links DROP COLUMN expires")
+    finally:
+        index.close()
+    checked = _pli("check", "-c", str(gw.config))
+    assert checked.returncode == 1
+    assert "the link index: PostgreSQL 127.0.0.1" in checked.stderr
+    assert "table 'links' lacks the column(s) expires" in checked.stderr
+
+    unreachable = base + postgres.toml(schema).replace(f"port = {postgres.port}", "port = 1")
+    gw.config.write_text(unreachable)
+    checked = _pli("check", "-c", str(gw.config))
+    assert checked.returncode == 1
+    assert "the link index: cannot use PostgreSQL: connection failed" in checked.stderr
+
+
+@pytest.mark.parametrize(("tables", "said"), [
+    ('[vault]\nindex = "postgresql"\n', 'needs a [vault.postgresql] table'),
+    ('[vault.postgresql]\nhost = "db"\ndbname = "pli"\nuser = "pli"\n',
+     'index = "sqlite": set index = "postgresql"'),
+    ('[vault]\nindex = "postgresql"\n[vault.postgresql]\ndsn = "postgresql://pli:secret@db/pli"\n',
+     "dsn holds a password"),
+    ('[vault]\nindex = "postgresql"\n[vault.postgresql]\nhost = "db"\n',
+     "host needs dbname and user"),
+    ('[vault]\nindex = "mysql"\n', "vault.index"),
+    ('[vault]\nindex = "postgresql"\n[vault.postgresql]\ndsn = "host=db"\nschema = "Pli-1"\n',
+     "lower-case letters"),
+])
+def test_bad_index_settings_are_said_with_the_setting(tmp_path: Path, tables: str,
+                                                      said: str) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    gw.config.write_text(gw.config.read_text() + "\n" + tables)
+    with pytest.raises(ConfigError, match="vault") as caught:
+        load_settings(gw.config)
+    assert said in str(caught.value)
+
+
+def test_a_short_or_missing_signing_key_is_a_configuration_error(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    key = tmp_path / "pli" / "portal-key"
+    gw.config.write_text(gw.config.read_text().replace(
+        "[portal]", '[portal]\nkey_file = "portal-key"', 1))
+    with pytest.raises(ConfigError, match="cannot read the signing key"):
+        gw.settings().portal.signing_key()
+    key.write_text("short\n")
+    with pytest.raises(ConfigError, match="fewer than 32"):
+        gw.settings().portal.signing_key()
+    key.write_text("x" * 44 + "\n")
+    assert gw.settings().portal.signing_key() == b"x" * 44
+
+
+def test_every_metric_says_which_instance_it_comes_from() -> None:
+    lines = [line for line in Metrics(queue=lambda: (0, 0.0), instance="pli-b").render()
+             .splitlines() if line and not line.startswith("#")]
+    assert lines and all('{instance="pli-b"' in line for line in lines)
+    assert 'pli_messages_decided_total{instance="pli-b",action="pass"} 0' in lines

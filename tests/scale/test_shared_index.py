@@ -220,3 +220,26 @@ def test_every_metric_says_which_instance_it_comes_from() -> None:
              .splitlines() if line and not line.startswith("#")]
     assert lines and all('{instance="pli-b"' in line for line in lines)
     assert 'pli_messages_decided_total{instance="pli-b",action="pass"} 0' in lines
+
+
+def test_the_database_holds_hashes_and_counts_never_a_key_or_a_name(pair: Pair) -> None:
+    """Every value of every row, as PostgreSQL gives it back, in text and in raw bytes:
+    no link secret, no sender's secret, no code, no subject, no file name."""
+    from gateway.vault import Manifest, SealFile
+
+    a, _ = pair
+    sealed = a.seal(
+        Manifest(sender="Dr Martin <dr.martin@cabinet-martin.fr>", subject="SubjectZK9",
+                 date="Mon, 02 Nov 2026 09:15:00 +0100", text="BodyZK9", html=None),
+        [SealFile("NameZK9.pdf", "application/pdf", "application/pdf", b"%PDF BytesZK9")],
+        sender="dr.martin@cabinet-martin.fr", recipient="patient@example.org",
+        expires_at=2e9, download_limit=2, access_code="739164", manage=True)
+    assert sealed.manage_secret is not None
+    with a.index._connect() as db:
+        rows = [str(row) for table in ("links", "objects", "pli_schema")
+                for row in db.execute(f"SELECT * FROM {table}").fetchall()]
+    dump = "\n".join(rows)
+    assert sealed.id in dump and "scrypt$" in dump
+    for secret in (sealed.secret, sealed.manage_secret, "739164", "SubjectZK9", "BodyZK9",
+                   "NameZK9", "BytesZK9"):
+        assert secret not in dump

@@ -30,8 +30,12 @@ from gateway.tls import certificate_expiry, server_context, utc_day
 from gateway.transform import Protector
 from gateway.transform.sender import SenderMail
 from gateway.users import UserStore
-from gateway.vault import Vault
+from gateway.vault import StoreUnavailable, Vault
 from gateway.vault.index import LinkIndex
+from gateway.vault.objects import ObjectStore
+from gateway.vault.store import FileStore
+from gateway.vault.swift import SwiftStore
+from gateway.vault.swift_client import SwiftAccount
 
 log = get_logger("pli.app")
 
@@ -55,7 +59,17 @@ async def every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(interval)
 
 
-def open_index(settings: Settings) -> LinkIndex | None:
+def build_object_store(settings: Settings) -> ObjectStore:
+    """The store ``[vault] objects`` names: files under the vault's folder, or Swift."""
+    swift = settings.vault.swift
+    if settings.vault.objects == "swift" and swift is not None:
+        account = SwiftAccount(swift.auth_url, swift.user, swift.key, timeout=swift.timeout,
+                               ca_file=None if swift.ca_file is None else str(swift.ca_file))
+        return SwiftStore(account, swift.container)
+    return FileStore(settings.vault_dir)
+
+
+def build_index(settings: Settings) -> LinkIndex | None:
     """The link index pli.toml names: None for SQLite (the vault's own file), or the
     PostgreSQL database several instances share."""
     chosen = settings.vault
@@ -71,16 +85,19 @@ def open_index(settings: Settings) -> LinkIndex | None:
                          pool_size=where.pool_size, connect_timeout=where.connect_timeout)
 
 
-def open_vault(settings: Settings) -> Vault:
-    """The vault with the link index pli.toml chose, its schema made or checked; a
-    database that cannot be reached or used is a ConfigError saying so."""
-    index = open_index(settings)
+def build_vault(settings: Settings) -> Vault:
+    """The vault with the object store and the link index pli.toml chose, the index's
+    schema made or checked; a database that cannot be reached or used is a ConfigError
+    saying so."""
+    store = build_object_store(settings)
+    index = build_index(settings)
     if index is None:
-        return Vault(settings.vault_dir)
+        return Vault(settings.vault_dir, store=store)
     try:
-        return Vault(settings.vault_dir, index=index)
+        return Vault(settings.vault_dir, store=store, index=index)
     except Exception as exc:
         index.close()
+        store.close()
         from gateway.vault.pgindex import index_error
 
         problem = index_error(exc)
@@ -99,7 +116,7 @@ def scale_problems(settings: Settings) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     try:
-        index = open_index(settings)
+        index = build_index(settings)
     except ConfigError as exc:
         return [*problems, str(exc)]
     if index is None:
@@ -128,7 +145,7 @@ class App:
         self.settings = settings
         self.audit = open_audit(settings)
         self.spool = Spool(settings.spool_dir)
-        self.vault = open_vault(settings)
+        self.vault = build_vault(settings)
         self.users = UserStore(settings.users_file)
         self.worker: DeliveryWorker | None = None
         self.outbox: Outbox | None = None
@@ -154,6 +171,7 @@ class App:
         queued = len(self.spool.ids())
         log.info("spool.recovered", queued=queued, removed_partial=removed)
         self.users.users()  # a broken users file stops start-up with its error
+        await self._connect_objects()
         self.policy = load_checked_policy(settings)
         tls = self.tls = server_context(settings.tls.cert, settings.tls.key)
         self.certificate_expiry = certificate_expiry(settings.tls.cert)
@@ -184,6 +202,19 @@ class App:
         sdnotify.ready(f"accepting on ports {', '.join(map(str, self.intake.ports))}; "
                        f"{queued} queued")
         self._tasks.append(asyncio.create_task(sdnotify.watchdog_loop(self._listening)))
+
+    async def _connect_objects(self) -> None:
+        """Reach the object store now, to say at start whether protected mail can be
+        sealed; one that is away does not stop Pli (passed mail and the queue go on, a
+        message to protect gets 451 until the store is back)."""
+        vault = self.settings.vault
+        try:
+            await asyncio.to_thread(self.vault.store.connect)
+        except (StoreUnavailable, ConfigError) as exc:
+            log.error("vault.objects_unavailable", objects=vault.objects, problem=str(exc))
+            return
+        if vault.swift is not None:
+            log.info("vault.objects", objects=vault.objects, container=vault.swift.container)
 
     def _servers(self) -> list[asyncio.Server]:
         return list(self.intake.servers) if self.intake is not None else []
@@ -224,7 +255,7 @@ class App:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
         await asyncio.to_thread(self.spool.close)
-        await asyncio.to_thread(self.vault.index.close)
+        await asyncio.to_thread(self.vault.close)
         await asyncio.to_thread(self.audit.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / PID_FILE).unlink()

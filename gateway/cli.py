@@ -317,6 +317,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     problems, counts = all_problems(settings)
     problems += scale_problems(settings)
+    problems += _object_store_problems(settings)
     for warning in warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
     for note in tls_notes(settings):
@@ -347,6 +348,24 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"until {utc_day(counts['certificate_expiry'])}, link index "
           f"{settings.vault.index}")
     return 0
+
+
+def _object_store_problems(settings: Settings) -> list[str]:
+    """Can the vault's objects be written where ``[vault]`` says? (Swift: a login and the
+    container.) A store that cannot be reached is a problem: protected mail would get 451."""
+    if settings.vault.objects == "files":
+        return []
+    from gateway.app import build_object_store
+    from gateway.vault import StoreUnavailable
+
+    store = build_object_store(settings)
+    try:
+        store.connect()
+    except (StoreUnavailable, ConfigError) as exc:
+        return [f"vault: {exc}: protected messages would be refused (451) until it works"]
+    finally:
+        store.close()
+    return []
 
 
 def cmd_tls_renew(args: argparse.Namespace) -> int:
@@ -489,9 +508,9 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 # -- links ---------------------------------------------------------------------------
 
 def _vault(settings: Settings):  # type: ignore[no-untyped-def]
-    from gateway.app import open_vault
+    from gateway.app import build_vault
 
-    return open_vault(settings)
+    return build_vault(settings)
 
 
 def cmd_links_list(args: argparse.Namespace) -> int:

@@ -202,24 +202,7 @@ class Upstream(_Strict):
     def secret(self, what: str, file: Path | None, credential: str | None) -> str | None:
         """A secret from its file or systemd credential, read at the moment of use (a
         rotated secret needs no restart); None when neither is given."""
-        if file is not None:
-            path = file
-        elif credential is not None:
-            folder = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not folder:
-                raise ConfigError(
-                    f"upstream {self.name!r}: {what} is a systemd credential ({credential!r}) "
-                    "but systemd gave no CREDENTIALS_DIRECTORY (LoadCredential= in the unit)"
-                )
-            path = Path(folder) / credential
-        else:
-            return None
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"upstream {self.name!r}: cannot read {what} from {path}: {exc.strerror}"
-            ) from None
+        return read_secret(f"upstream {self.name!r}", what, file, credential)
 
 
 def read_secret(owner: str, what: str, file: Path | None, credential: str | None) -> str | None:
@@ -418,24 +401,6 @@ def _conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class VaultSettings(_Strict):
-    """Where the vault keeps its link index: ``sqlite`` (the default, a file in
-    data/vault) or ``postgresql`` (shared by several instances: [vault.postgresql])."""
-
-    index: Literal["sqlite", "postgresql"] = "sqlite"
-    postgresql: PostgresIndex | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> VaultSettings:
-        if self.index == "postgresql" and self.postgresql is None:
-            raise ValueError('index = "postgresql" needs a [vault.postgresql] table saying '
-                             "where the database is")
-        if self.index == "sqlite" and self.postgresql is not None:
-            raise ValueError('[vault.postgresql] is set but index = "sqlite": set '
-                             'index = "postgresql" to use it')
-        return self
-
-
 class MetricsListener(_Strict):
     """/healthz and Prometheus /metrics, on a listener of their own (localhost by default)."""
 
@@ -469,6 +434,100 @@ class Whitelist(_Strict):
             raise ValueError("must be an https:// address: the list decides who gets mail "
                              "in clear, so it is never fetched without TLS")
         return value
+
+
+SWIFT_MAX_OBJECT = 5 * 1024**3
+"""Swift's default limit for one object (max_file_size), which Pli writes in one PUT."""
+_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+class SwiftObjects(_Strict):
+    """``[vault.swift]``: the OpenStack Swift container holding this practice's sealed
+    objects, reached with Swift's v1 auth (tempauth, swauth, a provider's v1 endpoint).
+    One container per practice; several instances of the same practice share it."""
+
+    auth_url: str
+    user: str  # "account:user" for tempauth
+    key_file: Path | None = None
+    key_credential: str | None = None
+    container: str
+    ca_file: Path | None = None  # the CA certificates Swift's certificate is checked against
+    timeout: Seconds = 30.0
+
+    @field_validator("auth_url")
+    @classmethod
+    def _auth_url(cls, value: str) -> str:
+        host = value.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        if not (value.startswith("https://") or (value.startswith("http://")
+                                                 and _is_loopback(host))):
+            raise ValueError("must be an https:// address (http:// on loopback only): the key "
+                             "travels in it")
+        if any(c in value for c in " \r\n#"):
+            raise ValueError("must be an address such as https://auth.cloud.example/auth/v1.0")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not value.strip() or any(c in value for c in "\r\n"):
+            raise ValueError("must be the Swift user, such as \"account:user\"")
+        return value.strip()
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        if not _CONTAINER.match(value):
+            raise ValueError("must be a container name of letters, digits, dots, hyphens and "
+                             "underscores (at most 255), such as \"pli-cabinet-martin\"")
+        return value
+
+    @model_validator(mode="after")
+    def _key_source(self) -> SwiftObjects:
+        if (self.key_file is None) == (self.key_credential is None):
+            raise ValueError("give key_file or key_credential, one of them (the key itself "
+                             "never goes in pli.toml)")
+        return self
+
+    def key(self) -> str:
+        """Swift's key, read from its file or credential at each login."""
+        key = read_secret("[vault.swift]", "the key", self.key_file, self.key_credential)
+        if not key:
+            raise ConfigError(f"[vault.swift]: the key in {self.key_file or self.key_credential}"
+                              " is empty")
+        return key
+
+
+class VaultSettings(_Strict):
+    """``[vault]``: where the sealed objects are kept, ``objects``: ``files`` (the
+    default), under ``data_dir/vault``, or ``swift``, in the OpenStack Swift container of
+    ``[vault.swift]``; and where the link index is, ``index``: ``sqlite`` (the default, a
+    file in ``data_dir/vault``) or ``postgresql``, shared by several instances
+    (``[vault.postgresql]``)."""
+
+    objects: Literal["files", "swift"] = "files"
+    swift: SwiftObjects | None = None
+    index: Literal["sqlite", "postgresql"] = "sqlite"
+    postgresql: PostgresIndex | None = None
+
+    @model_validator(mode="after")
+    def _table_for_index(self) -> VaultSettings:
+        if self.index == "postgresql" and self.postgresql is None:
+            raise ValueError('index = "postgresql" needs a [vault.postgresql] table saying '
+                             "where the database is")
+        if self.index == "sqlite" and self.postgresql is not None:
+            raise ValueError('[vault.postgresql] is set but index = "sqlite": set '
+                             'index = "postgresql" to use it')
+        return self
+
+    @model_validator(mode="after")
+    def _table_for_store(self) -> VaultSettings:
+        if self.objects == "swift" and self.swift is None:
+            raise ValueError("objects = \"swift\" needs a [vault.swift] table: auth_url, user, "
+                             "key_file or key_credential, container")
+        if self.objects == "files" and self.swift is not None:
+            raise ValueError("[vault.swift] is set but objects = \"files\": set "
+                             "objects = \"swift\" to keep the objects there")
+        return self
 
 
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # "_": some NAS names have one
@@ -540,6 +599,9 @@ class Settings(_Strict):
         names = [u.name for u in self.upstream]
         if len(set(names)) != len(names):
             raise ValueError("two [[upstream]] accounts share a name")
+        if self.vault.objects == "swift" and self.max_message_size > SWIFT_MAX_OBJECT:
+            raise ValueError("max_message_size is more than Swift takes in one object (5 GiB):"
+                             " lower it to keep the vault's objects in Swift")
         return self
 
     @property
@@ -621,6 +683,7 @@ def _absolutise(raw: dict[str, object], base: Path) -> None:
     fix(raw.get("portal"), ("key_file",))
     vault = raw.get("vault")
     if isinstance(vault, dict):
+        fix(vault.get("swift"), ("key_file", "ca_file"))
         fix(vault.get("postgresql"), ("password_file",))
 
 

@@ -35,6 +35,7 @@ from gateway.transform.extract import Extracted, extract
 from gateway.transform.passcopy import pass_copy
 from gateway.types import (ByteRange, Decisions, MessageFacts, Outgoing, ProtectSettings,
                            Submission)
+from gateway.vault.objects import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.transform.protect import Protected
@@ -82,6 +83,17 @@ class Job:
 Step = Callable[[Job], Awaitable[None]]
 
 
+def vault_unavailable() -> TemporaryFailure:
+    """451 when the vault's object store (Swift) cannot be reached: nothing was kept."""
+    return TemporaryFailure(bilingual(
+        "Le coffre de Pli, où vont les documents protégés, ne répond pas : message non "
+        "envoyé, il reste dans votre messagerie ; réessayez dans quelques minutes et "
+        "prévenez votre prestataire informatique si cela dure",
+        "Pli's vault, where protected documents are kept, does not answer: the message was "
+        "not sent and stays in your mail client; try again in a few minutes, and tell your "
+        "IT provider if this goes on"), code=451, status="4.3.0")
+
+
 class Pipeline:
     def __init__(self, steps: Sequence[Step]) -> None:
         self.steps = tuple(steps)
@@ -90,6 +102,12 @@ class Pipeline:
         try:
             return await self._process(submission)
         except OSError as exc:
+            if isinstance(exc, StoreUnavailable) and not is_disk_full(exc):
+                # Swift away: nothing was kept (no link, nothing spooled); the client
+                # keeps the message and sends it again.
+                log.error("pipeline.vault_unavailable", problem=str(exc),
+                          user=submission.user, client=submission.client)
+                raise vault_unavailable() from None
             if not is_disk_full(exc):
                 raise
             # Whatever was half-written has been undone; the client keeps the message.

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests import swiftaio
+from tests.swiftaio import SwiftAio
 from tests.engines import Postgres, postgres_missing, running_postgres
 from tests.support import Gateway, LoopThread, Provider, RunningApp, make_gateway
 
@@ -68,3 +70,14 @@ def pg_index(postgres: Postgres) -> Iterator[PostgresIndex]:
     yield index
     index.close()
     postgres.drop_schema(schema)
+
+
+@pytest.fixture(scope="session")
+def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftAio]:
+    """One Swift All In One for the whole session (deploy/scale/swift-aio)."""
+    reason = swiftaio.missing()
+    if reason:
+        pytest.skip(reason)
+    running = swiftaio.start(tmp_path_factory.mktemp("swift"))
+    yield running
+    running.stop()

@@ -44,7 +44,8 @@ from gateway.portal.pages import Language, link_page, negotiate, practice_senten
 from gateway.portal.ranges import RangeNotSatisfiable, parse_range
 from gateway.portal.reply import ReplyHandler, reply_state
 from gateway.portal.tokens import AccessTokens
-from gateway.vault import CiphertextReader, LinkInfo, LinkUnavailable, UnknownLink, Vault
+from gateway.vault import (CiphertextReader, LinkInfo, LinkUnavailable, StoreUnavailable,
+                           UnknownLink, Vault)
 from gateway.vault.format import MANIFEST_OBJECT_ID, is_link_id, is_object_id
 
 log = get_logger("pli.portal")
@@ -280,6 +281,11 @@ class Handlers:
             log.info("portal.unavailable", link=link_id, reason=reason, at=kind,
                      method=request.method, client=client)
             return self.unavailable_json(request)
+        except StoreUnavailable as exc:  # Swift away: the link is fine, come back later
+            log.error("portal.store_unavailable", link=link_id, at=kind, problem=str(exc),
+                      client=client)
+            return web.json_response({"error": "store_unavailable"}, status=503,
+                                     headers={"Retry-After": "30"})
         if kind == "manifest" and request.method == "GET":
             await self._opened(link_id, client)
         try:

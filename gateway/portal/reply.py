@@ -35,7 +35,7 @@ from gateway.config import Settings
 from gateway.logs import get_logger
 from gateway.portal.notify import Notices
 from gateway.throttle import RecentFailures
-from gateway.vault import LinkInfo, Vault
+from gateway.vault import LinkInfo, StoreUnavailable, Vault
 from gateway.vault.format import SECRET_SIZE, b64url_decode
 from gateway.vault.upload import MAX_MANIFEST, ReplyLimits, ReplyUpload, UploadRefused
 
@@ -52,7 +52,8 @@ PART_OVERHEAD = 1024  # a part's boundary and headers, generously
 CHUNK = 64 * 1024
 WRITE_BATCH = 256 * 1024
 
-STATUS = {"malformed": 400, "too_large": 413, "exists": 409, "unavailable": 404}
+STATUS = {"malformed": 400, "too_large": 413, "exists": 409, "unavailable": 404,
+          "store_unavailable": 503}
 
 
 def directions(info: LinkInfo) -> tuple[list[str], list[str]]:
@@ -124,6 +125,9 @@ class ReplyHandler:
                                              objects, limits)
         except UploadRefused as refused:
             return self._refused(info.id, refused.reason, client, STATUS[refused.reason])
+        except StoreUnavailable as exc:  # Swift away: nothing was written
+            log.error("portal.store_unavailable", link=info.id, problem=str(exc))
+            return self._refused(info.id, "store_unavailable", client, 503)
         try:
             for object_id in upload.expected:
                 part = await reader.next()
@@ -140,6 +144,9 @@ class ReplyHandler:
             return self._refused(info.id, refused.reason, client, STATUS[refused.reason])
         except OSError as exc:
             await asyncio.to_thread(upload.abort)
+            if isinstance(exc, StoreUnavailable) and exc.errno not in (errno.ENOSPC,):
+                log.error("portal.store_unavailable", link=info.id, problem=str(exc))
+                return self._refused(info.id, "store_unavailable", client, 503)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             return self._refused(info.id, "disk_full", client, 503)  # nothing half-kept

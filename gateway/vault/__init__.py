@@ -7,7 +7,8 @@ is specified in ``docs/vault-format.md`` (and :mod:`gateway.vault.format`).
 Public API (everything is blocking: call it from a worker thread, never on the event loop)::
 
     vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
-    vault = Vault(root, index=PostgresIndex(...))   # the index several instances share
+    vault = Vault(settings.vault_dir, store=SwiftStore(...))   # objects elsewhere (app.py)
+    vault = Vault(settings.vault_dir, index=PostgresIndex(...))   # the index several instances share
 
     link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
                       download_limit=5, access_code="4821" or None,   # 5 per document
@@ -34,9 +35,11 @@ Public API (everything is blocking: call it from a worker thread, never on the e
 
     vault.read_manifest(id, secret) / read_file(id, secret, object_id)   # tests and tools
 
-``seal`` returns only once every object is on disk (fsync'd file and folder) and the
-index row is committed, so the caller may say 250 right after it; if it raises, nothing of
-the link is left. ``recipient`` is the envelope address of one recipient group: one
+``seal`` returns only once every object is on disk (fsync'd file and folder; in Swift,
+stored on a quorum of replicas) and the index row is committed, so the caller may say 250
+right after it; if it raises, nothing of the link is left that could be served (objects an
+unreachable store could not delete have no index row and go at the next purge after an
+hour). :class:`StoreUnavailable` says the object store could not be reached. ``recipient`` is the envelope address of one recipient group: one
 address, several separated by commas (``"a@x.fr, b@y.fr"``), or a sequence of addresses;
 the index stores them as a JSON list. ``manifest.files`` is filled in by ``seal`` from
 ``files`` (with sizes and object ids); whatever it holds on the way in is replaced.
@@ -88,7 +91,8 @@ from gateway.vault.index import (
     hash_manage_secret,
     normalise_code,
 )
-from gateway.vault.store import CiphertextReader, ObjectStore
+from gateway.vault.objects import CiphertextReader, ObjectStore, StoreUnavailable
+from gateway.vault.store import FileStore
 
 __all__ = [
     "CiphertextReader",
@@ -103,6 +107,7 @@ __all__ = [
     "Purged",
     "SealFile",
     "SealedLink",
+    "StoreUnavailable",
     "StoredObject",
     "UnknownLink",
     "Vault",
@@ -153,25 +158,36 @@ class SealedLink:
 
 
 class Vault:
-    """``index``: where the link index is (by default SQLite, ``root/index.sqlite3``);
-    ``randbytes`` is where link ids, secrets, object ids and nonce bases come from;
-    only the test vector replaces it."""
+    """``store`` holds the sealed objects (files under ``root`` unless another is given);
+    ``index`` is the link index (by default SQLite, ``root/index.sqlite3``).
+    ``randbytes`` is where link ids, secrets, object ids and nonce bases come from; only
+    the test vector replaces it."""
 
     def __init__(
         self,
         root: Path,
         *,
+        store: ObjectStore | None = None,
         index: LinkIndex | None = None,
         max_code_attempts: int = MAX_CODE_ATTEMPTS,
         randbytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.root = root
-        self.store = ObjectStore(root)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store: ObjectStore = FileStore(root) if store is None else store
         self.index = index if index is not None else SqliteIndex(
             root / "index.sqlite3", max_code_attempts=max_code_attempts)
         self._random = randbytes
         self.store.create()
         self.index.create_schema()
+
+    def close(self) -> None:
+        """Let go of the object store's and the index's connections (Swift and PostgreSQL
+        keep some)."""
+        try:
+            self.store.close()
+        finally:
+            self.index.close()
 
     # -- sealing ----------------------------------------------------------------------
 
@@ -236,7 +252,10 @@ class Vault:
                 else hash_manage_secret(manage_secret),
             )
         except BaseException:
-            self.store.remove_link(link_id)
+            try:
+                self.store.remove_link(link_id)
+            except StoreUnavailable:  # no row: never served, and purged after an hour
+                pass
             raise
         return SealedLink(link_id, b64url_encode(secret), expires_at,
                           None if manage_secret is None else b64url_encode(manage_secret))

@@ -1,4 +1,5 @@
-"""Sealed objects as files, written completely before anyone says 250.
+"""The files object store (the default): sealed objects as files in the vault's folder,
+written completely before anyone says 250.
 
     vault/objects/<link-id>/<object-id>   one sealed object (ciphertext only)
     vault/tmp/                            objects being written
@@ -19,22 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.vault.format import is_link_id, is_object_id
+from gateway.vault.objects import READ_CHUNK, Removed
 
-READ_CHUNK = 64 * 1024
 WRITE_BATCH = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Removed:
-    objects: int = 0
-    bytes: int = 0
-
-
-class CiphertextReader:
-    """An open sealed object, for serving its bytes as they are (with HTTP ranges).
-
-    ``size`` is the total length; :meth:`iter_range` yields ``[start, end)`` in chunks.
-    Use it as a context manager, or call :meth:`close`."""
+class FileReader:
+    """A sealed object's file, open for serving (a :class:`~gateway.vault.objects.
+    CiphertextReader`)."""
 
     def __init__(self, path: Path) -> None:
         self._file = open(path, "rb")  # noqa: SIM115 (closed by close() / __exit__)
@@ -61,14 +54,16 @@ class CiphertextReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> CiphertextReader:
+    def __enter__(self) -> FileReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class ObjectStore:
+class FileStore:
+    """An :class:`~gateway.vault.objects.ObjectStore` on the local disk."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.objects_dir = root / "objects"
@@ -127,10 +122,10 @@ class ObjectStore:
             raise
         return size
 
-    def writer(self, link_id: str, object_id: str) -> ObjectWriter:
+    def writer(self, link_id: str, object_id: str) -> FileWriter:
         """An object written piece by piece as it arrives (an upload), into ``tmp``;
-        :meth:`ObjectWriter.commit` moves it into the link's folder, ``abort`` drops it."""
-        return ObjectWriter(self.tmp_dir / f"{link_id}.{object_id}.{secrets.token_hex(4)}",
+        :meth:`FileWriter.commit` moves it into the link's folder, ``abort`` drops it."""
+        return FileWriter(self.tmp_dir / f"{link_id}.{object_id}.{secrets.token_hex(4)}",
                             self.object_path(link_id, object_id))
 
     def commit_link(self, link_id: str) -> None:
@@ -154,8 +149,8 @@ class ObjectStore:
 
     # -- reading ----------------------------------------------------------------------
 
-    def open(self, link_id: str, object_id: str) -> CiphertextReader:
-        return CiphertextReader(self.object_path(link_id, object_id))
+    def open(self, link_id: str, object_id: str) -> FileReader:
+        return FileReader(self.object_path(link_id, object_id))
 
     def link_ids(self) -> list[str]:
         try:
@@ -167,6 +162,12 @@ class ObjectStore:
         """Seconds since the link's folder last changed."""
         now = time.time() if now is None else now
         return now - self.link_dir(link_id).stat().st_mtime
+
+    def connect(self) -> None:
+        """Nothing to reach: the folders were made by :meth:`create`."""
+
+    def close(self) -> None:
+        """Files hold nothing open between calls."""
 
     def remove_stale_tmp(self, older_than: float, now: float | None = None) -> int:
         """Delete leftovers of writes that a crash interrupted."""
@@ -186,7 +187,7 @@ class ObjectStore:
         return removed
 
 
-class ObjectWriter:
+class FileWriter:
     """One object being received: appended to a file in ``tmp``, then flushed and renamed
     into its link's folder whole (the folder is fsync'd by ``commit_link``), or removed.
     Blocking: callers on the event loop use a worker thread."""

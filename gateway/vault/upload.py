@@ -28,7 +28,7 @@ from gateway.vault.format import (HEADER_SIZE, MANIFEST_OBJECT_ID, MANIFEST_PADD
                                   VaultFormatError, ciphertext_size, is_link_id,
                                   parse_header, plaintext_size)
 from gateway.vault.index import LinkInfo, StoredObject
-from gateway.vault.store import ObjectWriter
+from gateway.vault.objects import ObjectWriter, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.vault import Vault
@@ -145,4 +145,7 @@ class ReplyUpload:
             self._writer.abort()
             self._writer = None
         self.vault.index.delete(self.reply_id)
-        self.vault.store.remove_link(self.reply_id)
+        try:
+            self.vault.store.remove_link(self.reply_id)
+        except StoreUnavailable:  # no row: never served, and purged after an hour
+            pass

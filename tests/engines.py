@@ -53,9 +53,10 @@ class Postgres:
     def conninfo(self) -> str:
         return f"host=127.0.0.1 port={self.port} dbname={self.dbname} user=postgres"
 
-    def toml(self, schema: str = "public") -> str:
-        """The pli.toml tables that put an instance's link index in this database."""
-        return (f'\n[vault]\nindex = "postgresql"\n\n[vault.postgresql]\nhost = "127.0.0.1"\n'
+    def toml(self, schema: str = "public", vault: str = "") -> str:
+        """The pli.toml tables that put an instance's link index in this database;
+        ``vault``: more settings of the [vault] table (its object store)."""
+        return (f'\n[vault]\nindex = "postgresql"\n{vault}\n[vault.postgresql]\nhost = "127.0.0.1"\n'
                 f'port = {self.port}\ndbname = "{self.dbname}"\nuser = "postgres"\n'
                 f'schema = "{schema}"\n')
 

@@ -48,11 +48,12 @@ action = "protect"
 protect = { access_code = "sender-tag", max_download_limit = 10 }
 """
 
-ShareStore = Callable[[Gateway, Path], str]
-"""Makes an instance use the shared object store: returns pli.toml text to add."""
+ShareStore = Callable[[Gateway, Path], tuple[str, str]]
+"""Makes an instance use the shared object store: returns the settings to add to its
+[vault] table, and the tables to add to its pli.toml."""
 
 
-def share_files(gw: Gateway, shared: Path) -> str:
+def share_files(gw: Gateway, shared: Path) -> tuple[str, str]:
     """The files store on a folder both instances mount as their vault."""
     vault = gw.settings().vault_dir
     shared.mkdir(exist_ok=True)
@@ -60,7 +61,16 @@ def share_files(gw: Gateway, shared: Path) -> str:
         shutil.rmtree(vault)
     vault.parent.mkdir(parents=True, exist_ok=True)
     vault.symlink_to(shared, target_is_directory=True)
-    return ""
+    return "", ""
+
+
+def share_swift(swift: Any, container: str) -> ShareStore:
+    """One Swift container, the practice's, for both instances."""
+    def share(gw: Gateway, shared: Path) -> tuple[str, str]:
+        return ('objects = "swift"\n',
+                f'\n[vault.swift]\nauth_url = "{swift.auth_url}"\nuser = "{swift.user}"\n'
+                f'key_file = "{swift.key_file}"\ncontainer = "{container}"\ntimeout = 5\n')
+    return share
 
 
 @dataclass
@@ -106,13 +116,15 @@ class Cluster:
 
 
 def _configure(gw: Gateway, name: str, portal_url: str, postgres: Postgres, schema: str,
-               key_file: Path, extra: str) -> None:
+               key_file: Path, store: tuple[str, str]) -> None:
     """The instance's name, the balancer's address in links, the shared signing key,
     index and object store; its own ports stay as make_gateway drew them."""
     config = gw.config.read_text()
     config = re.sub(r"(?m)^url = .*$", f'url = "{portal_url}"', config, count=1)
     config = config.replace("[portal]", f'[portal]\nkey_file = "{key_file}"', 1)
-    gw.config.write_text(f'instance = "{name}"\n' + config + postgres.toml(schema) + extra)
+    vault, tables = store
+    gw.config.write_text(f'instance = "{name}"\n' + config + postgres.toml(schema, vault)
+                         + tables)
 
 
 @contextmanager

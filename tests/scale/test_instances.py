@@ -14,6 +14,7 @@ import signal
 import smtplib
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,22 +25,24 @@ import pytest
 from tests.engines import Postgres, haproxy_missing
 from tests.scale.cluster import (CODE, PDF, Cluster, ShareStore, instance_of, link_in,
                                  notice_for, open_document, open_manifest, protected_message,
-                                 running_cluster, share_files, submit)
+                                 running_cluster, share_files, share_swift,
+                                 submit)
 from tests.spool.helpers import spool_of
 from tests.support import LoopThread, wait_until
 
 pytestmark = pytest.mark.skipif(haproxy_missing() is not None, reason=str(haproxy_missing()))
 
-STORES: dict[str, ShareStore] = {"files": share_files}
-
-
-@pytest.fixture(scope="module", params=sorted(STORES))
+@pytest.fixture(scope="module", params=["files", "swift"])
 def cluster(request: pytest.FixtureRequest, postgres: Postgres,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Both instances on one object store: one folder, or one Swift container."""
+    share: ShareStore = share_files
+    if request.param == "swift":
+        share = share_swift(request.getfixturevalue("swift"), f"pli-{uuid.uuid4().hex[:8]}")
     loop = LoopThread()
     try:
-        with running_cluster(tmp_path_factory.mktemp("scale"), postgres,
-                             STORES[request.param], loop) as running:
+        with running_cluster(tmp_path_factory.mktemp("scale"), postgres, share,
+                             loop) as running:
             yield running
     finally:
         loop.close()

@@ -96,7 +96,7 @@ class Instance:
 @dataclass
 class Cluster:
     instances: dict[str, Instance]
-    provider: Provider
+    provider: Provider | None
     submission_port: int
     portal_port: int
     haproxy: subprocess.Popen[bytes] | None = None
@@ -115,32 +115,44 @@ class Cluster:
         return self.instances["b"]
 
 
-def _configure(gw: Gateway, name: str, portal_url: str, postgres: Postgres, schema: str,
-               key_file: Path, store: tuple[str, str]) -> None:
+def _configure(gw: Gateway, name: str, portal_url: str, postgres: Postgres | None,
+               schema: str, key_file: Path, store: tuple[str, str]) -> None:
     """The instance's name, the balancer's address in links, the shared signing key,
     index and object store; its own ports stay as make_gateway drew them."""
     config = gw.config.read_text()
     config = re.sub(r"(?m)^url = .*$", f'url = "{portal_url}"', config, count=1)
     config = config.replace("[portal]", f'[portal]\nkey_file = "{key_file}"', 1)
     vault, tables = store
-    gw.config.write_text(f'instance = "{name}"\n' + config + postgres.toml(schema, vault)
-                         + tables)
+    if postgres is not None:
+        config += postgres.toml(schema, vault)
+    elif vault:
+        config += f"\n[vault]\n{vault}"
+    gw.config.write_text(f'instance = "{name}"\n' + config + tables)
 
 
 @contextmanager
-def running_cluster(folder: Path, postgres: Postgres, share: ShareStore,
-                    loop: LoopThread) -> Iterator[Cluster]:
-    """Provider, two instances and HAProxy, all on loopback; stopped at the end."""
-    schema = postgres.new_schema()
+def running_cluster(folder: Path, postgres: Postgres | None, share: ShareStore,
+                    loop: LoopThread | None, names: tuple[str, ...] = ("a", "b"),
+                    provider_port: int | None = None) -> Iterator[Cluster]:
+    """Provider, the instances (two by default) and HAProxy, all on loopback; stopped at
+    the end. ``postgres`` None: each instance keeps its own SQLite index (one instance
+    only makes sense then). With one instance, both of HAProxy's servers are it.
+    ``provider_port``: a provider already listening there, instead of one of ours on
+    ``loop``."""
+    schema = "public" if postgres is None else postgres.new_schema()
     key_file = folder / "portal-key"
     key_file.write_text("k" * 8 + os.urandom(24).hex() + "\n")
     key_file.chmod(0o600)
-    provider = Provider(loop, None, free_port(), offer_starttls=False).start()
+    provider = None
+    if provider_port is None:
+        assert loop is not None
+        provider = Provider(loop, None, free_port(), offer_starttls=False).start()
+        provider_port = provider.port
     submission, submissions, portal = free_port(), free_port(), free_port()
     instances: dict[str, Instance] = {}
     first: Gateway | None = None
-    for name in ("a", "b"):
-        gw = make_gateway(folder / name, provider_port=provider.port, policy=PROTECT_ALL)
+    for name in names:
+        gw = make_gateway(folder / name, provider_port=provider_port, policy=PROTECT_ALL)
         if first is None:
             first = gw
         else:  # one certificate for the name clients connect to, whichever answers
@@ -155,7 +167,8 @@ def running_cluster(folder: Path, postgres: Postgres, share: ShareStore,
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PLI_LISTEN": HOST,
            "PLI_SUBMISSION": str(submission), "PLI_SUBMISSIONS": str(submissions),
            "PLI_PORTAL": str(portal)}
-    for name, instance in instances.items():
+    servers = list(instances.values())
+    for name, instance in zip(("a", "b"), servers + servers[:1], strict=False):
         prefix = f"PLI_{name.upper()}"
         env |= {prefix: HOST, f"{prefix}_SUBMISSION": str(instance.gw.submission_port),
                 f"{prefix}_SUBMISSIONS": str(instance.gw.submissions_port),
@@ -169,7 +182,7 @@ def running_cluster(folder: Path, postgres: Postgres, share: ShareStore,
                                                stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(portal)
         wait_for_port(submission)
-        wait_until(lambda: both_up(cluster), timeout=10)
+        wait_until(lambda: all_up(cluster), timeout=10)
         yield cluster
     finally:
         if cluster.haproxy is not None:
@@ -177,12 +190,15 @@ def running_cluster(folder: Path, postgres: Postgres, share: ShareStore,
             cluster.haproxy.wait(10)
         for instance in instances.values():
             instance.kill(signal.SIGTERM)
-        provider.stop()
-        postgres.drop_schema(schema)
+        if provider is not None:
+            provider.stop()
+        if postgres is not None:
+            postgres.drop_schema(schema)
 
 
-def both_up(cluster: Cluster) -> bool:
-    """HAProxy has seen both instances healthy: two requests answered by each."""
+def all_up(cluster: Cluster) -> bool:
+    """HAProxy has seen both its servers healthy ("a" and "b", the instances' names in
+    the tests): it sends requests to each."""
     import urllib.request
 
     seen = set()

@@ -28,7 +28,7 @@ from tests.scale.cluster import (CODE, PDF, Cluster, ShareStore, instance_of, li
                                  running_cluster, share_files, share_swift,
                                  submit)
 from tests.spool.helpers import spool_of
-from tests.support import LoopThread, wait_until
+from tests.support import LoopThread, Provider, wait_until
 
 pytestmark = pytest.mark.skipif(haproxy_missing() is not None, reason=str(haproxy_missing()))
 
@@ -46,6 +46,11 @@ def cluster(request: pytest.FixtureRequest, postgres: Postgres,
             yield running
     finally:
         loop.close()
+
+
+def provider(cluster: Cluster) -> Provider:
+    assert cluster.provider is not None
+    return cluster.provider
 
 
 def run(coroutine: object, timeout: float = 30) -> object:
@@ -72,7 +77,7 @@ async def enter_code(session: aiohttp.ClientSession, base: str, link_id: str,
 def send_and_get_link(cluster: Cluster, recipient: str, port: int,
                       subject: str = f"Résultats [code:{CODE}]") -> tuple[str, str]:
     submit(port, cluster.a.gw, protected_message(recipient, subject))
-    return link_in(notice_for(cluster.provider, recipient))
+    return link_in(notice_for(provider(cluster), recipient))
 
 
 def test_a_message_sealed_by_one_instance_is_opened_through_the_other(cluster: Cluster) -> None:
@@ -174,7 +179,7 @@ def test_an_instance_killed_mid_flow_loses_no_mail_and_no_link(cluster: Cluster,
     client keeps sending through HAProxy: within HAProxy's check interval every new
     session goes to B; every link sealed so far opens through HAProxy with A dead; once
     A restarts and the provider is back, every message that got its 250 is delivered."""
-    cluster.provider.stop()
+    provider(cluster).stop()
     accepted: list[tuple[float, str]] = []
     refused: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -234,9 +239,9 @@ def test_an_instance_killed_mid_flow_loses_no_mail_and_no_link(cluster: Cluster,
 
     assert run(open_all(), timeout=60) == {"b"}
 
-    cluster.provider.start()
+    provider(cluster).start()
     cluster.a.start()
     for _, recipient in accepted:
-        notice_for(cluster.provider, recipient, timeout=30)
+        notice_for(provider(cluster), recipient, timeout=30)
     wait_until(lambda: not spool_of(cluster.a.gw).ids() and not spool_of(cluster.b.gw).ids(),
                timeout=30)

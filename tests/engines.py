@@ -72,15 +72,17 @@ class Postgres:
 
 
 @contextmanager
-def running_postgres() -> Iterator[Postgres]:
-    """A PostgreSQL 15 in a temporary folder (fsync off: no test here measures it)."""
+def running_postgres(*, fast: bool = True) -> Iterator[Postgres]:
+    """A PostgreSQL 15 in a temporary folder; ``fast``: fsync off, for tests, which do
+    not measure it (a benchmark keeps it on)."""
     parent = Path(tempfile.mkdtemp(prefix="pli-pg-"))
     parent.chmod(0o711)  # the server runs as the postgres user, who must reach its folder
     server = Postgres(parent / "db", free_port())
     try:
         subprocess.run([str(POSTGRES_SCRIPT), "start", str(server.folder), str(server.port)],
                        check=True, capture_output=True, timeout=60,
-                       env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PLI_PG_FAST": "1"})
+                       env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+                            "PLI_PG_FAST": "1" if fast else "0"})
         yield server
     finally:
         subprocess.run([str(POSTGRES_SCRIPT), "stop", str(server.folder)],

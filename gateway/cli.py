@@ -571,7 +571,18 @@ def cmd_links_extend(args: argparse.Namespace) -> int:
 
 def cmd_links_purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    purged = _vault(settings).purge(time.time())
+    vault = _vault(settings)
+    try:
+        held = vault.index.try_lock("purge")  # instances sharing the index take turns
+        if held is None:
+            raise PliError("another instance is purging the shared link index right now: "
+                           "try again in a moment")
+        try:
+            purged = vault.purge(time.time())
+        finally:
+            held.release()
+    finally:
+        vault.close()
     _audit(settings, "admin.links_purged", links=purged.links, objects=purged.objects)
     print(f"purged {purged.links} link(s), {purged.objects} object(s), {purged.bytes} B")
     return 0

@@ -243,3 +243,24 @@ def test_the_database_holds_hashes_and_counts_never_a_key_or_a_name(pair: Pair) 
     for secret in (sealed.secret, sealed.manage_secret, "739164", "SubjectZK9", "BodyZK9",
                    "NameZK9", "BytesZK9"):
         assert secret not in dump
+
+
+def test_pli_links_purge_waits_its_turn_behind_an_instance_purging(postgres: Postgres,
+                                                                   schema: str,
+                                                                   tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path / "pli")
+    gw.config.write_text(gw.config.read_text() + postgres.toml(schema))
+    index = PostgresIndex(postgres.conninfo, schema=schema)
+    try:
+        index.create_schema()
+        held = index.try_lock("purge")  # an instance's hourly run, under way
+        assert held is not None
+        refused = _pli("links", "purge", "-c", str(gw.config))
+        assert refused.returncode != 0
+        assert "another instance is purging the shared link index" in refused.stderr
+        held.release()
+    finally:
+        index.close()
+    done = _pli("links", "purge", "-c", str(gw.config))
+    assert done.returncode == 0, done.stderr
+    assert "purged 0 link(s)" in done.stdout

@@ -38,6 +38,7 @@ from gateway.vault.index import (
     IndexVersionError,
     LinkIndex,
 )
+from gateway.vault.objects import StoreUnavailable
 
 # The SQLite schema (gateway.vault.index) at version 2, in PostgreSQL's types: times
 # are seconds since the epoch (double precision, as SQLite's REAL), flags 0 or 1.
@@ -92,7 +93,13 @@ DEFAULT_POOL_SIZE = 10
 
 
 class IndexUnavailable(RuntimeError):
-    """PostgreSQL cannot be reached, or its database is not one Pli can use."""
+    """The database is not one Pli can use (tables it did not make, a lost column)."""
+
+
+class IndexUnreachable(StoreUnavailable):
+    """PostgreSQL could not be reached, or dropped the connection, while the vault was
+    using it: nothing was changed, and the caller may try again (the message path
+    answers 451, the portal 503), as when the object store is away."""
 
 
 def lock_key(name: str, schema: str) -> int:
@@ -195,6 +202,10 @@ class PostgresIndex(LinkIndex):
                 yield conn
         except psycopg.errors.DiskFull as exc:  # the server's disk: 452 4.3.1, as ours
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.describe()) from exc
+        except psycopg.OperationalError as exc:  # PoolTimeout is one too
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise IndexUnreachable(f"the link index ({self.describe()}) cannot be used:"
+                                   f" {reason}") from exc
 
     @contextmanager
     def _connect(self) -> Iterator[_Connection]:
@@ -318,7 +329,7 @@ class PostgresIndex(LinkIndex):
 def index_error(exc: BaseException) -> str | None:
     """A sentence for what stops Pli from using its PostgreSQL index, or None when
     ``exc`` is something else (a bug, to be raised as it is)."""
-    if isinstance(exc, (IndexUnavailable, IndexVersionError)):
+    if isinstance(exc, (IndexUnavailable, IndexVersionError, IndexUnreachable)):
         return str(exc)
     if isinstance(exc, psycopg.OperationalError):
         reason = " ".join(str(exc).split()) or type(exc).__name__

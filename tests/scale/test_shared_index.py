@@ -264,3 +264,64 @@ def test_pli_links_purge_waits_its_turn_behind_an_instance_purging(postgres: Pos
     done = _pli("links", "purge", "-c", str(gw.config))
     assert done.returncode == 0, done.stderr
     assert "purged 0 link(s)" in done.stdout
+
+
+def test_postgresql_away_is_the_vault_unavailable_and_the_portal_says_503(
+        pair: Pair, tmp_path: Path) -> None:
+    """The index's connection lost is the vault unavailable (as the object store away);
+    the portal says 503 with Retry-After, the link being fine."""
+    from gateway.vault import StoreUnavailable
+    from gateway.vault.pgindex import IndexUnreachable
+    from tests.portal.helpers import make_settings, run, serve
+
+    a, _ = pair
+    link = seal(a)
+    away = PostgresIndex("host=127.0.0.1 port=1 dbname=pli user=pli", connect_timeout=1)
+    a.index = away
+    try:
+        with pytest.raises(IndexUnreachable, match="the link index .* cannot be used") as got:
+            a.get(link.id)
+        assert isinstance(got.value, StoreUnavailable)
+
+        async def scenario() -> tuple[int, str | None]:
+            async with serve(a, make_settings(tmp_path)) as client:
+                response = await client.get(f"/api/l/{link.id}")
+                return response.status, response.headers.get("Retry-After")
+
+        assert run(scenario) == (503, "30")
+    finally:
+        away.close()
+
+
+def test_a_message_to_protect_gets_451_while_postgresql_is_down_then_goes(
+        tmp_path: Path) -> None:
+    """A PostgreSQL of this test's own, stopped under a running `pli run`: a message to
+    protect is refused with 451 and its sentence, nothing queued; once PostgreSQL is
+    back, the same message goes through."""
+    import smtplib
+
+    from tests.engines import POSTGRES_SCRIPT, running_postgres
+    from tests.scale.cluster import PROTECT_ALL, protected_message, submit
+    from tests.spool.helpers import spool_of
+    from tests.support import PliProcess
+
+    with running_postgres() as own:
+        gw = make_gateway(tmp_path / "pli", policy=PROTECT_ALL)
+        gw.config.write_text(gw.config.read_text() + own.toml().replace(
+            'schema = "public"', 'schema = "public"\nconnect_timeout = 2'))
+        pli = PliProcess(gw, tmp_path / "pli.log").start()
+        try:
+            subprocess.run([str(POSTGRES_SCRIPT), "stop", str(own.folder)], check=True,
+                           capture_output=True, timeout=60)
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                submit(gw.submission_port, gw, protected_message("down@example.org"))
+            assert refused.value.smtp_code == 451
+            assert b"Pli's vault, where protected documents are kept, does not answer" in (
+                b" ".join(refused.value.smtp_error.split()))
+            assert spool_of(gw).ids() == []
+            subprocess.run([str(POSTGRES_SCRIPT), "start", str(own.folder), str(own.port)],
+                           check=True, capture_output=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PLI_PG_FAST": "1"})
+            submit(gw.submission_port, gw, protected_message("down@example.org"))
+        finally:
+            pli.kill(15)

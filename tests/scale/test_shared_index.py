@@ -325,3 +325,34 @@ def test_a_message_to_protect_gets_451_while_postgresql_is_down_then_goes(
             submit(gw.submission_port, gw, protected_message("down@example.org"))
         finally:
             pli.kill(15)
+
+
+def test_the_hourly_purge_is_skipped_by_an_instance_while_another_holds_it(
+        postgres: Postgres, schema: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from gateway.app import App
+
+    gw = make_gateway(tmp_path / "pli")
+    gw.config.write_text(gw.config.read_text() + postgres.toml(schema))
+    app = App(gw.settings())
+    other = PostgresIndex(postgres.conninfo, schema=schema)
+    try:
+        expired = seal(app.vault, expires_in=-60)
+        held = other.try_lock("purge")
+        assert held is not None
+        with capture_logs() as skipped:
+            asyncio.run(app._purge_vault())
+        assert [e["event"] for e in skipped] == ["vault.purge_skipped"]
+        assert app.vault.get(expired.id) is not None
+        held.release()
+        with capture_logs() as purged:
+            asyncio.run(app._purge_vault())
+        assert [(e["event"], e.get("links")) for e in purged] == [("vault.purged", 1)]
+        assert app.vault.get(expired.id) is None
+        assert other.try_lock("purge") is not None  # given back after the run
+    finally:
+        other.close()
+        app.vault.close()

@@ -384,9 +384,9 @@ class LinkIndex:
         """Note the first time the message was read: True only that first time, whoever
         else marks it at once (so the sender is told once)."""
         with self._write() as db:
-            return db.execute(
+            return bool(db.execute(
                 "UPDATE links SET opened = ? WHERE id = ? AND opened IS NULL", (now, link_id)
-            ).rowcount > 0
+            ).rowcount > 0)
 
     def manage_matches(self, link_id: str, secret: bytes) -> bool:
         """Whether ``secret`` is the sender's secret of this link (compared in constant
@@ -434,9 +434,9 @@ class LinkIndex:
     def mark_expiry_noticed(self, link_id: str, now: float) -> bool:
         """True for whoever notes it first (the notice is queued once)."""
         with self._write() as db:
-            return db.execute(
+            return bool(db.execute(
                 "UPDATE links SET expiry_noticed = ? WHERE id = ? AND expiry_noticed IS NULL",
-                (now, link_id)).rowcount > 0
+                (now, link_id)).rowcount > 0)
 
     def unmark_expiry_noticed(self, link_id: str) -> None:
         """The notice could not be queued after all: the next run tries again."""
@@ -445,7 +445,7 @@ class LinkIndex:
 
     def delete(self, link_id: str) -> bool:
         with self._write() as db:
-            return db.execute("DELETE FROM links WHERE id = ?", (link_id,)).rowcount > 0
+            return bool(db.execute("DELETE FROM links WHERE id = ?", (link_id,)).rowcount > 0)
 
     def revoke(self, link_id: str, now: float) -> bool:
         """Mark a link revoked (its objects go at the next purge). False if unknown."""
@@ -453,7 +453,7 @@ class LinkIndex:
             cursor = db.execute(
                 "UPDATE links SET revoked = COALESCE(revoked, ?) WHERE id = ?", (now, link_id)
             )
-            return cursor.rowcount > 0
+            return bool(cursor.rowcount > 0)
 
     def grant_download(self, link_id: str, object_id: str, now: float) -> int | None:
         """Count one download of one document, in one transaction: the downloads that

@@ -120,12 +120,12 @@ class _Connection:
         self.conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self.conn.execute(_portable(sql), params)  # type: ignore[call-overload]
+        return self.conn.execute(_portable(sql), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self.conn.cursor()
         if rows:
-            cursor.executemany(_portable(sql), rows)  # type: ignore[call-overload]
+            cursor.executemany(_portable(sql), rows)
         return cursor
 
 

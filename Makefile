@@ -7,6 +7,8 @@ demo:
 
 test:
 	scripts/bootstrap test
+	.venv/bin/ruff check gateway tests bench scripts
+	.venv/bin/mypy gateway
 	.venv/bin/python -m pytest -q
 
 bench:

@@ -5,6 +5,7 @@ final dot against what the same work costs done plainly, and Pli's memory.
     .venv/bin/python bench/large_message.py --attachment-mb 40 --clients 3
     .venv/bin/python bench/large_message.py --attachment-mb 1024  # max_message_size raised
     .venv/bin/python bench/large_message.py --oversize            # DATA past SIZE
+    .venv/bin/python bench/large_message.py --objects swift       # the vault on Swift
 
 Each client sends one message with one attachment of random bytes to a patient (so the
 default policy protects it: the attachment is decoded, sealed into the vault and fsync'd
@@ -19,6 +20,10 @@ before the 250). Printed, side by side from the same run:
   (VmHWM, reset before), and the difference;
 - with --oversize, DATA larger than max_message_size: the reply (552) and how much larger
   Pli's resident memory is afterwards.
+
+With ``--objects swift`` the vault's objects go to a Swift All In One started for the run
+(deploy/scale/swift-aio, plain HTTP on loopback, its servers' memory not counted in
+Pli's); the plain cost is still measured on the local disk.
 
 The client streams its message (generated as it is sent), so the client's own memory
 does not limit the sizes measured. Loopback only: a provider on 127.0.0.1 receives the
@@ -43,8 +48,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.vault.format import encrypt_object  # noqa: E402
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread,  # noqa: E402
-                           PliProcess, Provider, make_gateway, wait_until)
+from tests.support import (  # noqa: E402
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 CHUNK = 57 * 16384  # random bytes per base64 block: whole lines of 76 characters
 PATIENT = "patient@gmail.com"
@@ -157,8 +172,9 @@ def oversize(gw: Gateway, pid: int, limit: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attachment-mb", type=float, default=100.0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attachment-mb", type=float, default=100.0,
+                        help="size of each attachment, in MiB (100)")
     parser.add_argument("--clients", type=int, default=1, help="submissions at once (1)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements, each the submissions then the plain cost (3)")
@@ -167,6 +183,8 @@ def main() -> int:
                              "queued as it came and delivery streams it whole")
     parser.add_argument("--oversize", action="store_true",
                         help="send DATA past max_message_size instead")
+    parser.add_argument("--objects", choices=("files", "swift"), default="files",
+                        help="where the vault keeps its objects (files)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where Pli's data folder goes (its disk is the one measured)")
     args = parser.parse_args()
@@ -174,8 +192,19 @@ def main() -> int:
     RECIPIENT = COLLEAGUE if args.colleague else PATIENT
     size = int(args.attachment_mb * 1024 * 1024)
     folder = Path(tempfile.mkdtemp(prefix="pli-large-", dir=args.dir))
+    swift = None
+    extra = ""
+    if args.objects == "swift":
+        from tests import swiftaio
+
+        reason = swiftaio.missing()
+        if reason:
+            print(reason, file=sys.stderr)
+            return 2
+        swift = swiftaio.start(folder / "swift", tls=False)
+        extra = swift.vault_table("pli-bench")
     loop = LoopThread()
-    gw = make_gateway(folder / "pli", policy=None)
+    gw = make_gateway(folder / "pli", policy=None, extra=extra)
     limit = 157286400
     if size * 1.4 > limit:  # a 1 GiB attachment needs the limit raised
         limit = int(size * 1.4) + 1024 * 1024
@@ -210,7 +239,7 @@ def main() -> int:
                 thread.join()
             per = 1 if args.colleague else 2  # the copy, or the notice and the receipt
             expected = base + per * args.clients * (rnd + 1)
-            wait_until(lambda: len(provider.received) >= expected, timeout=300)
+            wait_until(lambda n=expected: len(provider.received) >= n, timeout=300)
             peak = status(pid, "VmHWM")  # the delivery included
             plain = plain_cost(size, gw.settings().data_dir)
             rounds.append((results, peak, plain))
@@ -220,6 +249,8 @@ def main() -> int:
         pli.kill(__import__("signal").SIGTERM)
         provider.stop()
         loop.close()
+        if swift is not None:
+            swift.stop()
     ratios = []
     for n, (results, peak, plain) in enumerate(rounds, 1):
         waits = [r["after_dot"] for r in results]
@@ -227,7 +258,8 @@ def main() -> int:
         ratios.append(wait / plain)
         print(f"round {n}: {args.clients} x {args.attachment_mb:g} MiB attachment (a "
               f"{(len(head(0)) + size * 4 / 3 * 78 / 76) / 1e6:.0f} MB submission), "
-              f"{'passed to a colleague' if args.colleague else 'protected'}: "
+              f"{'passed to a colleague' if args.colleague else 'protected'}"
+              f"{' (objects in Swift)' if args.objects == 'swift' else ''}: "
               f"replies {[int(r['code']) for r in results]}; upload "
               f"{statistics.median(r['upload'] for r in results):.1f} s; wait after the final "
               f"dot {wait:.2f} s (median; {', '.join(f'{w:.2f}' for w in waits)}) against "

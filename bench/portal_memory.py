@@ -40,8 +40,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.vault import Manifest, SealFile, Vault  # noqa: E402
-from tests.support import (ADDRESS, HOST, LoopThread, PliProcess, Provider,  # noqa: E402
-                           free_port, make_gateway, wait_for_port)
+from tests.support import (  # noqa: E402
+    ADDRESS,
+    HOST,
+    LoopThread,
+    PliProcess,
+    Provider,
+    free_port,
+    make_gateway,
+    wait_for_port,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -40,8 +40,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, PliProcess,  # noqa: E402
-                           Provider, SinkHandler, make_gateway, wait_until)
+from tests.support import (  # noqa: E402
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    LoopThread,
+    PliProcess,
+    Provider,
+    SinkHandler,
+    make_gateway,
+    wait_until,
+)
 
 COLLEAGUE = "dr.bernard@medecin.mssante.fr"  # on MSSanté: the policy passes it
 

@@ -46,9 +46,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -668,7 +668,7 @@ def run_pli(provider: ProviderProcess, port: int, rtt: float, rnd: int,
         pli.start()
     except AssertionError:
         tail = pli.log()[-2000:]
-        raise SystemExit(f"`pli run` did not open its port; the end of its log:\n{tail}")
+        raise SystemExit(f"`pli run` did not open its port; the end of its log:\n{tail}") from None
     run = Run(rtt, rnd, "pli", args.messages)
     try:
         assert pli.proc is not None
@@ -832,7 +832,8 @@ def print_report(runs: list[Run], results: list[dict[str, object]],
     print(f"\n{args.messages} messages of {MESSAGE_SIZE} bytes per run, {args.clients} "
           f"clients at once (STARTTLS + AUTH + 1 message each), {accounts}, "
           f"{os.cpu_count()} CPUs")
-    header = (f"{'RTT':>4} {'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} {'wall s':>7} "
+    header = (f"{'RTT':>4} {'round':>5}  {'path':<8} {'sent':>5} {'in':>5} {'err':>4} "
+              f"{'wall s':>7} "
               f"{'msg/s':>7} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'relay MB':>8} "
               f"{'CPU ms':>7} {'prov MB':>7} {'%CPU: clients':>13} {'prov':>5} {'relay':>5}")
     print(header)
@@ -848,7 +849,8 @@ def print_report(runs: list[Run], results: list[dict[str, object]],
               f"{(f'{r.pli_cpu_pct:.0f}' if r.pli_cpu_pct is not None else '-'):>5}")
     for r in runs:
         if r.timed_out:
-            print(f"  RTT {r.rtt_ms:g} ms round {r.round} {r.path}: stopped by --timeout {args.timeout:g} s "
+            print(f"  RTT {r.rtt_ms:g} ms round {r.round} {r.path}: "
+                  f"stopped by --timeout {args.timeout:g} s "
                   f"({r.sent} of {r.messages} accepted, {r.received} received by the provider)")
         for name, count in r.errors.items():
             print(f"  RTT {r.rtt_ms:g} ms round {r.round} {r.path}: {count} x {name}")

@@ -51,8 +51,7 @@ import aiohttp  # noqa: E402
 from gateway.app import build_vault  # noqa: E402
 from tests import swiftaio  # noqa: E402
 from tests.engines import Postgres, running_postgres  # noqa: E402
-from tests.scale.cluster import (CODE, Cluster, ShareStore, running_cluster,  # noqa: E402
-                                 share_files, share_swift)
+from tests.scale.cluster import CODE, Cluster, ShareStore, running_cluster, share_files, share_swift  # noqa: E402
 from tests.support import ADDRESS, HOST, PASSWORD, USER, SmtpSink  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")

@@ -15,7 +15,6 @@ from typing import Any
 
 from gateway import logs, metrics, sdnotify
 from gateway.audit import AuditTrail, Retention
-from gateway.preflight import load_checked_policy, policy_path, template_dirs
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.intake.server import Intake, start_intake
@@ -24,6 +23,7 @@ from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
 from gateway.portal import start_portal
+from gateway.preflight import load_checked_policy, policy_path, template_dirs
 from gateway.spool.store import DiskRoom, Spool
 from gateway.spool.worker import DeliveryWorker
 from gateway.tls import certificate_expiry, server_context, utc_day
@@ -171,7 +171,8 @@ class App:
         queued = len(self.spool.ids())
         log.info("spool.recovered", queued=queued, removed_partial=removed)
         self.users.users()  # a broken users file stops start-up with its error
-        await self._connect_objects()
+        # Beside the start, not before it: a Swift that does not answer delays no mail.
+        self._tasks.append(asyncio.create_task(self._connect_objects()))
         self.policy = load_checked_policy(settings)
         tls = self.tls = server_context(settings.tls.cert, settings.tls.key)
         self.certificate_expiry = certificate_expiry(settings.tls.cert)

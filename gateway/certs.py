@@ -87,7 +87,7 @@ def server_certificate(hostname: str, public_key: ec.EllipticCurvePublicKey,
     """An end-entity TLS server certificate for ``hostname``, localhost and 127.0.0.1,
     valid ``days`` (never past ``not_after``); self-signed when ``issuer_key`` is the
     certificate's own key."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     end = now + datetime.timedelta(days=days)
     if not_after is not None:
         end = min(end, not_after)
@@ -113,7 +113,7 @@ def server_certificate(hostname: str, public_key: ec.EllipticCurvePublicKey,
 def make_ca(hostname: str, days: int = CA_DAYS) -> PracticeCA:
     """A CA that may vouch for ``hostname`` (and its subdomains), localhost, 127.0.0.1."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Pli"),
         # Dated, so that an older installation's CA is told apart in a list.

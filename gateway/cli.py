@@ -309,10 +309,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.app import scale_problems
     from gateway.preflight import all_problems, tls_notes, warnings
     from gateway.tls import utc_day
-
-    from gateway.app import scale_problems
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
@@ -386,10 +385,10 @@ def cmd_tls_renew(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.preflight import load_checked_policy
     from gateway.inspect import inspect_bytes
     from gateway.intake.data import normalise_line_endings
     from gateway.policy import explain
+    from gateway.preflight import load_checked_policy
     from gateway.types import Envelope
 
     settings = _settings(args)
@@ -638,7 +637,8 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     count = 0
     for message in spool.messages():
         count += 1
-        due = "now" if message.next_attempt <= now else f"in {_duration(message.next_attempt - now)}"
+        wait = message.next_attempt - now
+        due = "now" if wait <= 0 else f"in {_duration(wait)}"
         print(f"{_queue_line(message, now)}  (tries {message.attempts}, next {due})")
         if message.last_error:
             print(f"    last answer: {message.last_error}")
@@ -679,8 +679,8 @@ def _queue_line(message: QueuedMessage, now: float) -> str:
 
 
 def cmd_queue_flush(args: argparse.Namespace) -> int:
-    from gateway.spool.store import Spool
     from gateway.spool.scheduler import FLUSH_MARKER
+    from gateway.spool.store import Spool
 
     settings = _settings(args)
     spool = Spool(settings.spool_dir)

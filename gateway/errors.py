@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-
 _PLAIN = {"\u2019": "'", "\u2018": "'", "\u00ab": '"', "\u00bb": '"', "\u2013": "-",
           "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u202f": " ", "\u0153": "oe",
           "\u0152": "OE", "\u00e6": "ae"}

@@ -141,7 +141,8 @@ host = {_q(opts.listen_host)}
 port = {opts.submissions_port}
 
 [practice]
-name = {_q(opts.practice_name or PLACEHOLDER_PRACTICE_NAME)}     # shown to patients in notices and on the portal
+# shown to patients in notices and on the portal
+name = {_q(opts.practice_name or PLACEHOLDER_PRACTICE_NAME)}
 contact = ""                    # e.g. "01 23 45 67 89": whom to call when a link no longer works
 
 [portal]                        # the page patients open; only it faces the internet
@@ -159,6 +160,16 @@ port = 9925
 url = "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
 list = "mssante-whitelist"      # the policy's list it replaces
 # ca_file = "igc-sante-ca.pem"  # CA certificates for the download, if the system's lack them
+
+# Where the vault keeps its sealed objects: files in data_dir (the default), or, for a
+# group of practices, an OpenStack Swift container (deploy/scale/README.md):
+# [vault]
+# objects = "swift"
+# [vault.swift]
+# auth_url = "https://swift.example-host.fr/auth/v1.0"
+# user = "account:user"
+# key_file = "swift-key"        # or key_credential (systemd); never the key itself
+# container = "pli-cabinet-martin"
 
 # The practice's real provider. Several [[upstream]] blocks may exist: the first whose
 # `senders` covers the sender is used ("*" for anyone, "@domain" or a full address).

@@ -56,7 +56,8 @@ def configure(*, json: bool | None = None, level: int = logging.INFO,
 
 
 def _to_audit(trail: AuditTrail) -> Processor:
-    def processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def processor(_: Any, __: str,
+                  event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         try:
             trail.record(str(event_dict.get("event")), **event_dict)
         except OSError as exc:  # the audit file must not take the gateway down

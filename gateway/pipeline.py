@@ -21,8 +21,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from gateway.errors import (InsufficientStorage, MessageRejected, PolicyBlocked, SenderNotAllowed,
-                            TemporaryFailure, bilingual)
+from gateway.errors import (
+    InsufficientStorage,
+    MessageRejected,
+    PolicyBlocked,
+    SenderNotAllowed,
+    TemporaryFailure,
+    bilingual,
+)
 from gateway.inspect import Inspection, inspect
 from gateway.logs import get_logger
 from gateway.message.address import parse_addresses
@@ -33,8 +39,7 @@ from gateway.spool.store import QueuedMessage, Recipient, Spool, is_disk_full, n
 from gateway.transform import Protector
 from gateway.transform.extract import Extracted, extract
 from gateway.transform.passcopy import pass_copy
-from gateway.types import (ByteRange, Decisions, MessageFacts, Outgoing, ProtectSettings,
-                           Submission)
+from gateway.types import ByteRange, Decisions, MessageFacts, Outgoing, ProtectSettings, Submission
 from gateway.vault.objects import StoreUnavailable
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ def certificate_expiry(cert: Path) -> float:
 
 def utc_day(timestamp: float) -> str:
     """A certificate's date as the logs and ``pli check`` print it (UTC)."""
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def write_self_signed(cert: Path, key: Path, hostname: str, days: int = 825) -> None:

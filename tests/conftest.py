@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests import swiftaio
-from tests.swiftaio import SwiftAio
 from tests.engines import Postgres, postgres_missing, running_postgres
 from tests.support import Gateway, LoopThread, Provider, RunningApp, make_gateway
+from tests.swiftaio import SwiftAio
 
 if TYPE_CHECKING:
     from gateway.vault.pgindex import PostgresIndex

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Session
 
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.initdir import InitOptions, init_dir
-from gateway.spool.store import Spool, new_queue_id
 from gateway.message.model import Message
+from gateway.spool.store import Spool, new_queue_id
 from gateway.types import ByteRange, Envelope, Segment, Submission
 from gateway.types import Received as TypesReceived
 from gateway.users import User, hash_password, load_users, save_users

@@ -1,7 +1,8 @@
 """A real OpenStack Swift on loopback for the tests, started by deploy/scale/swift-aio.
 
 Started once per test session (the ``swift`` fixture in tests/conftest.py), stopped at
-its end; each test gets a container of its own. Skipped, with the reason, only where
+its end; each test gets a container of its own. Its proxy speaks HTTPS with a certificate
+from a CA made for the session (``ca_file``), as a provider's Swift does. Skipped, with the reason, only where
 Debian's Swift packages are not installed (``scripts/bootstrap test`` installs them).
 """
 
@@ -44,13 +45,24 @@ class SwiftAio:
     auth_url: str
     user: str
     key_file: Path
+    ca_file: Path | None = None
 
     @property
     def key(self) -> str:
         return self.key_file.read_text(encoding="ascii").strip()
 
     def account(self) -> SwiftAccount:
-        return SwiftAccount(self.auth_url, self.user, lambda: self.key, timeout=10)
+        return SwiftAccount(self.auth_url, self.user, lambda: self.key, timeout=10,
+                            ca_file=None if self.ca_file is None else str(self.ca_file))
+
+    def vault_table(self, container: str, **more: object) -> str:
+        """The [vault] table of a pli.toml that keeps its objects in ``container`` here."""
+        lines = [f'auth_url = "{self.auth_url}"', f'user = "{self.user}"',
+                 f'key_file = "{self.key_file}"', f'container = "{container}"']
+        if self.ca_file is not None:
+            lines.append(f'ca_file = "{self.ca_file}"')
+        lines += [f"{name} = {value!r}" for name, value in more.items()]
+        return '\n[vault]\nobjects = "swift"\n\n[vault.swift]\n' + "\n".join(lines) + "\n"
 
     def new_store(self) -> SwiftStore:
         """A store in a container no other test uses (close it after the test)."""
@@ -70,9 +82,23 @@ def run(args: list[str]) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def start(folder: Path) -> SwiftAio:
+def start(folder: Path, *, tls: bool = True) -> SwiftAio:
     shutil.rmtree(folder, ignore_errors=True)
-    done = run(["start", str(folder)])
+    folder.mkdir(parents=True)
+    args = ["start", str(folder / "swift")]
+    ca_file = None
+    if tls:
+        import trustme
+
+        authority = trustme.CA()
+        issued = authority.issue_cert("127.0.0.1", "localhost")
+        issued.private_key_pem.write_to_path(str(folder / "proxy-key.pem"))
+        issued.cert_chain_pems[0].write_to_path(str(folder / "proxy-cert.pem"))
+        ca_file = folder / "ca.pem"
+        authority.cert_pem.write_to_path(str(ca_file))
+        args += ["--tls-cert", str(folder / "proxy-cert.pem"),
+                 "--tls-key", str(folder / "proxy-key.pem")]
+    done = run(args)
     env = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    return SwiftAio(folder, env["SWIFT_AUTH_URL"], env["SWIFT_USER"],
-                    Path(env["SWIFT_KEY_FILE"]))
+    return SwiftAio(folder / "swift", env["SWIFT_AUTH_URL"], env["SWIFT_USER"],
+                    Path(env["SWIFT_KEY_FILE"]), ca_file)

@@ -17,8 +17,17 @@ import pytest
 
 from gateway.audit import REDACTED, AuditTrail, Retention, story, verify
 from gateway.users import User, hash_password, load_users, save_users
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, PliProcess, Provider,
-                           make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 
 def filled(tmp_path: Path, n: int = 6, **kw: object) -> AuditTrail:

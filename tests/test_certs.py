@@ -73,7 +73,7 @@ def old_self_signed(cert: Path, key: Path, hostname: str) -> None:
     """What `pli init` wrote before it made a practice CA: self-signed, marked as a CA."""
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(private.public_key()).serial_number(x509.random_serial_number())

@@ -7,11 +7,11 @@ import pty
 import re
 import select
 import shutil
-import urllib.request
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -96,7 +96,7 @@ def test_init_asks_for_the_name_at_a_terminal(tmp_path: Path) -> None:
             ready, _, _ = select.select([main], [], [], 30)
             assert ready, seen
             seen += os.read(main, 1024)
-        os.write(main, "Cabinet du Dr Martin\n".encode())
+        os.write(main, b"Cabinet du Dr Martin\n")
         assert proc.wait(60) == 0
     finally:
         os.close(main)

@@ -83,8 +83,8 @@ def test_http_is_allowed_on_loopback_only(tmp_path: Path) -> None:
 
 
 def test_pli_check_says_whether_swift_takes_the_key(tmp_path: Path, swift: SwiftAio) -> None:
-    config = write(tmp_path, SWIFT.replace("https://auth.swift.example/auth/v1.0", swift.auth_url)
-                   .replace('user = "cabinet:pli"', f'user = "{swift.user}"'))
+    config = write(tmp_path, swift.vault_table("pli-check").replace(
+        f'key_file = "{swift.key_file}"', 'key_file = "swift.key"'))
     (tmp_path / "swift.key").write_text(swift.key + "\n")
     checked = pli("check", "-c", str(config))
     assert "vault" not in checked.stderr, checked.stderr
@@ -97,3 +97,21 @@ def test_pli_check_says_whether_swift_takes_the_key(tmp_path: Path, swift: Swift
     (tmp_path / "swift.key").unlink()
     checked = pli("check", "-c", str(config))
     assert "vault: [vault.swift]: cannot read the key from" in checked.stderr, checked.stderr
+
+
+def test_pli_check_reports_a_bad_vault_table_in_a_sentence(tmp_path: Path) -> None:
+    config = write(tmp_path, '\n[vault]\nobjects = "swift"\n')
+    checked = pli("check", "-c", str(config))
+    assert checked.returncode != 0
+    assert 'vault: Value error, objects = "swift" needs a [vault.swift] table: auth_url, ' \
+        "user, key_file or key_credential, container" in checked.stderr, checked.stderr
+
+
+def test_a_message_size_swift_cannot_take_in_one_object_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, SWIFT)
+    text = path.read_text()
+    assert "max_message_size = 157286400" in text
+    path.write_text(text.replace("max_message_size = 157286400",
+                                 f"max_message_size = {6 * 1024**3}"))
+    with pytest.raises(ConfigError, match="more than Swift takes in one object"):
+        load_settings(path)

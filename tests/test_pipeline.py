@@ -6,9 +6,9 @@ import asyncio
 from email.message import EmailMessage
 from pathlib import Path
 
-from gateway.preflight import template_dirs
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy
+from gateway.preflight import template_dirs
 from gateway.spool.store import Spool
 from gateway.transform import Protector
 from gateway.vault import Vault

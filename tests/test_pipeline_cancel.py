@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.preflight import template_dirs
 from gateway.config import Settings
 from gateway.pipeline import Pipeline, default_steps
 from gateway.policy import Policy, load_policy
+from gateway.preflight import template_dirs
 from gateway.spool.store import Spool
 from gateway.transform import Protector
 from gateway.types import Submission

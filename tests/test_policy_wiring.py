@@ -17,8 +17,19 @@ from structlog.testing import capture_logs
 from gateway.app import App
 from gateway.errors import ConfigError
 from gateway.users import User, hash_password, load_users, save_users
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
-                           Provider, RunningApp, make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    RunningApp,
+    make_gateway,
+    wait_until,
+)
 
 
 def mail(to: str, sender: str = ADDRESS, subject: str = "Vos résultats") -> EmailMessage:

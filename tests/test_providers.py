@@ -12,7 +12,6 @@ import pytest
 
 from gateway.config import load_settings
 
-
 NAME = ("--name", "Cabinet du Dr Martin")
 
 

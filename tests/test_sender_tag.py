@@ -12,8 +12,16 @@ import pytest
 
 from gateway.vault import Vault
 from tests.spool.helpers import PATIENT, message, queued, spool_of
-from tests.support import (ADDRESS, HOST, PASSWORD, RELAY_POLICY, USER, Gateway, PliProcess,
-                           make_gateway)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    RELAY_POLICY,
+    USER,
+    Gateway,
+    PliProcess,
+    make_gateway,
+)
 
 SENDER_TAG_POLICY = RELAY_POLICY.replace(
     'name = "relay-everything"\ndefault = true\naction = "pass"\n',
@@ -57,9 +65,12 @@ def test_a_message_without_the_tag_is_refused_saying_how_to_add_it(gw: Gateway) 
 def test_a_message_with_the_tag_is_protected_by_that_code(gw: Gateway) -> None:
     code, text = _send(gw, "Résultats [code:4821]")
     assert code == 250, text
-    (notice,) = queued(gw)
-    content = spool_of(gw).content(notice.id)
-    assert b"[code:" not in content and b"4821" not in content
+    copies = queued(gw)  # the patient's notice and the sender's receipt
+    (notice,) = [c for c in copies if [r.address for r in c.recipients] == [PATIENT]]
+    assert len(copies) == 2
+    for copy in copies:
+        content = spool_of(gw).content(copy.id)
+        assert b"[code:" not in content and b"4821" not in content
     (link,) = Vault(gw.settings().vault_dir).links()
     assert link.has_code and link.recipients == (PATIENT,)
     vault = Vault(gw.settings().vault_dir)

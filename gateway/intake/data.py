@@ -134,6 +134,11 @@ class DataStream(asyncio.StreamReader):
     first CRLF): :meth:`starts_with` looks for that. It reads the reader's own buffer,
     which is why it lives in a subclass."""
 
+    # asyncio.StreamReader's own state, which typeshed does not declare.
+    _buffer: bytearray
+    _eof: bool
+    _wait_for_data: Callable[[str], Awaitable[None]]
+
     async def starts_with(self, prefix: bytes) -> bool:
         """Whether the bytes not read yet begin with ``prefix``; waits until enough have
         come to tell, or the stream ends."""

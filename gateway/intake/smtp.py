@@ -25,9 +25,9 @@ import asyncio
 import binascii
 import re
 from base64 import b64decode
-from pathlib import Path
 from concurrent.futures import Executor
-from typing import Any, AnyStr
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
@@ -39,6 +39,9 @@ from gateway.intake.throttle import AuthThrottle
 from gateway.logs import get_logger
 from gateway.spool.store import Spool, is_disk_full, new_queue_id
 from gateway.users import UserStore
+
+if TYPE_CHECKING:
+    from asyncio.streams import _ReaduntilBuffer
 
 log = get_logger("pli.intake")
 
@@ -119,7 +122,7 @@ class CommandReader(DataStream):
 
     refused = False
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+    async def readuntil(self, separator: _ReaduntilBuffer = b"\n") -> bytes:
         if separator == b"\n" and self.refused:
             return b"QUIT\r\n"
         line = await super().readuntil(separator)
@@ -309,14 +312,15 @@ class SubmissionSMTP(SMTP):
         if self.loop.time() < self._idle_deadline:
             self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
         else:
-            self._timeout_cb()  # the handle stays set: connection_lost cancels it
+            # The handle stays set: connection_lost cancels it.
+            self._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The address in ``MAIL FROM:``/``RCPT TO:``: ``<local@domain>`` read at once,
         anything less plain by aiosmtpd's full parser."""
         match = _PLAIN_PATH.match(arg) if arg else None
         if match is None:
-            return super()._getaddr(arg)  # type: ignore[no-any-return]
+            return super()._getaddr(arg)
         return match.group(1), match.group(2)
 
     # -- replies ---------------------------------------------------------------------
@@ -381,6 +385,7 @@ class SubmissionSMTP(SMTP):
         incoming = IncomingFile(self.spool.incoming(envelope.queue_id), self.spool.run)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
+            assert isinstance(self._reader, DataStream)  # the server makes every reader one
             transfer = await receive(self._reader, DataReader(self.data_size_limit),
                                      incoming.write, self._reset_timeout)
         except BaseException as exc:
@@ -394,7 +399,7 @@ class SubmissionSMTP(SMTP):
                 assert isinstance(exc, OSError)
                 log.error("session.disk_full", client=self.client_address, at="data",
                           error=exc.strerror or "no space left")
-                self._set_post_data_state()
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
                 await self.push(InsufficientStorage().reply)
                 return
             raise
@@ -402,7 +407,7 @@ class SubmissionSMTP(SMTP):
             incoming.discard()
             log.info("session.data_refused", client=self.client_address,
                      size=transfer.size, nul=transfer.nul, too_big=transfer.too_big)
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(_TOO_BIG if transfer.too_big else _NUL)
             return
         try:
@@ -413,7 +418,7 @@ class SubmissionSMTP(SMTP):
         # From here the file is the handler's: the pipeline removes it once done with it.
         envelope.path, envelope.transfer = incoming.path, transfer
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
     # -- authentication ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 _TOKEN = re.compile(
     r"""(?P<ws>[ \t\r\n]+)
@@ -177,7 +178,7 @@ def _dot_separated(words: list[tuple[str, str]]) -> bool:
     """word *("." word): never two words in a row, never an empty one."""
     if not words or words[0][1] == "." or words[-1][1] == ".":
         return False
-    return all((a[1] == ".") != (b[1] == ".") for a, b in zip(words, words[1:]))
+    return all((a[1] == ".") != (b[1] == ".") for a, b in pairwise(words))
 
 
 def _local_part(words: list[tuple[str, str]]) -> str:

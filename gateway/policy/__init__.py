@@ -38,10 +38,10 @@ The policy file format is described in :mod:`gateway.policy.schema` and shown, c
 in ``gateway/defaults/default.toml``.
 """
 
-from gateway.policy.loader import PolicyError, Problem, check_policy, load_policy
 from gateway.policy.engine import Policy, decide
 from gateway.policy.explain import Explanation, explain
 from gateway.policy.lists import ImportSummary, consumer_smtp_reason, import_list
+from gateway.policy.loader import PolicyError, Problem, check_policy, load_policy
 from gateway.policy.patterns import access_code_tag, remove_subject_tags
 from gateway.policy.reply import block_reply
 from gateway.types import Decision, Decisions, RecipientGroup

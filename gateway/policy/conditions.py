@@ -225,7 +225,7 @@ class Pattern:
     regexes: tuple[re.Pattern[str], ...]
 
     def evaluate(self, ctx: MessageContext, recipient: str) -> Outcome:
-        for source, regex in zip(self.sources, self.regexes):
+        for source, regex in zip(self.sources, self.regexes, strict=True):
             if regex.search(ctx.raw_text):
                 return _held(f"the text matches the pattern {source!r}")
         return _failed(f"the text matches none of the patterns {', '.join(self.sources)}")

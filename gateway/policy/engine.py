@@ -12,14 +12,20 @@ from pathlib import Path
 
 from gateway.policy.conditions import MessageContext, Node, Outcome
 from gateway.policy.lists import DomainList
-from gateway.policy.patterns import (BadTag, TagNames, access_code_tag, days_asked,
-                                     downloads_asked, notices_asked)
+from gateway.policy.patterns import (
+    BadTag,
+    TagNames,
+    access_code_tag,
+    days_asked,
+    downloads_asked,
+    notices_asked,
+)
 from gateway.types import (
+    NOTICE_EVENTS,
     AccessCodeMode,
     BlockSettings,
     Decision,
     Decisions,
-    NOTICE_EVENTS,
     Envelope,
     MessageFacts,
     ProtectSettings,

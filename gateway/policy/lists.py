@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.policy.domains import (DomainPattern, is_valid_domain, routes_elsewhere,
-                                    split_address, to_ascii)
+from gateway.policy.domains import (
+    DomainPattern,
+    is_valid_domain,
+    routes_elsewhere,
+    split_address,
+    to_ascii,
+)
 from gateway.policy.mssante import NotAWhitelist, looks_like_xml, parse_whitelist
 
 CONSUMER_SMTP_FILE = "consumer-smtp.txt"

@@ -316,7 +316,7 @@ def _compile(
     rules: list[Rule] = []
     names = TagNames(**tag_options.model_dump())
     tags = {"code", *(fold(n) for n in names.all())}
-    for model, line in zip(models, lines):
+    for model, line in zip(models, lines, strict=True):
         assert model is not None  # only called when every rule validated
         condition = compile_condition(model.when, lists) if model.when is not None else None
         if model.when is not None:

@@ -44,8 +44,14 @@ from gateway.portal.pages import Language, link_page, negotiate, practice_senten
 from gateway.portal.ranges import RangeNotSatisfiable, parse_range
 from gateway.portal.reply import ReplyHandler, reply_state
 from gateway.portal.tokens import AccessTokens
-from gateway.vault import (CiphertextReader, LinkInfo, LinkUnavailable, StoreUnavailable,
-                           UnknownLink, Vault)
+from gateway.vault import (
+    CiphertextReader,
+    LinkInfo,
+    LinkUnavailable,
+    StoreUnavailable,
+    UnknownLink,
+    Vault,
+)
 from gateway.vault.format import MANIFEST_OBJECT_ID, is_link_id, is_object_id
 
 log = get_logger("pli.portal")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate, make_msgid
 
 from gateway.message.header import parse_header
@@ -61,7 +61,7 @@ def build_dsn(
     per_message = (
         f"Reporting-MTA: dns; {hostname}\r\n"
         f"X-Pli-Queue-ID: {original.id}\r\n"
-        f"Arrival-Date: {format_datetime(datetime.fromtimestamp(original.created, timezone.utc))}"
+        f"Arrival-Date: {format_datetime(datetime.fromtimestamp(original.created, UTC))}"
         "\r\n"
     )
     per_recipient = "".join(

@@ -159,7 +159,7 @@ async def send(smtp: aiosmtplib.SMTP, message: QueuedMessage, pending: list[Reci
                timeout: float, data_timeout: float) -> None:
     """Relay the message whose bytes ``blocks`` gives to the ``pending`` recipients."""
     transport = smtp.transport
-    if transport is None or transport.is_closing():
+    if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     utf8 = "SMTPUTF8" in options
     if smtp.supports_extension("size"):
@@ -190,7 +190,7 @@ async def send(smtp: aiosmtplib.SMTP, message: QueuedMessage, pending: list[Reci
             _all(pending, mail_reply)
             return
         accepted = []
-        for recipient, reply in zip(pending, rcpt_replies):
+        for recipient, reply in zip(pending, rcpt_replies, strict=False):
             if reply.code in (250, 251):
                 accepted.append(recipient)
             else:

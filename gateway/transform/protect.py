@@ -27,9 +27,15 @@ from gateway.message.model import Message
 from gateway.policy import access_code_tag, remove_subject_tags
 from gateway.transform import compose
 from gateway.transform.extract import Extracted, File
-from gateway.transform.templates import (CODE_PARAGRAPH, CODE_SENTENCE, CONTACT_SENTENCE,
-                                         MANAGE_PARAGRAPH, format_date, load_templates,
-                                         notices_sentence)
+from gateway.transform.templates import (
+    CODE_PARAGRAPH,
+    CODE_SENTENCE,
+    CONTACT_SENTENCE,
+    MANAGE_PARAGRAPH,
+    format_date,
+    load_templates,
+    notices_sentence,
+)
 from gateway.types import Outgoing, ProtectSettings
 from gateway.vault import LinkOptions, Manifest, SealFile, Vault
 

@@ -16,9 +16,16 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.transform import compose
-from gateway.transform.templates import (CODE_SENTENCE, CONTACT_SENTENCE, EVENT_SENTENCE,
-                                         EVENT_TITLE, REPLY_CODE_SENTENCE, TemplateSet,
-                                         format_date, load_templates)
+from gateway.transform.templates import (
+    CODE_SENTENCE,
+    CONTACT_SENTENCE,
+    EVENT_SENTENCE,
+    EVENT_TITLE,
+    REPLY_CODE_SENTENCE,
+    TemplateSet,
+    format_date,
+    load_templates,
+)
 from gateway.types import NoticeEvent
 from gateway.vault import LinkInfo
 

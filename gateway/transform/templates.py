@@ -107,7 +107,8 @@ def format_date(timestamp: float, language: str) -> str:
     moment = time.localtime(timestamp)
     month = _MONTHS.get(language, _MONTHS["en"])[moment.tm_mon - 1]
     if language == "fr":
-        return f"{moment.tm_mday} {month} {moment.tm_year} à {moment.tm_hour:02d} h {moment.tm_min:02d}"
+        return (f"{moment.tm_mday} {month} {moment.tm_year} "
+                f"à {moment.tm_hour:02d} h {moment.tm_min:02d}")
     return f"{month} {moment.tm_mday}, {moment.tm_year} at {moment.tm_hour:02d}:{moment.tm_min:02d}"
 
 

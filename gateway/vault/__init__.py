@@ -8,7 +8,7 @@ Public API (everything is blocking: call it from a worker thread, never on the e
 
     vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
     vault = Vault(settings.vault_dir, store=SwiftStore(...))   # objects elsewhere (app.py)
-    vault = Vault(settings.vault_dir, index=PostgresIndex(...))   # the index several instances share
+    vault = Vault(settings.vault_dir, index=PostgresIndex(...))   # an index shared (app.py)
 
     link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
                       download_limit=5, access_code="4821" or None,   # 5 per document
@@ -39,8 +39,9 @@ Public API (everything is blocking: call it from a worker thread, never on the e
 stored on a quorum of replicas) and the index row is committed, so the caller may say 250
 right after it; if it raises, nothing of the link is left that could be served (objects an
 unreachable store could not delete have no index row and go at the next purge after an
-hour). :class:`StoreUnavailable` says the object store could not be reached. ``recipient`` is the envelope address of one recipient group: one
-address, several separated by commas (``"a@x.fr, b@y.fr"``), or a sequence of addresses;
+hour). :class:`StoreUnavailable` says the object store could not be reached.
+``recipient`` is the envelope address of one recipient group: one address, several
+separated by commas (``"a@x.fr, b@y.fr"``), or a sequence of addresses;
 the index stores them as a JSON list. ``manifest.files`` is filled in by ``seal`` from
 ``files`` (with sizes and object ids); whatever it holds on the way in is replaced.
 """
@@ -49,8 +50,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -80,11 +81,11 @@ from gateway.vault.index import (
     CodeCheck,
     IndexVersionError,
     LinkIndex,
-    SqliteIndex,
     LinkInfo,
     LinkOptions,
     LinkStatus,
     Purged,
+    SqliteIndex,
     StoredObject,
     UnknownLink,
     hash_code,

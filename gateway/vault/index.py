@@ -567,6 +567,7 @@ class SqliteIndex(LinkIndex):
                     f" ({SCHEMA_VERSION}): run the Pli that wrote it")
             tables = {name for (name,) in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            steps: tuple[str, ...]
             if "objects" not in tables:
                 steps = _SCHEMA + _MIGRATE_FROM_1
             elif version == 0:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 READ_CHUNK = 64 * 1024
 
@@ -77,6 +77,7 @@ class ObjectWriter(Protocol):
     def abort(self) -> None: ...
 
 
+@runtime_checkable
 class ObjectStore(Protocol):
     def create(self) -> None:
         """Make the store ready where that needs no network (folders)."""

@@ -16,7 +16,6 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.vault.format import is_link_id, is_object_id

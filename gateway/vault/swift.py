@@ -26,8 +26,8 @@ import hashlib
 import http.client
 import json
 import time
-from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Generator, Iterable
+from datetime import UTC, datetime
 
 from gateway.vault.format import is_link_id, is_object_id
 from gateway.vault.objects import READ_CHUNK, Removed, StoreUnavailable
@@ -225,12 +225,12 @@ class SwiftReader:
         self.size = size
         self._etag = etag
         self._position = 0
-        self._sequential: Iterator[bytes] | None = None
+        self._sequential: Generator[bytes, None, None] | None = None
         self._pending = b""
         self._open: list[tuple[Connection, http.client.HTTPResponse]] = []
 
     def iter_range(self, start: int = 0, end: int | None = None,
-                   chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
+                   chunk_size: int = READ_CHUNK) -> Generator[bytes, None, None]:
         end = self.size if end is None else min(end, self.size)
         if not 0 <= start <= end:
             raise ValueError("invalid byte range")
@@ -340,4 +340,4 @@ def _range_start(header: str | None) -> int:
 
 def _swift_time(value: str) -> float:
     """A listing's ``last_modified`` (UTC, ISO 8601 without a zone) as a Unix time."""
-    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import ipaddress
 import ssl
 import threading
 import time
@@ -82,19 +83,21 @@ class SwiftAccount:
                                    f"{answer.status})")
         where = urlsplit(storage)
         scheme = where.scheme or "https"
-        lifetime = answer.getheader("X-Auth-Token-Expires")
+        address = (scheme, where.hostname or "", where.port or
+                   (443 if scheme == "https" else 80), where.path.rstrip("/"))
+        if scheme != "https" and not _is_loopback(address[1]):
+            raise StoreUnavailable(f"Swift at {self.host} gave a storage address in clear "
+                                   f"({scheme}://{address[1]}): the token would travel in it")
+        lifetime = _seconds(answer.getheader("X-Auth-Token-Expires"))
         with self._lock:
             self._token = token
-            self._token_expires = (time.monotonic() + float(lifetime) - TOKEN_MARGIN
-                                   if lifetime and lifetime.isdigit() else float("inf"))
-            if self._storage != (scheme, where.hostname or "", where.port or
-                                 (443 if scheme == "https" else 80), where.path.rstrip("/")):
+            self._token_expires = (float("inf") if lifetime is None
+                                   else time.monotonic() + lifetime - TOKEN_MARGIN)
+            if self._storage != address:  # connections to another place are of no use
                 for idle in self._idle:
                     idle.close()
                 self._idle.clear()
-            self._storage = (scheme, where.hostname or "",
-                             where.port or (443 if scheme == "https" else 80),
-                             where.path.rstrip("/"))
+            self._storage = address
 
     def credentials(self) -> tuple[str, str]:
         """A token still within its lifetime, and the account's path."""
@@ -212,6 +215,23 @@ def refused(host: str, method: str, status: int) -> StoreUnavailable:
     if status == 507:
         return StoreUnavailable(errno.ENOSPC, f"Swift at {host} has no room left (507)")
     return StoreUnavailable(f"Swift at {host} answered {status} to {method}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _seconds(value: str | None) -> float | None:
+    """A token's lifetime in seconds, as Swift gives it; None if it gives none."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _stale(exc: BaseException) -> bool:

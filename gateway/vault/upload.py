@@ -24,9 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.vault.format import (HEADER_SIZE, MANIFEST_OBJECT_ID, MANIFEST_PADDING,
-                                  VaultFormatError, ciphertext_size, is_link_id,
-                                  parse_header, plaintext_size)
+from gateway.vault.format import (
+    HEADER_SIZE,
+    MANIFEST_OBJECT_ID,
+    MANIFEST_PADDING,
+    VaultFormatError,
+    ciphertext_size,
+    is_link_id,
+    parse_header,
+    plaintext_size,
+)
 from gateway.vault.index import LinkInfo, StoredObject
 from gateway.vault.objects import ObjectWriter, StoreUnavailable
 

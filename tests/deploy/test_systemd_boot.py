@@ -21,7 +21,6 @@ Skipped, with the reason, where podman cannot run.
 from __future__ import annotations
 
 import re
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -38,9 +37,8 @@ import trustme
 from tests.deploy import podman as pm
 from tests.deploy.test_systemd import MAX_EXPOSURE
 from tests.deploy.wheels import ROOT, Wheelhouse
+from tests.support import HOST, LoopThread, Provider, Received, free_port, wait_for_port, wait_until
 from tests.test_lists_update import ListServer
-from tests.support import (HOST, LoopThread, Provider, Received, free_port, wait_for_port,
-                           wait_until)
 
 PASSWORD = "un mot de passe assez long"
 PROVIDER_USER, PROVIDER_PASSWORD = "cabinet@cabinet-martin.fr", "le mot de passe du compte"

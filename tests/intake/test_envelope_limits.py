@@ -7,8 +7,17 @@ from __future__ import annotations
 import time
 
 from gateway.users import load_users, save_users
-from tests.support import (ADDRESS, OTHER_ADDRESS, OTHER_PASSWORD, OTHER_USER, PASSWORD, USER,
-                           Gateway, RawSmtp, RunningApp)
+from tests.support import (
+    ADDRESS,
+    OTHER_ADDRESS,
+    OTHER_PASSWORD,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    Gateway,
+    RawSmtp,
+    RunningApp,
+)
 
 
 def _session(gw: Gateway, user: str = USER, password: str = PASSWORD) -> RawSmtp:

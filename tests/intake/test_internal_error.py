@@ -11,10 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 import gateway.pipeline
-
 from tests.intake.test_submission import message
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, RunningApp,
-                           make_gateway)
+from tests.support import ADDRESS, HOST, PASSWORD, USER, LoopThread, RunningApp, make_gateway
 
 
 class Unexpected(Exception):

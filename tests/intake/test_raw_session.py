@@ -8,8 +8,17 @@ import base64
 
 from structlog.testing import capture_logs
 
-from tests.support import (ADDRESS, OTHER_ADDRESS, OTHER_USER, PASSWORD, USER, Gateway, RawSmtp,
-                           RunningApp, wait_until)
+from tests.support import (
+    ADDRESS,
+    OTHER_ADDRESS,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    Gateway,
+    RawSmtp,
+    RunningApp,
+    wait_until,
+)
 
 
 def logged_in(gw: Gateway) -> RawSmtp:

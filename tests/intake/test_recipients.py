@@ -11,8 +11,18 @@ import pytest
 
 from tests.intake.test_submission import message
 from tests.spool.helpers import wait_queue_empty
-from tests.support import (ADDRESS, PASSWORD, USER, Gateway, LoopThread, Provider, RawSmtp,
-                           RunningApp, make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    Provider,
+    RawSmtp,
+    RunningApp,
+    make_gateway,
+    wait_until,
+)
 
 ROUTED = [
     "x%victim.example@cabinet-martin.fr",

@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from tests.spool.helpers import message
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, Provider,
-                           RunningApp, make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    Provider,
+    RunningApp,
+    make_gateway,
+    wait_until,
+)
 
 
 @contextmanager

@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.intake.test_submission import message
-from tests.support import (ADDRESS, PASSWORD, USER, Gateway, LoopThread, Provider, RawSmtp,
-                           RunningApp, make_gateway)
+from tests.support import (
+    ADDRESS,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    Provider,
+    RawSmtp,
+    RunningApp,
+    make_gateway,
+)
 
 TIMEOUT = 1.0
 

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.spool.helpers import stays
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, Provider, RunningApp,
-                           wait_until)
+from tests.support import ADDRESS, HOST, PASSWORD, USER, Gateway, Provider, RunningApp, wait_until
 
 COLLEAGUE = "dr.durand@cabinet-martin.fr"
 

@@ -16,8 +16,17 @@ from email.utils import formatdate, make_msgid, parsedate_to_datetime
 import pytest
 
 from tests.spool.helpers import wait_queue_empty
-from tests.support import (ADDRESS, HOST, OTHER_ADDRESS, PASSWORD, USER, Gateway, Provider,
-                           RunningApp, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    OTHER_ADDRESS,
+    PASSWORD,
+    USER,
+    Gateway,
+    Provider,
+    RunningApp,
+    wait_until,
+)
 
 
 def message(sender: str = ADDRESS, to: str = "patient@example.org", body: str = "Bonjour",

@@ -13,8 +13,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.tls import certificate_expiry, write_self_signed
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
-                           Provider, make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 
 def served(port: int, *, implicit: bool) -> bytes:

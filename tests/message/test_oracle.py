@@ -11,7 +11,8 @@ import email
 import email.policy
 import quopri
 import urllib.parse
-from email.message import EmailMessage, Message as StdMessage
+from email.message import EmailMessage
+from email.message import Message as StdMessage
 from typing import Any
 
 from hypothesis import given, settings

@@ -24,10 +24,21 @@ from typing import Any
 import pytest
 
 from gateway.vault import Vault
-from tests.portal.test_browser import (CHROMIUM, Watched, _point_portal_at, browser, shot,
-                                       tab)
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
-                           Provider, free_port, make_gateway, wait_for_port, wait_until)
+from tests.portal.test_browser import CHROMIUM, Watched, _point_portal_at, browser, shot, tab
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    free_port,
+    make_gateway,
+    wait_for_port,
+    wait_until,
+)
 
 __all__ = ["browser", "tab"]  # the browser fixtures, shared with test_browser
 

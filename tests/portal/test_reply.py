@@ -24,8 +24,15 @@ from gateway.preflight import template_dirs
 from gateway.spool.store import Spool
 from gateway.transform.sender import SenderMail
 from gateway.vault import LinkOptions, Manifest, SealedLink, SealFile, Vault
-from gateway.vault.format import (Manifest as Sealed, ManifestFile, b64url_decode, b64url_encode,
-                                  derive_keys, encode_manifest, encrypt_object)
+from gateway.vault.format import Manifest as Sealed
+from gateway.vault.format import (
+    ManifestFile,
+    b64url_decode,
+    b64url_encode,
+    derive_keys,
+    encode_manifest,
+    encrypt_object,
+)
 from tests.portal.helpers import run, serve
 from tests.support import ADDRESS, make_gateway
 
@@ -81,13 +88,13 @@ def sealed_reply(files: tuple[bytes, ...] = DATA, names: tuple[str, ...] = NAMES
     keys = derive_keys(b64url_decode(secret, 32), b64url_decode(link_id, 16))
     ids = [new_id() for _ in files]
     listed = tuple(ManifestFile(n, "application/octet-stream", "", len(d), i)
-                   for n, d, i in zip(names, files, ids))
+                   for n, d, i in zip(names, files, ids, strict=True))
     plain = encode_manifest(Sealed(sender=PATIENT, subject="Réponse : Résultats", date="",
                                    text=text, html=None, files=listed))
     objects = [("manifest", b"".join(encrypt_object(keys.manifest, "manifest", plain,
                                                     secrets.token_bytes(7))))]
     objects += [(i, b"".join(encrypt_object(keys.content, i, d, secrets.token_bytes(7))))
-                for i, d in zip(ids, files)]
+                for i, d in zip(ids, files, strict=True)]
     return link_id, secret, objects
 
 

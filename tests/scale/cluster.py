@@ -26,11 +26,29 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from gateway.vault.format import (MANIFEST_OBJECT_ID, Manifest, b64url_decode, decode_manifest,
-                                  decrypt_object, derive_keys)
+from gateway.vault.format import (
+    MANIFEST_OBJECT_ID,
+    Manifest,
+    b64url_decode,
+    decode_manifest,
+    decrypt_object,
+    derive_keys,
+)
 from tests.engines import HAPROXY, ROOT, Postgres
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
-                           Provider, free_port, make_gateway, wait_for_port, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    free_port,
+    make_gateway,
+    wait_for_port,
+    wait_until,
+)
 
 HAPROXY_CFG = ROOT / "deploy" / "scale" / "haproxy.cfg"
 CODE = "4821"
@@ -65,11 +83,14 @@ def share_files(gw: Gateway, shared: Path) -> tuple[str, str]:
 
 
 def share_swift(swift: Any, container: str) -> ShareStore:
-    """One Swift container, the practice's, for both instances."""
+    """One Swift container, the practice's, for both instances (its settings as the
+    Swift tests write them, the [vault] line apart so the index can join it)."""
+    table = swift.vault_table(container, timeout=5)
+    keys, _, rest = table.partition("\n[vault.swift]\n")
+    vault = keys.replace("\n[vault]\n", "", 1).strip() + "\n"
+
     def share(gw: Gateway, shared: Path) -> tuple[str, str]:
-        return ('objects = "swift"\n',
-                f'\n[vault.swift]\nauth_url = "{swift.auth_url}"\nuser = "{swift.user}"\n'
-                f'key_file = "{swift.key_file}"\ncontainer = "{container}"\ntimeout = 5\n')
+        return vault, "\n[vault.swift]\n" + rest
     return share
 
 

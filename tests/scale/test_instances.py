@@ -23,10 +23,22 @@ import aiohttp
 import pytest
 
 from tests.engines import Postgres, haproxy_missing
-from tests.scale.cluster import (CODE, PDF, Cluster, ShareStore, instance_of, link_in,
-                                 notice_for, open_document, open_manifest, protected_message,
-                                 running_cluster, share_files, share_swift,
-                                 submit)
+from tests.scale.cluster import (
+    CODE,
+    PDF,
+    Cluster,
+    ShareStore,
+    instance_of,
+    link_in,
+    notice_for,
+    open_document,
+    open_manifest,
+    protected_message,
+    running_cluster,
+    share_files,
+    share_swift,
+    submit,
+)
 from tests.spool.helpers import spool_of
 from tests.support import LoopThread, Provider, wait_until
 

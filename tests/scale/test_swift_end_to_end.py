@@ -6,7 +6,7 @@ to Swift, sealed, and none to the vault's folder; the patient's side of the port
 (code, manifest, grant, ranged GETs) gives back ciphertext that opens, with the link's
 key, to the very bytes sent. With Swift not answering, the client gets 451 and a
 sentence, and nothing is kept: no link, no queue file, no object; once Swift is back the
-same message goes through.
+same message goes through. `pli links revoke` and `purge` take a link out of Swift.
 """
 
 from __future__ import annotations
@@ -24,13 +24,30 @@ from email.utils import formatdate
 import pytest
 
 from gateway.app import build_vault
-from gateway.vault.format import (MANIFEST_OBJECT_ID, b64url_decode, decode_manifest,
-                                  decrypt_object, derive_keys)
-from tests.portal.test_after_sending import BODY, DOCUMENTS, SUBJECT, Stack, Sent, send
+from gateway.vault.format import (
+    MANIFEST_OBJECT_ID,
+    b64url_decode,
+    decode_manifest,
+    decrypt_object,
+    derive_keys,
+)
+from tests.portal.test_after_sending import BODY, DOCUMENTS, SUBJECT, Sent, Stack, send
 from tests.portal.test_browser import _point_portal_at
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, LoopThread, PliProcess, Provider,
-                           free_port, make_gateway, wait_for_port)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    LoopThread,
+    PliProcess,
+    Provider,
+    free_port,
+    make_gateway,
+    wait_for_port,
+    wait_until,
+)
 from tests.swiftaio import SwiftAio
+from tests.test_cli import pli
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +55,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, swift: SwiftAio) -> Iterator
     folder = tmp_path_factory.mktemp("swift-e2e")
     container = f"pli-e2e-{uuid.uuid4().hex[:8]}"
     loop = LoopThread()
-    gw = make_gateway(folder / "pli", policy=None, extra=(
-        f'\n[vault]\nobjects = "swift"\n\n[vault.swift]\nauth_url = "{swift.auth_url}"\n'
-        f'user = "{swift.user}"\nkey_file = "{swift.key_file}"\ncontainer = "{container}"\n'
-        "timeout = 2\n"))
+    gw = make_gateway(folder / "pli", policy=None,
+                      extra=swift.vault_table(container, timeout=2))
     port = free_port()
     _point_portal_at(gw, port)
     provider = Provider(loop, None, gw.provider_port, offer_starttls=False).start()
@@ -115,7 +130,7 @@ def test_a_protected_message_goes_to_swift_and_opens_byte_for_byte(
                                                        sealed)))
     assert manifest.subject == SUBJECT and BODY.split("\n")[1] in (manifest.text or "")
     assert [f.name for f in manifest.files] == [name for name, _ in DOCUMENTS]
-    for entry, (_, original) in zip(manifest.files, DOCUMENTS):
+    for entry, (_, original) in zip(manifest.files, DOCUMENTS, strict=True):
         url = f"/api/l/{sent.link_id}/o/{entry.object_id}"
         granted = portal.grant(entry.object_id)
         status, headers, first = portal.ask("GET", url, {**granted, "Range": "bytes=0-69999"})
@@ -175,5 +190,25 @@ def test_with_swift_not_answering_the_client_gets_451_and_nothing_is_kept(
             client.login(USER, PASSWORD)
             client.send_message(message("Swift back"))
         assert len({i.id for i in vault.links()} - links_before) == 1
+        wait_until(lambda: len(stack.provider.received) >= received_before + 2)  # notice, receipt
+    finally:
+        vault.close()
+
+
+def test_pli_links_revokes_and_purges_a_link_out_of_swift(stack: Stack) -> None:
+    sent = send(stack)
+    config = str(stack.gw.config)
+    vault = build_vault(stack.gw.settings())
+    try:
+        info = vault.get(sent.link_id)
+        assert info is not None
+        size = sum(o.size for o in info.objects)
+        assert len(vault.store._listing(prefix=sent.link_id + "/")) == len(info.objects)  # type: ignore[attr-defined]
+        assert pli("links", "revoke", "-c", config, sent.link_id).returncode == 0
+        purged = pli("links", "purge", "-c", config)
+        assert purged.returncode == 0, purged.stderr
+        assert f"{len(info.objects)} object(s), {size} B" in purged.stdout
+        assert vault.store._listing(prefix=sent.link_id + "/") == []  # type: ignore[attr-defined]
+        assert vault.get(sent.link_id) is None
     finally:
         vault.close()

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.spool.helpers import PATIENT, queued, stays, submit, wait_queue_empty
-from tests.support import (ADDRESS, Gateway, LoopThread, PliProcess, Provider, make_gateway,
-                           wait_until)
+from tests.support import (
+    ADDRESS,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 
 @pytest.fixture

@@ -12,10 +12,31 @@ from typing import Any
 import pytest
 
 from gateway.spool.store import QueuedMessage, Recipient, Spool, new_queue_id
-from tests.spool.helpers import (OTHER_PATIENT, PATIENT, message, named, null_sender, queued,
-                                 spool_of, stays, submit, wait_deferred, wait_queue_empty)
-from tests.support import (ADDRESS, HOST, OTHER_ADDRESS, Gateway, LoopThread, Provider,
-                           RunningApp, SinkHandler, make_gateway, wait_until)
+from tests.spool.helpers import (
+    OTHER_PATIENT,
+    PATIENT,
+    message,
+    named,
+    null_sender,
+    queued,
+    spool_of,
+    stays,
+    submit,
+    wait_deferred,
+    wait_queue_empty,
+)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    OTHER_ADDRESS,
+    Gateway,
+    LoopThread,
+    Provider,
+    RunningApp,
+    SinkHandler,
+    make_gateway,
+    wait_until,
+)
 
 Events = list[dict[str, Any]]
 

@@ -7,9 +7,9 @@ The small filesystem is a tmpfs mounted over the data folder in a mount namespac
 
 from __future__ import annotations
 
-import re
 import errno
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -21,8 +21,18 @@ from pathlib import Path
 import pytest
 
 from tests.spool.helpers import PATIENT, message, stays, submit
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
-                           Provider, make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 MAX_SIZE = 256 * 1024  # so the room Pli wants at MAIL FROM is 384 KiB
 MOUNT = 'mount -t tmpfs -o size=4m,mode=0700 tmpfs "$0" && exec "$@"'

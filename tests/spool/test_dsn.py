@@ -9,10 +9,28 @@ from typing import Any
 
 from gateway.spool.dsn import build_dsn, status_of
 from gateway.spool.store import QueuedMessage, Recipient, new_queue_id
-from tests.spool.helpers import (OTHER_PATIENT, PATIENT, message, named, null_sender, parse_dsn,
-                                 queued, spool_of, stays, submit, wait_queue_empty)
-from tests.support import (ADDRESS, Gateway, LoopThread, Provider, RunningApp, make_gateway,
-                           wait_until)
+from tests.spool.helpers import (
+    OTHER_PATIENT,
+    PATIENT,
+    message,
+    named,
+    null_sender,
+    parse_dsn,
+    queued,
+    spool_of,
+    stays,
+    submit,
+    wait_queue_empty,
+)
+from tests.support import (
+    ADDRESS,
+    Gateway,
+    LoopThread,
+    Provider,
+    RunningApp,
+    make_gateway,
+    wait_until,
+)
 
 Events = list[dict[str, Any]]
 

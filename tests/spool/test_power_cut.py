@@ -30,8 +30,18 @@ import pytest
 from gateway.spool.store import Spool
 from gateway.vault import Vault
 from tests.powercut import PowerCutDisk, power_cut_disk
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, LoopThread, PliProcess,
-                           Provider, make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    HOST,
+    PASSWORD,
+    USER,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    make_gateway,
+    wait_until,
+)
 
 COLLEAGUE = "dr.durand@cabinet-martin.fr"
 PATIENT = "patient@example.org"

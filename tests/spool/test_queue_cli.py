@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.spool.helpers import PATIENT, queued, spool_of, submit, wait_deferred
-from tests.support import (ADDRESS, Gateway, LoopThread, PliProcess, Provider, RunningApp,
-                           make_gateway, wait_until)
+from tests.support import (
+    ADDRESS,
+    Gateway,
+    LoopThread,
+    PliProcess,
+    Provider,
+    RunningApp,
+    make_gateway,
+    wait_until,
+)
 
 
 def pli(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def test_a_queue_over_the_rate_waits_its_turn_and_none_is_refused(
         app.stop()
         provider.stop()
     assert sink.refusals == []
-    gaps = [b - a for a, b in zip(sink.mails, sink.mails[1:])]
+    gaps = [b - a for a, b in pairwise(sink.mails)]
     assert len(sink.mails) == 6 and min(gaps) >= 0.4, gaps
     assert sink.mails[-1] - sink.mails[0] >= 2.4  # five gaps of 0.5 s
     assert sorted(r.rcpt_tos[0] for r in provider.received) == \
@@ -260,7 +261,7 @@ def test_queue_list_says_when_each_message_over_the_rate_gets_its_turn(
     turns = [lines[i + 1] for i, line in enumerate(lines) if line.split()[0] in ids]
     expected = [time.strftime("%H:%M:%S", time.localtime(now + 30 * (n + 1)))
                 for n in range(3)]
-    for line, hour in zip(turns, expected):
+    for line, hour in zip(turns, expected, strict=True):
         assert line.startswith("    waiting its turn: account 'default' sends at most 2 "
                                "messages a minute; about "), line
         assert abs(time.mktime(time.strptime(line.rsplit("about ", 1)[1],

@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.spool.helpers import (PATIENT, message, parse_dsn, stays, submit, wait_deferred,
-                                 wait_queue_empty)
-from tests.support import (ADDRESS, HOST, PASSWORD, USER, Gateway, RunningApp, SmtpSink,
-                           wait_until)
+from tests.spool.helpers import (
+    PATIENT,
+    message,
+    parse_dsn,
+    stays,
+    submit,
+    wait_deferred,
+    wait_queue_empty,
+)
+from tests.support import ADDRESS, HOST, PASSWORD, USER, Gateway, RunningApp, SmtpSink, wait_until
 
 pytestmark = pytest.mark.skipif(SmtpSink.binary() is None,
                                 reason="Postfix's smtp-sink is not installed (make test)")

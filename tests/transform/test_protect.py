@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.preflight import template_dirs
 from gateway.inspect import inspect
 from gateway.intake.data import normalise_line_endings
 from gateway.message.model import Message
+from gateway.preflight import template_dirs
 from gateway.transform import Protector
 from gateway.transform.extract import extract
 from gateway.types import ProtectSettings

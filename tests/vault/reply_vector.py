@@ -19,9 +19,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.vault.format import (MANIFEST_OBJECT_ID, NONCE_BASE_SIZE, Manifest, ManifestFile,
-                                  b64url_decode, b64url_encode, derive_keys, encode_manifest,
-                                  encrypt_object)
+from gateway.vault.format import (
+    MANIFEST_OBJECT_ID,
+    NONCE_BASE_SIZE,
+    Manifest,
+    ManifestFile,
+    b64url_decode,
+    b64url_encode,
+    derive_keys,
+    encode_manifest,
+    encrypt_object,
+)
 from tests.vault.vector import FixedRandom, pattern
 
 VECTOR_PATH = Path(__file__).with_name("vector-reply-v1.json")
@@ -55,7 +63,7 @@ def build_vector() -> dict[str, Any]:
     keys = derive_keys(b64url_decode(secret, 32), b64url_decode(link_id, 16))
     manifest = Manifest(sender=SENDER, subject=SUBJECT, date=DATE, text=TEXT, html=None,
                         files=tuple(ManifestFile(name, kind, "", len(data), object_id)
-                                    for (name, kind, data), object_id in zip(FILES, object_ids)))
+                                    for (name, kind, data), object_id in zip(FILES, object_ids, strict=True)))
     plain = encode_manifest(manifest)
     sealed_manifest = b"".join(encrypt_object(keys.manifest, MANIFEST_OBJECT_ID, plain,
                                               bases[0]))

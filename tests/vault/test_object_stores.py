@@ -68,6 +68,10 @@ def failing_after(chunks: int) -> Iterator[bytes]:
     raise Boom()
 
 
+def test_both_stores_answer_the_whole_interface(vault: Vault) -> None:
+    assert isinstance(vault.store, ObjectStore)
+
+
 def test_a_sealed_document_reads_back_whole_and_by_ranges(vault: Vault) -> None:
     document = os.urandom(3 * RECORD_SIZE + 123)
     link = seal(vault, [SealFile("scan.pdf", "application/pdf", "application/pdf", document)])
@@ -186,9 +190,19 @@ def test_swift_down_fails_the_seal_and_keeps_no_link(
     assert len(vault.links()) == 1
 
 
-def test_a_wrong_key_is_said_plainly(swift: SwiftAio) -> None:
-    store = SwiftStore(SwiftAccount(swift.auth_url, swift.user, lambda: "wrong", timeout=5),
+def test_swifts_certificate_is_checked(swift: SwiftAio) -> None:
+    """The session's Swift speaks HTTPS under a CA of its own: without it, no login."""
+    assert swift.auth_url.startswith("https://")
+    store = SwiftStore(SwiftAccount(swift.auth_url, swift.user, lambda: swift.key, timeout=5),
                        "pli-never")
+    with pytest.raises(StoreUnavailable) as caught:
+        store.connect()
+    assert "certificate verify failed" in str(caught.value)
+
+
+def test_a_wrong_key_is_said_plainly(swift: SwiftAio) -> None:
+    store = SwiftStore(SwiftAccount(swift.auth_url, swift.user, lambda: "wrong", timeout=5,
+                                    ca_file=str(swift.ca_file)), "pli-never")
     with pytest.raises(StoreUnavailable) as caught:
         store.connect()
     assert "refused the user 'test:tester'" in str(caught.value)

@@ -356,3 +356,26 @@ def test_the_hourly_purge_is_skipped_by_an_instance_while_another_holds_it(
     finally:
         other.close()
         app.vault.close()
+
+
+def test_the_databases_password_is_read_from_its_file_never_from_pli_toml(
+        tmp_path: Path) -> None:
+    from gateway.app import build_index
+
+    gw = make_gateway(tmp_path / "pli")
+    base = gw.config.read_text() + ('\n[vault]\nindex = "postgresql"\n[vault.postgresql]\n'
+                                    'host = "127.0.0.1"\ndbname = "pli"\nuser = "pli"\n'
+                                    'password_file = "pg-password"\n')
+    gw.config.write_text(base)
+    with pytest.raises(ConfigError, match=r"\[vault.postgresql\]: cannot read the password"):
+        build_index(gw.settings())
+    (gw.folder / "pg-password").write_text("s3cret word\n")
+    assert gw.settings().vault.postgresql is not None
+    assert gw.settings().vault.postgresql.password() == "s3cret word"
+    index = build_index(gw.settings())
+    try:
+        assert isinstance(index, PostgresIndex) and "s3cret" not in index.conninfo
+        assert "s3cret" not in index.describe()
+    finally:
+        assert index is not None
+        index.close()

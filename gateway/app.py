@@ -31,6 +31,7 @@ from gateway.transform import Protector
 from gateway.transform.sender import SenderMail
 from gateway.users import UserStore
 from gateway.vault import StoreUnavailable, Vault
+from gateway.vault.index import LinkIndex
 from gateway.vault.objects import ObjectStore
 from gateway.vault.store import FileStore
 from gateway.vault.swift import SwiftStore
@@ -68,8 +69,72 @@ def build_object_store(settings: Settings) -> ObjectStore:
     return FileStore(settings.vault_dir)
 
 
+def build_index(settings: Settings) -> LinkIndex | None:
+    """The link index pli.toml names: None for SQLite (the vault's own file), or the
+    PostgreSQL database several instances share."""
+    chosen = settings.vault
+    if chosen.index == "sqlite" or chosen.postgresql is None:
+        return None
+    try:
+        from gateway.vault.pgindex import PostgresIndex
+    except ImportError:
+        raise ConfigError('[vault] index = "postgresql" needs psycopg 3, which is not '
+                          "installed: pip install 'pli[postgresql]'") from None
+    where = chosen.postgresql
+    return PostgresIndex(where.conninfo(), password=where.password(), schema=where.db_schema,
+                         pool_size=where.pool_size, connect_timeout=where.connect_timeout)
+
+
 def build_vault(settings: Settings) -> Vault:
-    return Vault(settings.vault_dir, store=build_object_store(settings))
+    """The vault with the object store and the link index pli.toml chose, the index's
+    schema made or checked; a database that cannot be reached or used is a ConfigError
+    saying so."""
+    store = build_object_store(settings)
+    index = build_index(settings)
+    if index is None:
+        return Vault(settings.vault_dir, store=store)
+    try:
+        return Vault(settings.vault_dir, store=store, index=index)
+    except Exception as exc:
+        index.close()
+        store.close()
+        from gateway.vault.pgindex import index_error
+
+        problem = index_error(exc)
+        if problem is None:
+            raise
+        raise ConfigError(f"the link index: {problem}") from None
+
+
+def scale_problems(settings: Settings) -> list[str]:
+    """What `pli check` says of what instances share: the portal's signing key, and the
+    PostgreSQL index (reached, and its tables Pli's own; an empty database is made at
+    start). Nothing is written."""
+    problems: list[str] = []
+    try:
+        settings.portal.signing_key()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        index = build_index(settings)
+    except ConfigError as exc:
+        return [*problems, str(exc)]
+    if index is None:
+        return problems
+    from gateway.vault.pgindex import PostgresIndex, index_error
+
+    assert isinstance(index, PostgresIndex)
+    try:
+        index.probe()
+        problems += [f"the link index: {p}" for p in index.problems()]
+    except Exception as exc:
+        problem = index_error(exc)
+        if problem is None:
+            raise
+        problems.append(f"the link index: {problem}")
+    finally:
+        index.close()
+    return problems
 
 
 class App:
@@ -93,7 +158,8 @@ class App:
         self.room = DiskRoom((settings.spool_dir, settings.vault_dir), settings.max_message_size)
         self.metrics = metrics.Metrics(queue=metrics.spool_queue_stats(settings.spool_dir),
                                        free_bytes=self.room.free,
-                                       certificate_expiry=self._served_certificate_expiry)
+                                       certificate_expiry=self._served_certificate_expiry,
+                                       instance=settings.instance)
         self._metrics_runner: Any = None
         self._portal_runner: Any = None
 
@@ -132,7 +198,8 @@ class App:
                 incoming_mail_host=settings.portal.imap_host, notices=self.outbox)
         await self._start_metrics()
         self._write_pid()
-        log.info("pli.ready", ports=self.intake.ports, queued=queued)
+        log.info("pli.ready", ports=self.intake.ports, queued=queued,
+                 instance=settings.instance, index=self.vault.index.describe())
         sdnotify.ready(f"accepting on ports {', '.join(map(str, self.intake.ports))}; "
                        f"{queued} queued")
         self._tasks.append(asyncio.create_task(sdnotify.watchdog_loop(self._listening)))
@@ -197,7 +264,24 @@ class App:
 
     async def _purge_vault(self) -> None:
         """Tell the senders who asked of their links that expired unopened, then delete
-        the vault objects of expired and revoked links for good (hourly)."""
+        the vault objects of expired and revoked links for good (hourly). Instances that
+        share an index take turns: the one that holds its purge lock does it, the others
+        skip this hour's run."""
+        try:
+            held = await asyncio.to_thread(self.vault.index.try_lock, "purge")
+        except Exception as exc:  # noqa: BLE001 - tried again at the next run
+            log.error("vault.purge_failed", error=type(exc).__name__)
+            return
+        if held is None:
+            log.info("vault.purge_skipped", reason="another instance is purging")
+            return
+        try:
+            await self._purge_vault_held()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(held.release)
+
+    async def _purge_vault_held(self) -> None:
         if self.outbox is not None:
             try:
                 await self.outbox.expired_unopened()

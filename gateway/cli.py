@@ -309,11 +309,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.app import scale_problems
     from gateway.preflight import all_problems, tls_notes, warnings
     from gateway.tls import utc_day
 
     settings = _settings(args)
     problems, counts = all_problems(settings)
+    problems += scale_problems(settings)
     problems += _object_store_problems(settings)
     for warning in warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
@@ -342,7 +344,8 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{settings.delivery.max_connections} in all), {counts['users']} user(s), "
           f"policy with {counts['rules']} rule(s), audit kept {settings.audit.retention_days:g} "
           f"days in files of at most {settings.audit.max_file_mb:g} MB, TLS certificate valid "
-          f"until {utc_day(counts['certificate_expiry'])}")
+          f"until {utc_day(counts['certificate_expiry'])}, link index "
+          f"{settings.vault.index}")
     return 0
 
 
@@ -567,7 +570,18 @@ def cmd_links_extend(args: argparse.Namespace) -> int:
 
 def cmd_links_purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    purged = _vault(settings).purge(time.time())
+    vault = _vault(settings)
+    try:
+        held = vault.index.try_lock("purge")  # instances sharing the index take turns
+        if held is None:
+            raise PliError("another instance is purging the shared link index right now: "
+                           "try again in a moment")
+        try:
+            purged = vault.purge(time.time())
+        finally:
+            held.release()
+    finally:
+        vault.close()
     _audit(settings, "admin.links_purged", links=purged.links, objects=purged.objects)
     print(f"purged {purged.links} link(s), {purged.objects} object(s), {purged.bytes} B")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -205,26 +206,26 @@ class Upstream(_Strict):
 
 
 def read_secret(owner: str, what: str, file: Path | None, credential: str | None) -> str | None:
-    """A secret from its file or systemd credential (``owner`` names who needs it in the
-    errors); None when neither is given."""
+    """A secret from its file or systemd credential, read at the moment of use; None when
+    neither is given. ``owner`` and ``what`` name it in the error ("[portal]", "the
+    signing key")."""
     if file is not None:
         path = file
     elif credential is not None:
         folder = os.environ.get("CREDENTIALS_DIRECTORY")
         if not folder:
             raise ConfigError(
-                f"{owner}: {what} is a systemd credential ({credential!r}) "
-                "but systemd gave no CREDENTIALS_DIRECTORY (LoadCredential= in the unit)"
-            )
+                f"{owner}: {what} is a systemd credential ({credential!r}) but systemd gave "
+                "no CREDENTIALS_DIRECTORY (LoadCredential= in the unit)")
         path = Path(folder) / credential
     else:
         return None
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        raise ConfigError(
-            f"{owner}: cannot read {what} from {path}: {exc.strerror}"
-        ) from None
+        raise ConfigError(f"{owner}: cannot read {what} from {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{owner}: {what} in {path} is not text (UTF-8)") from None
 
 
 class Delivery(_Strict):
@@ -276,6 +277,9 @@ class Practice(_Strict):
         return value.strip()
 
 
+MIN_SIGNING_KEY = 32
+
+
 class Portal(_Strict):
     """The page patients open. ``url`` is its public address, behind the reverse proxy."""
 
@@ -289,6 +293,29 @@ class Portal(_Strict):
     # The practice's incoming (IMAP) server, for Thunderbird's autoconfig; by default
     # the first upstream's host.
     imap_host: str | None = None
+    # The key that signs the portal's cookies and download grants. Unset: drawn at each
+    # start (a restart asks for the code again). Instances behind one load balancer
+    # share it (a file or a systemd credential), so each accepts the others' tokens.
+    key_file: Path | None = None
+    key_credential: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Portal:
+        if self.key_file is not None and self.key_credential is not None:
+            raise ValueError("give key_file or key_credential, not both")
+        return self
+
+    def signing_key(self) -> bytes | None:
+        """The shared signing key, or None (then each start draws its own)."""
+        text = read_secret("[portal]", "the signing key", self.key_file, self.key_credential)
+        if text is None:
+            return None
+        key = text.strip().encode("utf-8")
+        if len(key) < MIN_SIGNING_KEY:
+            raise ConfigError(
+                f"[portal]: the signing key has {len(key)} characters, fewer than"
+                f" {MIN_SIGNING_KEY}: make one with `head -c 32 /dev/urandom | base64`")
+        return key
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -304,6 +331,74 @@ class Portal(_Strict):
         if not value.startswith(("https://", "http://")) or any(c in value for c in " #?\r\n"):
             raise ValueError("must be the portal's address, such as https://pli.cabinet.fr")
         return value
+
+
+_PG_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PASSWORD_IN_DSN = re.compile(r"(^|\s)password\s*=|://[^/@:]*:[^/@]*@", re.IGNORECASE)
+
+
+class PostgresIndex(_Strict):
+    """Where the shared link index is: ``dsn`` (a libpq connection string or URI, without
+    the password) or host, port, dbname and user; the password from ``password_file`` or
+    ``password_credential`` (systemd), never from pli.toml."""
+
+    dsn: str | None = None
+    host: str | None = None
+    port: Port = 5432
+    dbname: str | None = None
+    user: str | None = None
+    password_file: Path | None = None
+    password_credential: str | None = None
+    # The tables' schema: "public", or one per practice when several share a database.
+    db_schema: str = Field("public", alias="schema")
+    sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 10
+    connect_timeout: Seconds = 10.0
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _where(self) -> PostgresIndex:
+        if (self.dsn is None) == (self.host is None):
+            raise ValueError("give dsn, or host (with port, dbname and user): one of them")
+        if self.dsn is not None:
+            if any(v is not None for v in (self.dbname, self.user)):
+                raise ValueError("dbname and user go inside dsn when dsn is given")
+            if _PASSWORD_IN_DSN.search(self.dsn):
+                raise ValueError("dsn holds a password: it never goes in pli.toml; use "
+                                 "password_file or password_credential")
+        elif not (self.dbname and self.user):
+            raise ValueError("host needs dbname and user too (the database and the role "
+                             "Pli connects as)")
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("give password_file or password_credential, not both")
+        if not _PG_SCHEMA.match(self.db_schema):
+            raise ValueError(f"schema {self.db_schema!r}: lower-case letters, digits and _, "
+                             "not beginning with a digit")
+        return self
+
+    def conninfo(self) -> str:
+        """The connection string, password left out (it is given apart)."""
+        if self.dsn is not None:
+            base = self.dsn
+        else:
+            base = " ".join(f"{k}={_conninfo_value(str(v))}" for k, v in (
+                ("host", self.host), ("port", self.port), ("dbname", self.dbname),
+                ("user", self.user)))
+        if self.sslmode is not None:
+            base = (f"{base}{'&' if '?' in base else '?'}sslmode={self.sslmode}"
+                    if "://" in base else f"{base} sslmode={self.sslmode}")
+        return base
+
+    def password(self) -> str | None:
+        return read_secret("[vault.postgresql]", "the password", self.password_file,
+                           self.password_credential)
+
+
+def _conninfo_value(value: str) -> str:
+    if value and not any(c in value for c in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class MetricsListener(_Strict):
@@ -403,12 +498,26 @@ class SwiftObjects(_Strict):
 
 
 class VaultSettings(_Strict):
-    """``[vault]``: where the sealed objects are kept. ``files`` (the default): under
-    ``data_dir/vault``; ``swift``: in the OpenStack Swift container of ``[vault.swift]``.
-    The link index stays in ``data_dir/vault`` either way."""
+    """``[vault]``: where the sealed objects are kept, ``objects``: ``files`` (the
+    default), under ``data_dir/vault``, or ``swift``, in the OpenStack Swift container of
+    ``[vault.swift]``; and where the link index is, ``index``: ``sqlite`` (the default, a
+    file in ``data_dir/vault``) or ``postgresql``, shared by several instances
+    (``[vault.postgresql]``)."""
 
     objects: Literal["files", "swift"] = "files"
     swift: SwiftObjects | None = None
+    index: Literal["sqlite", "postgresql"] = "sqlite"
+    postgresql: PostgresIndex | None = None
+
+    @model_validator(mode="after")
+    def _table_for_index(self) -> VaultSettings:
+        if self.index == "postgresql" and self.postgresql is None:
+            raise ValueError('index = "postgresql" needs a [vault.postgresql] table saying '
+                             "where the database is")
+        if self.index == "sqlite" and self.postgresql is not None:
+            raise ValueError('[vault.postgresql] is set but index = "sqlite": set '
+                             'index = "postgresql" to use it')
+        return self
 
     @model_validator(mode="after")
     def _table_for_store(self) -> VaultSettings:
@@ -431,8 +540,15 @@ def is_host_name(name: str) -> bool:
     return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
 
 
+def _host_name_default() -> str:
+    return socket.gethostname() or "pli"
+
+
 class Settings(_Strict):
     hostname: str = "pli.localdomain"
+    # This server's name among several behind one load balancer: a label of every metric
+    # and said by `pli.ready`. By default the machine's host name.
+    instance: str = Field(default_factory=_host_name_default)
     data_dir: Path = Path("data")
     users_file: Path = Path("users.toml")
     policy: Path | None = None
@@ -466,6 +582,14 @@ class Settings(_Strict):
         value = value.strip().rstrip(".")
         if not is_host_name(value):
             raise ValueError(f"must be {HOST_NAME_RULE}")
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_name(cls, value: str) -> str:
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}", value):
+            raise ValueError("must be a short name such as pli-a: letters, digits, and . _ : -")
         return value
 
     @model_validator(mode="after")
@@ -558,9 +682,11 @@ def _absolutise(raw: dict[str, object], base: Path) -> None:
                 fix(account.get("oauth"), ("client_secret_file", "certificate_file",
                                            "private_key_file", "service_account_file"))
     fix(raw.get("mssante_whitelist"), ("ca_file",))
+    fix(raw.get("portal"), ("key_file",))
     vault = raw.get("vault")
     if isinstance(vault, dict):
         fix(vault.get("swift"), ("key_file", "ca_file"))
+        fix(vault.get("postgresql"), ("password_file",))
 
 
 def format_validation_error(path: Path, exc: ValidationError) -> str:

@@ -76,6 +76,7 @@ NOTICE_QUEUED = "notice.queued"
 NOTICE_FAILED = "notice.failed"
 VAULT_PURGED = "vault.purged"
 VAULT_PURGE_FAILED = "vault.purge_failed"
+VAULT_PURGE_SKIPPED = "vault.purge_skipped"
 VAULT_OBJECTS = "vault.objects"
 VAULT_OBJECTS_UNAVAILABLE = "vault.objects_unavailable"
 

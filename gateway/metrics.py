@@ -109,14 +109,15 @@ class _Family:
             return [((), float(got))]
         return sorted(self.values.items())
 
-    def render(self, out: list[str]) -> None:
+    def render(self, out: list[str], constant: Sequence[tuple[str, str]] = ()) -> None:
+        """``constant``: labels every sample carries (the instance's name)."""
         samples = list(self.samples())
         out.append(f"# HELP {self.name} {_escape_help(self.help)}")
         out.append(f"# TYPE {self.name} {self.kind}")
         for key, value in samples:
-            if self.labels:
-                pairs = ",".join(f'{label}="{_escape_label(v)}"'
-                                 for label, v in zip(self.labels, key, strict=True))
+            if self.labels or constant:
+                pairs = ",".join(f'{label}="{_escape_label(v)}"' for label, v in (
+                    *constant, *zip(self.labels, key, strict=True)))
                 out.append(f"{self.name}{{{pairs}}} {format_value(value)}")
             else:
                 out.append(f"{self.name} {format_value(value)}")
@@ -129,7 +130,13 @@ class Metrics:
 
     def __init__(self, queue: QueueStats | None = None,
                  free_bytes: Callable[[], float] | None = None,
-                 certificate_expiry: Callable[[], float] | None = None) -> None:
+                 certificate_expiry: Callable[[], float] | None = None,
+                 instance: str | None = None) -> None:
+        """``instance``: the server's name (pli.toml's ``instance``), a label of every
+        sample, so the instances behind one load balancer are told apart however they
+        are scraped."""
+        self._constant: tuple[tuple[str, str], ...] = (
+            () if instance is None else (("instance", instance),))
         self._families: dict[str, _Family] = {}
         self._lock = threading.Lock()
         self.counter("pli_messages_decided_total",
@@ -283,7 +290,7 @@ class Metrics:
             if family.callback is None:
                 family = _Family(family.name, family.kind, family.help, family.labels,
                                  snapshot[family.name])
-            family.render(out)
+            family.render(out, self._constant)
         return "\n".join(out) + "\n"
 
 

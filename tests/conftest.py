@@ -3,12 +3,17 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests import swiftaio
+from tests.engines import Postgres, postgres_missing, running_postgres
 from tests.support import Gateway, LoopThread, Provider, RunningApp, make_gateway
 from tests.swiftaio import SwiftAio
+
+if TYPE_CHECKING:
+    from gateway.vault.pgindex import PostgresIndex
 
 
 @pytest.fixture
@@ -43,6 +48,28 @@ def pli(loop: LoopThread, gw: Gateway) -> Iterator[RunningApp]:
     app = RunningApp(loop, gw).start()
     yield app
     app.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL 15 for the whole run; each test takes a schema of its own."""
+    reason = postgres_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_index(postgres: Postgres) -> Iterator[PostgresIndex]:
+    """A PostgreSQL link index, empty, in a schema of this test's own."""
+    from gateway.vault.pgindex import PostgresIndex
+
+    schema = postgres.new_schema()
+    index = PostgresIndex(postgres.conninfo, schema=schema, pool_size=4)
+    yield index
+    index.close()
+    postgres.drop_schema(schema)
 
 
 @pytest.fixture(scope="session")

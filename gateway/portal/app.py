@@ -74,7 +74,9 @@ def build_portal(
         vault, settings,
         clients=clients,
         throttle=throttle,
-        tokens=tokens or AccessTokens(clock=clock),
+        # A key from [portal] key_file: instances behind one balancer accept each
+        # other's cookies and grants; none, a key drawn now.
+        tokens=tokens or AccessTokens(clock=clock, key=settings.portal.signing_key()),
         clock=clock,
         notices=notices,
     )

@@ -90,7 +90,11 @@ class Handlers:
         """The link's row and its status ("unknown" for text that cannot be a link id)."""
         if not is_link_id(link_id):
             return None, "unknown"
-        info = await asyncio.to_thread(self.vault.get, link_id)
+        try:
+            info = await asyncio.to_thread(self.vault.get, link_id)
+        except StoreUnavailable as exc:  # the shared index away: the link is fine, later
+            log.error("portal.store_unavailable", link=link_id, at="index", problem=str(exc))
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "30"}) from None
         return info, "unknown" if info is None else info.status(self.clock())
 
     def has_access(self, request: web.Request, info: LinkInfo) -> bool:

@@ -1,7 +1,9 @@
 """Signed, short-lived tokens: proof of the access code, and grants of one download.
 
 An access token is the link id and an expiry time, signed with HMAC-SHA256 under a key
-drawn when the portal starts (so a restart simply asks for the code again). It lets the
+drawn when the portal starts (so a restart simply asks for the code again), or read from
+``[portal] key_file`` (or a systemd credential), the same for every instance behind one
+load balancer, so that a token issued by one is accepted by the others. It lets the
 page fetch the manifest and ask for downloads without sending the code again, and it is
 useless for any other link. The cookie is HttpOnly, SameSite=Strict, and Secure when the
 portal's public address is https.

@@ -8,6 +8,7 @@ Public API (everything is blocking: call it from a worker thread, never on the e
 
     vault = Vault(settings.vault_dir)       # <data>/vault; folders and index made if needed
     vault = Vault(settings.vault_dir, store=SwiftStore(...))   # objects elsewhere (app.py)
+    vault = Vault(settings.vault_dir, index=PostgresIndex(...))   # an index shared (app.py)
 
     link = vault.seal(manifest, files, sender=..., recipient=..., expires_at=...,
                       download_limit=5, access_code="4821" or None,   # 5 per document
@@ -84,6 +85,7 @@ from gateway.vault.index import (
     LinkOptions,
     LinkStatus,
     Purged,
+    SqliteIndex,
     StoredObject,
     UnknownLink,
     hash_code,
@@ -158,28 +160,35 @@ class SealedLink:
 
 class Vault:
     """``store`` holds the sealed objects (files under ``root`` unless another is given);
-    the index is under ``root``. ``randbytes`` is where link ids, secrets, object ids and
-    nonce bases come from; only the test vector replaces it."""
+    ``index`` is the link index (by default SQLite, ``root/index.sqlite3``).
+    ``randbytes`` is where link ids, secrets, object ids and nonce bases come from; only
+    the test vector replaces it."""
 
     def __init__(
         self,
         root: Path,
         *,
         store: ObjectStore | None = None,
+        index: LinkIndex | None = None,
         max_code_attempts: int = MAX_CODE_ATTEMPTS,
         randbytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.root = root
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store: ObjectStore = FileStore(root) if store is None else store
-        self.index = LinkIndex(root / "index.sqlite3", max_code_attempts=max_code_attempts)
+        self.index = index if index is not None else SqliteIndex(
+            root / "index.sqlite3", max_code_attempts=max_code_attempts)
         self._random = randbytes
         self.store.create()
         self.index.create_schema()
 
     def close(self) -> None:
-        """Let go of the object store's connections (a Swift store keeps some)."""
-        self.store.close()
+        """Let go of the object store's and the index's connections (Swift and PostgreSQL
+        keep some)."""
+        try:
+            self.store.close()
+        finally:
+            self.index.close()
 
     # -- sealing ----------------------------------------------------------------------
 

@@ -1,11 +1,15 @@
 """The link index: what the server needs to enforce a link's limits, and nothing more.
 
-One SQLite file (WAL, ``synchronous=FULL``) beside the objects. A row holds a link's id,
+By default one SQLite file (WAL, ``synchronous=FULL``) beside the objects
+(:class:`SqliteIndex`); for several instances, a PostgreSQL database they share
+(:mod:`gateway.vault.pgindex`), with the same tables and the same queries. A row holds a link's id,
 times, its download limit (per document), the access code's scrypt hash, failed
 attempts, the sender and recipient addresses, and its objects' ids, sizes and download
-counts: never a subject, a name, a body or a key. Every call opens its own connection,
-so threads (the server) and other processes (``pli links``) share the file safely;
-changes that read then write take the write lock first (``BEGIN IMMEDIATE``).
+counts: never a subject, a name, a body or a key. Every call opens its own connection
+(or takes one from PostgreSQL's pool), so threads (the server) and other processes
+(``pli links``, other instances) share the index safely; counters change by ``UPDATE
+... RETURNING`` in a transaction, and a change that reads then writes locks first
+(SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's ``SELECT ... FOR UPDATE``).
 
 The schema's version is SQLite's ``user_version``. Version 0 (before any was set)
 counted downloads per link; version 1 counts them per document. An index of version 0
@@ -26,6 +30,7 @@ no sender's link, no reply.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from gateway.diskfull import sqlite_errors_as_os_errors
 from gateway.vault.format import MANIFEST_OBJECT_ID
@@ -263,61 +268,46 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+class HeldLock(Protocol):
+    def release(self) -> None: ...
+
+
+class _OwnLock:
+    def release(self) -> None:
+        pass
+
+
 class LinkIndex:
-    def __init__(self, path: Path, *, max_code_attempts: int = MAX_CODE_ATTEMPTS) -> None:
-        self.path = path
-        self.max_code_attempts = max_code_attempts
+    """The index's queries, in SQL that SQLite and PostgreSQL read alike (``?`` for a
+    parameter). A subclass says where the rows are: :class:`SqliteIndex` (the default,
+    one file beside the objects) or :class:`gateway.vault.pgindex.PostgresIndex` (shared
+    by several instances). Counters are changed by ``UPDATE ... RETURNING`` or under a row
+    lock, inside a transaction, so limits hold exactly whoever asks at once."""
+
+    max_code_attempts: int
+    for_update = ""
+    """What a SELECT that is followed by an UPDATE of its row adds, to lock the row."""
 
     def create_schema(self) -> None:
-        """Create the index, or bring an existing one up to :data:`SCHEMA_VERSION`."""
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-        with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise IndexVersionError(
-                    f"{self.path} has schema version {version}, newer than this Pli's"
-                    f" ({SCHEMA_VERSION}): run the Pli that wrote it")
-            tables = {name for (name,) in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            steps: tuple[str, ...]
-            if "objects" not in tables:
-                steps = _SCHEMA + _MIGRATE_FROM_1
-            elif version == 0:
-                steps = _MIGRATE_FROM_0 + _MIGRATE_FROM_1
-            else:
-                steps = _MIGRATE_FROM_1
-            for statement in steps:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        raise NotImplementedError
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection; a full disk met while using it is raised as OSError (ENOSPC), as
-        a file write says it, so the message path answers 452 4.3.1 for both."""
-        with sqlite_errors_as_os_errors(self.path):
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            try:
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                yield db
-            finally:
-                db.close()
+    def describe(self) -> str:
+        """Where the index is, for messages (never a password)."""
+        raise NotImplementedError
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds the lock from its first read."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                if db.in_transaction:  # SQLite may have rolled back already (disk full)
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def close(self) -> None:
+        """Give back what the index holds open (connections); it is not used again."""
+
+    def try_lock(self, name: str) -> HeldLock | None:
+        """Take the lock ``name`` (the hourly purge) unless another instance holds it:
+        the lock to release once done, or None. One index file has one instance."""
+        return _OwnLock()
+
+    def _connect(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
 
     # -- writing ----------------------------------------------------------------------
 
@@ -387,16 +377,16 @@ class LinkIndex:
     def uncount_reply(self, link_id: str) -> None:
         """A reply counted by :meth:`create_reply` was discarded after all."""
         with self._write() as db:
-            db.execute("UPDATE links SET replies = max(replies - 1, 0) WHERE id = ?",
-                       (link_id,))
+            db.execute("UPDATE links SET replies = CASE WHEN replies > 0 THEN replies - 1"
+                       " ELSE 0 END WHERE id = ?", (link_id,))
 
     def mark_opened(self, link_id: str, now: float) -> bool:
         """Note the first time the message was read: True only that first time, whoever
         else marks it at once (so the sender is told once)."""
         with self._write() as db:
-            return db.execute(
+            return bool(db.execute(
                 "UPDATE links SET opened = ? WHERE id = ? AND opened IS NULL", (now, link_id)
-            ).rowcount > 0
+            ).rowcount > 0)
 
     def manage_matches(self, link_id: str, secret: bytes) -> bool:
         """Whether ``secret`` is the sender's secret of this link (compared in constant
@@ -419,7 +409,7 @@ class LinkIndex:
             row = db.execute(
                 "SELECT expires, download_limit, COALESCE(max_expires, expires),"
                 " COALESCE(max_download_limit, download_limit) FROM links"
-                " WHERE id = ? AND revoked IS NULL", (link_id,)).fetchone()
+                " WHERE id = ? AND revoked IS NULL" + self.for_update, (link_id,)).fetchone()
             if row is None:
                 return False
             expires, limit, most_expires, most_limit = row
@@ -444,9 +434,9 @@ class LinkIndex:
     def mark_expiry_noticed(self, link_id: str, now: float) -> bool:
         """True for whoever notes it first (the notice is queued once)."""
         with self._write() as db:
-            return db.execute(
+            return bool(db.execute(
                 "UPDATE links SET expiry_noticed = ? WHERE id = ? AND expiry_noticed IS NULL",
-                (now, link_id)).rowcount > 0
+                (now, link_id)).rowcount > 0)
 
     def unmark_expiry_noticed(self, link_id: str) -> None:
         """The notice could not be queued after all: the next run tries again."""
@@ -455,7 +445,7 @@ class LinkIndex:
 
     def delete(self, link_id: str) -> bool:
         with self._write() as db:
-            return db.execute("DELETE FROM links WHERE id = ?", (link_id,)).rowcount > 0
+            return bool(db.execute("DELETE FROM links WHERE id = ?", (link_id,)).rowcount > 0)
 
     def revoke(self, link_id: str, now: float) -> bool:
         """Mark a link revoked (its objects go at the next purge). False if unknown."""
@@ -463,7 +453,7 @@ class LinkIndex:
             cursor = db.execute(
                 "UPDATE links SET revoked = COALESCE(revoked, ?) WHERE id = ?", (now, link_id)
             )
-            return cursor.rowcount > 0
+            return bool(cursor.rowcount > 0)
 
     def grant_download(self, link_id: str, object_id: str, now: float) -> int | None:
         """Count one download of one document, in one transaction: the downloads that
@@ -495,32 +485,33 @@ class LinkIndex:
         code was right, so guesses sent in parallel cannot exceed the limit either."""
         limit = self.max_code_attempts
         with self._write() as db:
-            row = db.execute(
-                "SELECT code_hash, failed_attempts, locked FROM links WHERE id = ?", (link_id,)
-            ).fetchone()
+            counted = db.execute(
+                "UPDATE links SET failed_attempts = failed_attempts + 1,"
+                " locked = CASE WHEN failed_attempts + 1 >= ? THEN 1 ELSE 0 END"
+                " WHERE id = ? AND code_hash IS NOT NULL AND locked = 0"
+                " AND failed_attempts < ? RETURNING code_hash, failed_attempts",
+                (limit, link_id, limit),
+            ).fetchall()
+        if not counted:
+            with self._connect() as db:
+                row = db.execute("SELECT code_hash IS NOT NULL FROM links WHERE id = ?",
+                                 (link_id,)).fetchone()
             if row is None:
                 raise UnknownLink(link_id)
-            stored, failed, locked = row
-            if stored is None:
+            if not row[0]:
                 return CodeCheck(ok=True, remaining=limit, locked=False)
-            if locked or failed >= limit:
-                return CodeCheck(ok=False, remaining=0, locked=True)
-            failed += 1
-            db.execute(
-                "UPDATE links SET failed_attempts = ?, locked = ? WHERE id = ?",
-                (failed, int(failed >= limit), link_id),
-            )
+            return CodeCheck(ok=False, remaining=0, locked=True)
+        [(stored, failed)] = counted
         if not verify_code(code, stored):
             return CodeCheck(ok=False, remaining=max(0, limit - failed), locked=failed >= limit)
         with self._write() as db:
             # Give the attempt back (right-hand sides see the values before the update).
-            db.execute(
-                "UPDATE links SET failed_attempts = max(failed_attempts - 1, 0),"
-                " locked = (max(failed_attempts - 1, 0) >= ?) WHERE id = ?",
-                (limit, link_id),
-            )
             row = db.execute(
-                "SELECT failed_attempts FROM links WHERE id = ?", (link_id,)
+                "UPDATE links SET failed_attempts = CASE WHEN failed_attempts > 0"
+                " THEN failed_attempts - 1 ELSE 0 END,"
+                " locked = CASE WHEN failed_attempts - 1 >= ? THEN 1 ELSE 0 END WHERE id = ?"
+                " RETURNING failed_attempts",
+                (limit, link_id),
             ).fetchone()
         return CodeCheck(ok=True, remaining=max(0, limit - (row[0] if row else 0)), locked=False)
 
@@ -552,6 +543,68 @@ class LinkIndex:
             return [row[0] for row in rows]
 
 
+class SqliteIndex(LinkIndex):
+    """The embedded index: one SQLite file (WAL, ``synchronous=FULL``)."""
+
+    def __init__(self, path: Path, *, max_code_attempts: int = MAX_CODE_ATTEMPTS) -> None:
+        self.path = path
+        self.max_code_attempts = max_code_attempts
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def create_schema(self) -> None:
+        """Create the index, or bring an existing one up to :data:`SCHEMA_VERSION`."""
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise IndexVersionError(
+                    f"{self.path} has schema version {version}, newer than this Pli's"
+                    f" ({SCHEMA_VERSION}): run the Pli that wrote it")
+            tables = {name for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            steps: tuple[str, ...]
+            if "objects" not in tables:
+                steps = _SCHEMA + _MIGRATE_FROM_1
+            elif version == 0:
+                steps = _MIGRATE_FROM_0 + _MIGRATE_FROM_1
+            else:
+                steps = _MIGRATE_FROM_1
+            for statement in steps:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection; a full disk met while using it is raised as OSError (ENOSPC), as
+        a file write says it, so the message path answers 452 4.3.1 for both."""
+        with sqlite_errors_as_os_errors(self.path):
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                yield db
+            finally:
+                db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the lock from its first read."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+
 _SELECT = (
     "SELECT id, created, expires, download_limit, downloads, code_hash IS NOT NULL,"
     " failed_attempts, locked, revoked, sender, recipients, origin, parent, language,"
@@ -560,7 +613,7 @@ _SELECT = (
 )
 
 
-def _set_options(db: sqlite3.Connection, link_id: str, options: LinkOptions,
+def _set_options(db: Any, link_id: str, options: LinkOptions,
                  manage_hash: str | None) -> None:
     db.execute(
         "UPDATE links SET language = ?, template = ?, notify = ?, manage_hash = ?,"
@@ -571,7 +624,7 @@ def _set_options(db: sqlite3.Connection, link_id: str, options: LinkOptions,
          options.reply_max_bytes, link_id))
 
 
-def _info(db: sqlite3.Connection, row: tuple[Any, ...]) -> LinkInfo:
+def _info(db: Any, row: tuple[Any, ...]) -> LinkInfo:
     (link_id, created, expires, limit, downloads, has_code, failed, locked, revoked, sender,
      recipients, origin, parent, language, template, notify, opened, has_manage, max_expires,
      max_limit, reply_files, reply_bytes, replies) = row

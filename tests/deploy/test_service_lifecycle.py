@@ -7,6 +7,7 @@ around SIGHUP, STOPPING=1 at SIGTERM and a clean exit; with [metrics] configured
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import smtplib
@@ -90,7 +91,9 @@ def test_run_under_systemd_protocol(tmp_path: Path, notify: Notifications) -> No
         assert _get(f"http://{HOST}:{metrics_port}/healthz") == (200, "ok\n")
         status, body = _get(f"http://{HOST}:{metrics_port}/metrics")
         assert status == 200
-        assert 'pli_messages_decided_total{action="pass"} 1' in body.splitlines()
+        # Every sample names its instance (pli.toml's `instance`, by default the host's).
+        assert re.search(r'(?m)^pli_messages_decided_total\{instance="[^"]+",action="pass"\} 1$',
+                         body), body
         proc.send_signal(signal.SIGHUP)
         reload = notify.wait_for("READY=1")
         assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in reload), reload

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -157,7 +158,7 @@ def test_a_full_disk_gets_452_and_loses_nothing_then_mail_flows_again(
     assert refusals == 2, log
 
     _, exposition = get(gw, "/metrics")
-    assert "pli_disk_full_refusals_total 2" in exposition
+    assert re.search(r'(?m)^pli_disk_full_refusals_total\{instance="[^"]+"\} 2$', exposition)
     free = next(line for line in exposition.splitlines() if line.startswith("pli_data_free_"))
     assert 0 < float(free.split()[1]) < 200 * 1024
 

@@ -1,4 +1,7 @@
-"""The link index: access codes, downloads per document, expiry, revocation and purge."""
+"""The link index: access codes, downloads per document, expiry, revocation and purge.
+
+Every test here runs on both indexes, SQLite (the default) and PostgreSQL (shared by
+several instances), except those about SQLite's own file (``sqlite_vault``)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import hmac
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +18,20 @@ from gateway.vault.index import SCHEMA_VERSION, normalise_code
 from tests.vault.helpers import DAY, RECIPIENT, SENDER, manifest, seal
 
 
-def test_the_index_is_sqlite_in_wal_mode_with_full_sync(vault: Vault) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Vault:
+    if request.param == "sqlite":
+        return Vault(tmp_path / "data" / "vault")
+    return Vault(tmp_path / "data" / "vault", index=request.getfixturevalue("pg_index"))
+
+
+@pytest.fixture
+def sqlite_vault(tmp_path: Path) -> Vault:
+    return Vault(tmp_path / "data" / "vault")
+
+
+def test_the_index_is_sqlite_in_wal_mode_with_full_sync(sqlite_vault: Vault) -> None:
+    vault = sqlite_vault
     with vault.index._connect() as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
@@ -313,9 +330,10 @@ def as_version_0(vault: Vault, downloads: dict[str, int]) -> None:
         db.close()
 
 
-def test_an_index_from_before_per_document_counts_keeps_working(vault: Vault) -> None:
+def test_an_index_from_before_per_document_counts_keeps_working(sqlite_vault: Vault) -> None:
     """Each document starts where its link was: nothing allows more than it did, a used
     up link stays used up, and the rest goes on per document."""
+    vault = sqlite_vault
     begun = seal(vault, documents(3), download_limit=5)
     used_up = seal(vault, documents(2), download_limit=2)
     fresh = seal(vault, documents(1), download_limit=5, code="4821")
@@ -346,7 +364,8 @@ def test_an_index_from_before_per_document_counts_keeps_working(vault: Vault) ->
         reopened.open_object(used_up.id, "manifest")
 
 
-def test_an_index_from_a_newer_pli_is_refused_rather_than_misread(vault: Vault) -> None:
+def test_an_index_from_a_newer_pli_is_refused_rather_than_misread(sqlite_vault: Vault) -> None:
+    vault = sqlite_vault
     with vault.index._connect() as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(IndexVersionError, match="newer"):

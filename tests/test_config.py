@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,6 +224,7 @@ SETTINGS_TABLE: dict[str, list[Check]] = {
     # Each row of the README's pli.toml table: what the row says (quoted as it stands)
     # and what a configuration `pli init` writes gives, read as `pli run` reads it.
     "`hostname`": [("| `pli.<domain>` |", lambda s, d: s.hostname == "pli.cabinet-martin.fr")],
+    "`instance`": [("| the host name |", lambda s, d: s.instance == socket.gethostname())],
     "`data_dir`": [("| `data` |", lambda s, d: s.data_dir == d / "data")],
     "`users_file`": [("| `users.toml` |", lambda s, d: s.users_file == d / "users.toml")],
     "`max_message_size`": [("| 150 MiB |", lambda s, d: s.max_message_size == 150 * MiB)],

@@ -13,7 +13,8 @@ test:
 
 bench:
 	scripts/bootstrap test
-	.venv/bin/python bench/relay_throughput.py
+	.venv/bin/python bench/relay_throughput.py --rounds 3 --floor --postfix
+	.venv/bin/python bench/large_message.py
 
 # Not part of `make test`: mutates the modules that hold the README's guarantees (see
 # [tool.mutmut] in pyproject.toml) and says which mutants the tests did not kill.

@@ -227,12 +227,14 @@ async def receive(stream: DataStream, reader: DataReader, write: Write,
 class IncomingFile:
     """The file a message is written to as it arrives (in the spool's ``incoming/``).
 
-    Created on the first write; a batch of at most 64 KiB is written on the event loop
-    (a whole small message: one write), a larger one on the spool's threads, so that
-    a slow disk never holds up the other sessions. A large message is flushed to the
-    disk every few megabytes while it arrives, so that what the disk must still write
-    once the client has sent its final dot (when the vault's fsync waits for it, and
-    the client for the 250) is a few megabytes, not the whole message."""
+    Made on the spool's threads (:meth:`begin`, as DATA starts: creating a file may wait
+    for the filesystem's journal, busy with other messages' fsyncs, which the event loop
+    must never do), or else on the first write; a batch of at most 64 KiB is written on
+    the event loop (a whole small message: one write), a larger one on the spool's
+    threads, so that a slow disk never holds up the other sessions. A large message is
+    flushed to the disk every few megabytes while it arrives, so that what the disk must
+    still write once the client has sent its final dot (when the vault's fsync waits for
+    it, and the client for the 250) is a few megabytes, not the whole message."""
 
     INLINE = 64 * 1024
     FLUSH_EVERY = 8 * 1024 * 1024
@@ -241,9 +243,22 @@ class IncomingFile:
         self.path = path
         self._run = run
         self._fd: int | None = None
+        self._opening: asyncio.Future[int] | None = None
         self._unflushed = 0
 
+    def begin(self, submit: Callable[[Callable[[], int]], asyncio.Future[int]]) -> None:
+        """Have ``submit`` (the spool's threads) make the file while the client starts
+        sending; the first write waits for it, and a failure is said there."""
+        self._opening = submit(self._create)
+
+    def _create(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
     async def write(self, batch: list[bytes]) -> None:
+        if self._opening is not None:
+            # Shielded: if the session ends meanwhile, discard() closes what was made.
+            self._fd = await asyncio.shield(self._opening)
+            self._opening = None
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         if len(data) <= self.INLINE:
             self._write(data)
@@ -252,7 +267,7 @@ class IncomingFile:
 
     def _write(self, data: bytes) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._fd = self._create()
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]
@@ -262,7 +277,9 @@ class IncomingFile:
             self._unflushed = 0
 
     def close(self) -> None:
-        """Done writing (an empty message still gets its empty file)."""
+        """Done writing (an empty message still gets its empty file); receive() writes
+        at least once, so the file is made by then."""
+        assert self._opening is None
         if self._fd is None:
             self._write(b"")
         assert self._fd is not None
@@ -270,7 +287,15 @@ class IncomingFile:
         self._fd = -1
 
     def discard(self) -> None:
-        if self._fd is not None and self._fd >= 0:
+        opening, self._opening = self._opening, None
+        if opening is not None:  # still being made, or made and never written to
+            opening.add_done_callback(self._discard_made)
+        elif self._fd is not None and self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
         self.path.unlink(missing_ok=True)
+
+    def _discard_made(self, opening: asyncio.Future[int]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            os.close(opening.result())
+            self.path.unlink(missing_ok=True)

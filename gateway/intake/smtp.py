@@ -387,6 +387,7 @@ class SubmissionSMTP(SMTP):
             return
         envelope.queue_id = new_queue_id()
         incoming = IncomingFile(self.spool.incoming(envelope.queue_id), self.spool.run)
+        incoming.begin(self.spool.submit)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             assert isinstance(self._reader, DataStream)  # the server makes every reader one

@@ -4,12 +4,16 @@ keeps, whatever pieces the bytes arrive in, and only CRLF . CRLF ends it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.intake.data import DataReader, DataStream, Transfer, receive
+from gateway.intake.data import DataReader, DataStream, IncomingFile, Transfer, receive
 
 END = b"\r\n.\r\n"
 
@@ -93,3 +97,64 @@ def test_a_line_longer_than_998_octets_is_kept_and_noted() -> None:
 def test_an_empty_message_ends_at_once() -> None:
     kept, transfer, left = run(b".\r\nQUIT\r\n")
     assert kept == b"" and transfer.size == 0 and left == b"QUIT\r\n"
+
+
+def test_the_incoming_file_is_made_off_the_event_loop_and_written_whole(tmp_path: Path) -> None:
+    """Made on another thread (creating a file may wait for the filesystem's journal):
+    the bytes written after it are the file's, and its mode is the owner's alone."""
+    made_by: list[str] = []
+
+    async def main() -> None:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="spool")
+        loop = asyncio.get_running_loop()
+        incoming = IncomingFile(tmp_path / "m", lambda *a: loop.run_in_executor(pool, *a))
+
+        def submit(call: object) -> asyncio.Future[int]:
+            def made() -> int:
+                made_by.append(threading.current_thread().name)
+                return call()  # type: ignore[operator, no-any-return]
+            return loop.run_in_executor(pool, made)
+
+        incoming.begin(submit)
+        await incoming.write([b"From: a@b.fr\r\n", b"\r\nBonjour\r\n"])
+        incoming.close()
+        pool.shutdown()
+
+    asyncio.run(main())
+    assert made_by and made_by[0].startswith("spool")
+    assert (tmp_path / "m").read_bytes() == b"From: a@b.fr\r\n\r\nBonjour\r\n"
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_session_ended_while_its_file_is_being_made_leaves_no_file_and_no_descriptor(
+        tmp_path: Path) -> None:
+    release = threading.Event()
+    before = len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        pool = ThreadPoolExecutor(1)
+        loop = asyncio.get_running_loop()
+        incoming = IncomingFile(tmp_path / "m", lambda *a: loop.run_in_executor(pool, *a))
+
+        def slow(call: object) -> asyncio.Future[int]:
+            def made() -> int:
+                release.wait(5)
+                return call()  # type: ignore[operator, no-any-return]
+            return loop.run_in_executor(pool, made)
+
+        incoming.begin(slow)
+        writing = asyncio.ensure_future(incoming.write([b"x"]))
+        await asyncio.sleep(0.05)
+        writing.cancel()  # the client went away before its file was made
+        await asyncio.gather(writing, return_exceptions=True)
+        incoming.discard()
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not (tmp_path / "m").exists() and len(os.listdir("/proc/self/fd")) <= before:
+                break
+        pool.shutdown()
+
+    asyncio.run(main())
+    assert not (tmp_path / "m").exists()
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -459,9 +459,9 @@ def verify(trail: AuditTrail) -> tuple[int, list[Finding]]:
     head_seq, head_hash = _read_head(trail.folder)
     if head_seq is not None:
         if head_seq >= expected_seq:
-            findings.append(Finding(HEAD, 1, head_seq,
-                                    f"records {expected_seq} to {head_seq} were removed "
-                                    "from the end"))
+            cut = (f"record {head_seq} was" if head_seq == expected_seq else
+                   f"records {expected_seq} to {head_seq} were")
+            findings.append(Finding(HEAD, 1, head_seq, f"{cut} removed from the end"))
         elif head_seq == expected_seq - 1 and head_hash != prev:
             findings.append(Finding(HEAD, 1, head_seq,
                                     "the last record does not match the head"))

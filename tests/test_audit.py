@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit import REDACTED, AuditTrail, Retention, story, verify
+from gateway.audit import _digest as audit_digest
 from gateway.users import User, hash_password, load_users, save_users
 from tests.support import (
     ADDRESS,
@@ -80,6 +81,71 @@ def test_records_cut_from_the_end_are_found_through_the_head(tmp_path: Path) -> 
     path.write_text("".join(rows[:-2]))
     findings = verify(trail)[1]
     assert any("5 to 6 were removed from the end" in f.problem for f in findings)
+
+
+BROKEN = "the chain is broken before this record: a record was removed, inserted or moved here"
+
+
+def _tampered(rows: list[str], how: str) -> list[str]:
+    if how == "garbled":
+        rows[2] = "{not json\n"
+    elif how == "edited":
+        rows[2] = rows[2].replace("p2@example.org", "someone@else.org")
+    elif how == "removed":
+        del rows[2]
+    elif how == "inserted":
+        rows.insert(3, rows[1])
+    elif how == "last cut":
+        del rows[-1]
+    elif how == "two cut":
+        del rows[-2:]
+    elif how == "last rewritten":  # a record of its own, hashed anew: only the head knows
+        record = json.loads(rows[-1])
+        record["recipient"] = "someone@else.org"
+        record["hash"] = audit_digest(record)
+        rows[-1] = json.dumps(record) + "\n"
+    return rows
+
+
+@pytest.mark.parametrize(("how", "expected"), [
+    ("garbled", ["{f}:3: not a valid audit record", f"{{f}}:4 (record 4): {BROKEN}",
+                 "{f}:4 (record 4): expected record 3: records removed"]),
+    ("edited", ["{f}:3 (record 3): edited: its content does not match its hash"]),
+    ("removed", [f"{{f}}:3 (record 4): {BROKEN}",
+                 "{f}:3 (record 4): expected record 3: records removed"]),
+    ("inserted", [f"{{f}}:4 (record 2): {BROKEN}",
+                  "{f}:4 (record 2): expected record 4: records inserted or moved",
+                  f"{{f}}:5 (record 4): {BROKEN}",
+                  "{f}:5 (record 4): expected record 3: records removed"]),
+    ("last cut", ["audit.head:1 (record 6): record 6 was removed from the end"]),
+    ("two cut", ["audit.head:1 (record 6): records 5 to 6 were removed from the end"]),
+    ("last rewritten", ["audit.head:1 (record 6): the last record does not match the head"]),
+])
+def test_verify_says_where_each_kind_of_tampering_is_and_what_it_was(
+        tmp_path: Path, how: str, expected: list[str]) -> None:
+    """What `pli audit verify` prints, line for line: the file and line, the record's
+    number, and what happened there."""
+    trail = filled(tmp_path)
+    path, rows = lines(trail)
+    path.write_text("".join(_tampered(rows, how)))
+    count, findings = verify(trail)
+    assert [str(f) for f in findings] == [e.replace("{f}", path.name) for e in expected]
+    assert count == len(_tampered(lines(filled(tmp_path / "fresh"))[1], how))
+
+
+def test_a_messages_story_takes_in_its_bounce_and_the_bounces_own_delivery(
+        tmp_path: Path) -> None:
+    """`pli audit show --message`: the copies of the message, the DSN queued about one of
+    them (which names it in ``about``), that DSN's own delivery, and nothing else."""
+    trail = AuditTrail(tmp_path / "audit")
+    trail.record("delivery.sent", queue_id="Q1-1", recipient="a@example.org", reply="250 ok")
+    trail.record("delivery.sent", queue_id="Q2-1", recipient="b@example.org", reply="250 ok")
+    trail.record("dsn.queued", queue_id="D9", about="Q1-1", recipient="dr@cabinet.fr",
+                 failed=1)
+    trail.record("delivery.sent", queue_id="D9", recipient="dr@cabinet.fr", reply="250 ok")
+    trail.close()
+    told = [(r["event"], r["queue_id"]) for r in story(trail, message="Q1")]
+    assert told == [("delivery.sent", "Q1-1"), ("dsn.queued", "D9"), ("delivery.sent", "D9")]
 
 
 def test_the_chain_runs_across_rotated_files(tmp_path: Path) -> None:

@@ -328,6 +328,8 @@ class Spool:
         """The message's header block (without the empty line after it)."""
         with self.open_message(queue_id) as queued:
             head = queued.read(0, min(queued.size, limit))
+        if head.startswith(b"\r\n"):  # no field at all: the body begins at once
+            return b""
         end = head.find(b"\r\n\r\n")
         return head[:end + 2] if end >= 0 else head
 

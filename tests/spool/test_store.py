@@ -292,6 +292,9 @@ def test_the_header_block_ends_at_the_first_empty_line_and_is_whole_without_one(
     headers_only = queued_message()
     spool.enqueue(headers_only, b"From: a@b.fr\r\nSubject: x\r\n")
     assert spool.header_block(headers_only.id) == b"From: a@b.fr\r\nSubject: x\r\n"
+    no_header = queued_message()  # a message that begins with its empty line
+    spool.enqueue(no_header, b"\r\n" + body)
+    assert spool.header_block(no_header.id) == b""
 
 
 def _source(tmp_path: Path, size: int) -> int:

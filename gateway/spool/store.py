@@ -409,12 +409,21 @@ class Spool:
             # The message may have been removed (or moved) while we opened it.
             yield self.load(queue_id, held=held) if _same_file(fd, path) else None
         finally:
-            if queue_id in self._removed and self._io is not None:
-                self._removed.discard(queue_id)
-                self._io.submit(os.close, fd)  # not waited for: nobody else can lock it
-            else:
-                self._removed.discard(queue_id)
+            removed = queue_id in self._removed
+            self._removed.discard(queue_id)
+            if not (removed and self._close_later(fd)):
                 os.close(fd)
+
+    def _close_later(self, fd: int) -> bool:
+        """Have the spool's threads close ``fd`` (not waited for: nobody else can lock a
+        removed message); False where there are none, or no longer."""
+        if self._io is None:
+            return False
+        try:
+            self._io.submit(os.close, fd)
+        except RuntimeError:  # shut down
+            return False
+        return True
 
 
 class QueuedFile:

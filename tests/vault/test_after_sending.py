@@ -96,6 +96,21 @@ def test_an_extension_stays_within_the_links_maxima_unless_unbounded(vault: Vaul
     assert vault.extend(link.id, days=1) is None and vault.extend("nonsense", days=1) is None
 
 
+def test_more_downloads_alone_or_more_days_alone_change_that_alone(vault: Vault) -> None:
+    """The sender's page and `pli links extend --downloads 2` give downloads without days
+    (and `--days` days without downloads)."""
+    link = seal(vault)
+    info = vault.get(link.id)
+    assert info is not None
+    more = vault.extend(link.id, downloads=2)
+    assert more is not None
+    assert (more.expires, more.download_limit) == (info.expires, info.download_limit + 2)
+    later = vault.extend(link.id, days=1)
+    assert later is not None
+    assert later.download_limit == info.download_limit + 2
+    assert later.expires == pytest.approx(info.expires + DAY)
+
+
 def test_an_expired_link_extended_counts_from_now_and_works_again(vault: Vault) -> None:
     link = seal(vault, expires_in=-DAY)
     assert vault.status(link.id) == "expired"

@@ -109,7 +109,7 @@ def readme_event_names(text: str) -> set[str]:
     return named
 
 
-FILE_SUFFIXES = {"toml", "txt", "json", "pem", "xml", "js", "eml", "md", "conf"}
+FILE_SUFFIXES = {"toml", "txt", "json", "pem", "xml", "js", "eml", "md", "conf", "py"}
 
 
 def test_every_event_the_readme_names_is_one_pli_logs() -> None:

@@ -36,6 +36,7 @@ import hmac
 import json
 import secrets
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -277,7 +278,7 @@ class _OwnLock:
         pass
 
 
-class LinkIndex:
+class LinkIndex(ABC):
     """The index's queries, in SQL that SQLite and PostgreSQL read alike (``?`` for a
     parameter). A subclass says where the rows are: :class:`SqliteIndex` (the default,
     one file beside the objects) or :class:`gateway.vault.pgindex.PostgresIndex` (shared
@@ -288,13 +289,15 @@ class LinkIndex:
     for_update = ""
     """What a SELECT that is followed by an UPDATE of its row adds, to lock the row."""
 
+    @abstractmethod
     def create_schema(self) -> None:
-        raise NotImplementedError
+        """Make the tables, or bring older ones up to this Pli's schema."""
 
+    @abstractmethod
     def describe(self) -> str:
         """Where the index is, for messages (never a password)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
         """Give back what the index holds open (connections); it is not used again."""
 
@@ -303,11 +306,13 @@ class LinkIndex:
         the lock to release once done, or None. One index file has one instance."""
         return _OwnLock()
 
+    @abstractmethod
     def _connect(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
+        """A connection for reading."""
 
+    @abstractmethod
     def _write(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
+        """A connection inside a transaction, committed when the block ends."""
 
     # -- writing ----------------------------------------------------------------------
 
@@ -552,6 +557,9 @@ class SqliteIndex(LinkIndex):
 
     def describe(self) -> str:
         return str(self.path)
+
+    def close(self) -> None:
+        """Nothing to give back: each call opens and closes its own connection."""
 
     def create_schema(self) -> None:
         """Create the index, or bring an existing one up to :data:`SCHEMA_VERSION`."""

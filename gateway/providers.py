@@ -90,6 +90,10 @@ GOOGLE = Preset(
               "put its JSON key in {folder}/google-service-account.json (chmod 600)",
 )
 
+PASSWORD_NEXT_STEP = ("fill in username, and put the mailbox's password in "
+                      "{folder}/upstream-password (chmod 600)")
+"""What is left to do for a provider that takes the mailbox's password."""
+
 OVH = Preset(
     "ovh", "OVHcloud e-mail (MX Plan)", "ssl0.ovh.net", 465, "tls",
     about="""\
@@ -101,8 +105,7 @@ OVH = Preset(
 # No sending limits set: OVHcloud publishes none for these accounts in the pages Pli's
 # authors could check. Set max_messages_per_minute and the others if your offer has some.
 """,
-    next_step="fill in username, and put the mailbox's password in "
-              "{folder}/upstream-password (chmod 600)",
+    next_step=PASSWORD_NEXT_STEP,
 )
 
 GANDI = Preset(
@@ -116,8 +119,7 @@ GANDI = Preset(
 # Gandi takes at most 40 recipients a message. It publishes no per-minute or per-day
 # figure Pli could use: those are left unset.
 """,
-    next_step="fill in username, and put the mailbox's password in "
-              "{folder}/upstream-password (chmod 600)",
+    next_step=PASSWORD_NEXT_STEP,
 )
 
 IONOS = Preset(
@@ -134,8 +136,7 @@ IONOS = Preset(
 # age of the contract (50 the first week, more later): Pli has no hourly setting, so a
 # very large batch may meet "450 Mail send limit exceeded", which slows the account down.
 """,
-    next_step="fill in username, and put the mailbox's password in "
-              "{folder}/upstream-password (chmod 600)",
+    next_step=PASSWORD_NEXT_STEP,
 )
 
 ORANGE_PRO = Preset(
@@ -149,8 +150,7 @@ ORANGE_PRO = Preset(
 # No sending limits set: Orange publishes none for its pro mailboxes in the pages Pli's
 # authors could check. Set max_messages_per_minute and the others if your offer has some.
 """,
-    next_step="fill in username, and put the mailbox's password in "
-              "{folder}/upstream-password (chmod 600)",
+    next_step=PASSWORD_NEXT_STEP,
 )
 
 PRESETS = {p.name: p for p in (MICROSOFT365, GOOGLE, OVH, GANDI, IONOS, ORANGE_PRO)}
